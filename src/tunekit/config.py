@@ -1,0 +1,267 @@
+"""The typed config: one YAML file describes a task end to end.
+
+One pydantic model per YAML section, a description on every field (they become the README's
+config reference and the JSON schema), ``extra="forbid"`` so a misspelt key is an error rather than
+a silently ignored default, and every problem reported at once with its YAML path and line.
+Relative paths in the config are relative to the config file, not to the shell's working
+directory, so ``tunekit run examples/banking77/config.yaml`` works from anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from tunekit.errors import ConfigError
+
+PRIMARY_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
+Metric = Literal["accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Section):
+    """How validation and test rows are split off the training file when no file is given for them."""
+
+    validation: float = Field(0.1, gt=0, lt=0.5, description="Fraction of training rows held out for validation (early stopping) when `data.validation` is not given.")
+    test: float = Field(0.2, gt=0, lt=0.5, description="Fraction of training rows held out for the final test when `data.test` is not given.")
+    seed: int = Field(13, description="Seed of the stratified split; the same data and seed always give the same split.")
+
+
+class DataConfig(_Section):
+    """Where the labelled rows are and which columns hold what."""
+
+    train: str = Field(..., description="Training file (CSV, TSV, JSONL, JSON or Parquet), relative to the config file.")
+    validation: str | None = Field(None, description="Validation file. If absent, `split.validation` of the training rows is held out.")
+    test: str | None = Field(None, description="Test file. If absent, `split.test` of the training rows is held out.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"] = Field("auto", description="File format; `auto` picks it from the file extension.")
+    header: bool = Field(True, description="Whether CSV/TSV files start with a header row. When false, name the columns in `columns`.")
+    columns: list[str] | None = Field(None, description="Column names, in order, for CSV/TSV files without a header row.")
+    text_column: str = Field("text", description="Column holding the text to classify.")
+    text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
+    label_column: str = Field("label", description="Column holding the label.")
+    encoding: str = Field("utf-8", description="Text encoding of the data files, e.g. `utf-8`, `latin-1`, `cp1252`.")
+    max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded, stratified sample of this many training rows (for quick runs); validation and test rows are never sampled.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Split of the training file into train/validation/test.")
+
+    @model_validator(mode="after")
+    def _columns_for_headerless(self) -> DataConfig:
+        if not self.header and not self.columns:
+            raise ValueError("`data.header` is false, so list the column names in `data.columns` (e.g. [text, label])")
+        return self
+
+
+class ModelConfig(_Section):
+    """The pretrained base model."""
+
+    base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory, or a Hugging Face hub id.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
+    max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
+
+
+class LoraMethod(_Section):
+    """LoRA (Hu et al. 2021): low-rank updates on frozen weights; the classifier head is trained fully."""
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, le=1024, description="Rank of the low-rank update.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt. Default: every linear layer of the encoder (attention and feed-forward) for the base model's architecture.")
+
+
+class FullMethod(_Section):
+    """Full fine-tuning: every weight is trained; the saved model is a complete checkpoint."""
+
+    kind: Literal["full"] = "full"
+
+
+MethodConfig = Annotated[LoraMethod | FullMethod, Field(discriminator="kind")]
+METHODS: dict[str, type[_Section]] = {"lora": LoraMethod, "full": FullMethod}
+
+DEFAULT_LEARNING_RATE = {"lora": 2e-3, "full": 5e-5}
+
+
+class TrainConfig(_Section):
+    """The training loop."""
+
+    epochs: int = Field(4, ge=1, le=1000, description="Maximum number of passes over the training rows.")
+    batch_size: int = Field(32, ge=1, description="Rows per optimisation step.")
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate of AdamW. Default: 2e-3 for LoRA, 5e-5 for full fine-tuning.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm weights).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps over which the learning rate rises linearly from 0; it then decays linearly to 0.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this global norm.")
+    early_stopping_patience: int = Field(2, ge=0, description="Stop after this many epochs without a better validation score; 0 never stops early.")
+    group_by_length: bool = Field(True, description="Batch rows of similar length together (shuffled batches of similar length), so little compute is spent on padding.")
+    seed: int = Field(13, description="Seed for weight init of the head, shuffling and dropout.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to train; `auto` takes CUDA, then MPS, then CPU.")
+    eval_batch_size: int = Field(64, ge=1, description="Rows per forward pass when predicting.")
+
+
+class EvalConfig(_Section):
+    """How models are scored."""
+
+    primary: Metric = Field("macro_f1", description="Metric that early stopping, the gate and the report lead with.")
+
+
+class GateConfig(_Section):
+    """When a newly trained version becomes `champion`."""
+
+    min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points).")
+    beat_champion: bool = Field(True, description="Also require the primary metric to be no lower than the current champion's on the same test rows.")
+
+
+class TunekitConfig(_Section):
+    """A tunekit task: data, base model, method, training, evaluation and promotion gate."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
+    task: Literal["classification"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair).")
+    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the config file.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=LoraMethod)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate in force: the configured one, else the method's default."""
+        return self.train.learning_rate or DEFAULT_LEARNING_RATE[self.method.kind]
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self._source_dir / p).resolve()
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.path(self.workspace)
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.workspace_dir / 'mlflow.db'}"
+
+    def hash(self) -> str:
+        """sha256 of the resolved config (defaults included), to tell runs of identical configs apart."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TunekitConfig:
+    """Read and validate a YAML config; raise one ``ConfigError`` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (check the path; `tunekit config schema` shows the format)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping of sections (name, data, model, ...), got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        cfg = TunekitConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path, root)) from None
+    cfg._source_dir = path.resolve().parent
+    return cfg
+
+
+def format_validation_error(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:
+    """One line per problem: ``file line N: data.train: field required``."""
+    lines = [f"{path}: {exc.error_count()} problem(s) in the config:"]
+    for err in exc.errors():
+        loc = _user_loc(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"line {line}: " if line else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key; valid keys here: {', '.join(_valid_keys(err['loc'][:-1]))}"
+        elif err["type"] == "missing":
+            msg = "required, but missing"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg}, got {err['input']!r}"
+        lines.append(f"  {where}{dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """Drop pydantic's discriminator tags (method.lora.r -> method.r) and validator names."""
+    out = []
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] == "method" and part in METHODS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    if len(loc) == 2 and loc[0] == "method" and loc[1] in METHODS:
+        return list(METHODS[loc[1]].model_fields)
+    model: type[BaseModel] = TunekitConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        ann = field.annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            break
+        model = candidates[0]
+    return list(model.model_fields)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+    node, line = root, None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key, value in node.value:
+            if key.value == str(part):
+                node, line = value, key.start_mark.line + 1
+                break
+        else:
+            break
+    return line
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        raw = raw.setdefault(key, {})
+    raw[leaf] = value
+
+
+def config_reference_markdown() -> str:
+    """The README's config reference, generated from the field descriptions."""
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("(top level)", TunekitConfig), ("data", DataConfig), ("data.split", SplitConfig),
+        ("model", ModelConfig), ("method (kind: lora)", LoraMethod), ("method (kind: full)", FullMethod),
+        ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig),
+    ]
+    out = []
+    for title, model in sections:
+        out += [f"#### `{title}`", "", (model.__doc__ or "").strip(), "", "| key | default | description |", "|---|---|---|"]
+        for key, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) or key == "method":
+                continue
+            default = "required" if field.is_required() else f"`{json.dumps(field.get_default(call_default_factory=True))}`"
+            out.append(f"| `{key}` | {default} | {field.description or ''} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,215 @@
+"""Fingerprints and frozen splits in the workspace.
+
+Baseline, candidate and champion must be scored on identical test rows, also across runs days
+apart, so the splits are made once and frozen as Parquet under ``datasets/<fingerprint[:16]>/``.
+``datasets/index.json`` maps a *source key* (the bytes of every input file plus the data settings
+that shape rows) to the fingerprint, so a later prepare on unchanged inputs loads the frozen splits
+instead of re-reading and re-splitting; changed inputs get a new folder and old ones stay.
+The fingerprint is a sha256 over canonical rows, so it names the data itself, whatever file
+format or column names it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import datasets
+
+from tunekit.config import TunekitConfig
+from tunekit.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+ROW_FIELDS = ("id", "text", "text_pair", "label")
+STORE_VERSION = 1  # bump when canonical rows change meaning, so old source keys stop matching
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """An input file in the role it plays (train, validation or test), with its content hash."""
+
+    role: str
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """Splits as stored: canonical rows (label names), datasets (label ids), and their provenance."""
+
+    rows: dict[str, list[dict]]
+    datasets: dict[str, datasets.Dataset]
+    labels: list[str]
+    fingerprint: str
+    test_fingerprint: str
+    directory: Path
+    meta: dict
+
+
+def source_files(cfg: TunekitConfig) -> list[SourceFile]:
+    """The configured input files, hashed; a missing one names its config key."""
+    out = []
+    for role in SPLITS:
+        value = getattr(cfg.data, role)
+        if value is None:
+            continue
+        path = cfg.path(value)
+        if not path.is_file():
+            raise DataError(f"data.{role}: file not found: {path} (relative paths are relative to the config file's folder)")
+        raw = path.read_bytes()
+        out.append(SourceFile(role, path, hashlib.sha256(raw).hexdigest(), len(raw)))
+    return out
+
+
+def source_key(cfg: TunekitConfig, sources: list[SourceFile]) -> str:
+    """sha256 over the input bytes and every data setting that changes the rows (not the paths)."""
+    settings = cfg.data.model_dump(mode="json", exclude={"train", "validation", "test"})
+    blob = {"version": STORE_VERSION, "settings": settings, "files": {s.role: s.sha256 for s in sources}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(rows: dict[str, list[dict]], labels: list[str]) -> str:
+    """sha256 over the canonical rows of each split, in order, then the label list."""
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(f"# {name}\n".encode())
+        _hash_rows(digest, rows[name])
+    digest.update(b"# labels\n" + json.dumps(labels, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def test_fingerprint(rows: list[dict]) -> str:
+    """sha256 over the canonical test rows alone: equal values mean two models saw identical test rows."""
+    digest = hashlib.sha256()
+    _hash_rows(digest, rows)
+    return digest.hexdigest()
+
+
+def _hash_rows(digest, rows: list[dict]) -> None:
+    for row in rows:
+        canonical = {key: row[key] for key in ROW_FIELDS if key in row}
+        digest.update(json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+
+
+def to_dataset(rows: list[dict], labels: list[str], with_pair: bool) -> datasets.Dataset:
+    """A ``datasets.Dataset`` with ``label`` as a ``ClassLabel`` id, so the names travel with it."""
+    features = {"id": datasets.Value("string"), "text": datasets.Value("string")}
+    if with_pair:
+        features["text_pair"] = datasets.Value("string")
+    features["label"] = datasets.ClassLabel(names=labels)
+    index = {label: i for i, label in enumerate(labels)}
+    records = [{key: (index[row[key]] if key == "label" else row[key]) for key in features} for row in rows]
+    return datasets.Dataset.from_list(records, features=datasets.Features(features))
+
+
+def dataset_rows(dataset: datasets.Dataset, labels: list[str]) -> list[dict]:
+    """Canonical rows (label names) back from a dataset with label ids."""
+    return [{**row, "label": labels[row["label"]]} for row in dataset.to_list()]
+
+
+def datasets_root(cfg: TunekitConfig) -> Path:
+    return cfg.workspace_dir / "datasets"
+
+
+def load_frozen(cfg: TunekitConfig, key: str) -> Frozen | None:
+    """The frozen splits for ``key``, or None when they were never made (or their folder is gone)."""
+    fp = _read_index(datasets_root(cfg)).get(key)
+    if not fp or not (datasets_root(cfg) / fp[:16] / "meta.json").is_file():
+        return None
+    return read_directory(datasets_root(cfg) / fp[:16])
+
+
+def read_directory(directory: Path) -> Frozen:
+    """Load a frozen-splits folder and check its rows still hash to the recorded fingerprint."""
+    import pyarrow.parquet as pq
+
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+    dsets = {name: datasets.Dataset(pq.read_table(directory / f"{name}.parquet")) for name in SPLITS}
+    rows = {name: dataset_rows(dsets[name], labels) for name in SPLITS}
+    if fingerprint(rows, labels) != meta["fingerprint"]:
+        raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
+                        "(were files in it edited?); delete this folder to make them again from the source files")
+    return Frozen(rows, dsets, labels, meta["fingerprint"], meta["test_fingerprint"], directory, meta)
+
+
+def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str]) -> Frozen:
+    """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index."""
+    fp = fingerprint(rows, labels)
+    with_pair = cfg.data.text_pair_column is not None
+    dsets = {name: to_dataset(rows[name], labels, with_pair) for name in SPLITS}
+    meta = _meta(cfg, key, fp, test_fingerprint(rows["test"]), sources, rows, labels)
+    root = datasets_root(cfg)
+    directory = root / fp[:16]
+    if not (directory / "meta.json").is_file():
+        _write_directory(root, directory, dsets, labels, meta)
+    _update_index(root, key, fp)
+    return Frozen(rows, dsets, labels, fp, meta["test_fingerprint"], directory, meta)
+
+
+def _meta(cfg: TunekitConfig, key: str, fp: str, test_fp: str, sources: list[SourceFile],
+          rows: dict[str, list[dict]], labels: list[str]) -> dict:
+    return {
+        "store_version": STORE_VERSION,
+        "fingerprint": fp,
+        "test_fingerprint": test_fp,
+        "source_key": key,
+        "sources": [{"role": s.role, "path": str(s.path), "sha256": s.sha256, "bytes": s.size} for s in sources],
+        "data_config": cfg.data.model_dump(mode="json"),
+        "split": {"made": [name for name in ("test", "validation") if getattr(cfg.data, name) is None],
+                  **cfg.data.split.model_dump(mode="json"), "max_train_rows": cfg.data.max_train_rows},
+        "rows": {name: len(rows[name]) for name in SPLITS},
+        "labels": len(labels),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _write_directory(root: Path, directory: Path, dsets: dict[str, datasets.Dataset], labels: list[str], meta: dict) -> None:
+    """Write into a temporary folder and rename it, so a crash never leaves half a frozen split behind."""
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=root))
+    try:
+        for name, dset in dsets.items():
+            pq.write_table(dset.data.table, tmp / f"{name}.parquet")
+        write_json(tmp / "labels.json", labels)
+        write_json(tmp / "meta.json", meta)
+        if directory.exists():  # an earlier attempt died before writing meta.json
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_index(root: Path) -> dict[str, str]:
+    """The source-key index; it is only a cache of fingerprints, so an unreadable one counts as empty."""
+    try:
+        index = json.loads((root / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    return {key: fp for key, fp in index.items() if isinstance(fp, str)}
+
+
+def _update_index(root: Path, key: str, fp: str) -> None:
+    index = _read_index(root)
+    if index.get(key) != fp:
+        index[key] = fp
+        write_json(root / "index.json", index)
+
+
+def write_json(path: Path, value) -> None:
+    """Write via a temporary file and rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,125 @@
+"""Turn raw records into canonical rows, refusing bad ones loudly.
+
+A silently dropped row changes what the model learns and what the test measures, so every bad row
+is an error that names the file, the line, the column and the fix. Labels become strings here, once
+(``3`` -> ``"3"``, ``1.0`` -> ``"1"``), so a label read from CSV and the same label read from
+Parquet are one class, not two.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Collection
+from typing import Any
+
+from tunekit.config import DataConfig
+from tunekit.data.problems import Problems
+from tunekit.data.read import RawTable, Record
+from tunekit.errors import DataError
+
+MAX_LABELS_SHOWN = 10
+
+
+def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[str] | None = None) -> list[dict]:
+    """Canonical rows ``{id, text, [text_pair], label, _at}`` of ``table``; ``_at`` is "line 12" etc.
+
+    With ``known_labels`` (the training labels), a label outside them is an error: the model could
+    never predict it, and its rows would silently count as mistakes.
+    """
+    check_columns(table, data)
+    known = set(known_labels) if known_labels is not None else None
+    problems = Problems()
+    rows = []
+    for record in table.records:
+        row = _canonical(record, table, data, known, problems)
+        if row is not None:
+            rows.append(row)
+    problems.raise_if_any(str(table.path))
+    return rows
+
+
+def configured_columns(data: DataConfig) -> list[tuple[str, str]]:
+    """(config key, column) for every column the config asks for."""
+    pairs = [("data.text_column", data.text_column)]
+    if data.text_pair_column:
+        pairs.append(("data.text_pair_column", data.text_pair_column))
+    pairs.append(("data.label_column", data.label_column))
+    return pairs
+
+
+def check_columns(table: RawTable, data: DataConfig) -> None:
+    """Every configured column must exist; list what does exist and which key to change."""
+    problems = Problems()
+    where = " line 1 (header)" if table.format in ("csv", "tsv") and data.header else ""
+    existing = ", ".join(f'"{c}"' for c in table.columns) or "(none)"
+    for key, column in configured_columns(data):
+        if column in table.columns:
+            continue
+        close = difflib.get_close_matches(column, table.columns, n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        fix = f"change `{key}` to one of them" + (", or fix `data.columns`" if not data.header else "")
+        problems.add(f'{table.path}{where}: column "{column}" (from `{key}`) not found{hint}; the file has columns {existing}: {fix}')
+    problems.raise_if_any(str(table.path))
+
+
+def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str] | None, problems: Problems) -> dict | None:
+    where = f"{table.path} {record.location}"
+    text = _text(record.values.get(data.text_column), where, data.text_column, problems)
+    pair = _text(record.values.get(data.text_pair_column), where, data.text_pair_column, problems) if data.text_pair_column else ""
+    label = _label(record.values.get(data.label_column), where, data.label_column, problems)
+    if label is not None and known is not None and label not in known:
+        problems.add(f'{where}: column "{data.label_column}" has label "{label}", which never appears in the training file; '
+                     f"known labels: {_few(known)}. Fix the label, or add rows with it to the training file")
+        return None
+    if text is None or pair is None or label is None:
+        return None
+    row = {"id": f"{table.path.stem}-{record.number}", "text": text}
+    if data.text_pair_column:
+        row["text_pair"] = pair
+    row.update(label=label, _at=record.location)
+    return row
+
+
+def _text(value: Any, where: str, column: str, problems: Problems) -> str | None:
+    """A non-blank string; numbers are accepted as their text, objects and lists are not."""
+    if isinstance(value, (dict, list)):
+        problems.add(f'{where}: column "{column}" holds {type(value).__name__} data, not text; put a string there')
+        return None
+    if _is_missing(value):
+        problems.add(f'{where}: column "{column}" is empty; every row needs a text (fill it in or remove the row)')
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _label(value: Any, where: str, column: str, problems: Problems) -> str | None:
+    """The label as a string: whitespace stripped, integral floats written as integers."""
+    if isinstance(value, (dict, list)):
+        problems.add(f'{where}: column "{column}" holds {type(value).__name__} data, not a label; put one label per row')
+        return None
+    if _is_missing(value):
+        problems.add(f'{where}: column "{column}" (the label) is empty; every row needs a label (fill it in or remove the row)')
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _few(labels: Collection[str]) -> str:
+    shown = sorted(labels)[:MAX_LABELS_SHOWN]
+    more = f", ... ({len(labels)} in all)" if len(labels) > MAX_LABELS_SHOWN else ""
+    return ", ".join(f'"{label}"' for label in shown) + more
+
+
+def label_set_error(path: str, labels: list[str]) -> DataError:
+    """Training data with a single label cannot train a classifier."""
+    return DataError(f'{path}: every training row has the label "{labels[0]}"; a classifier needs at least two labels '
+                     "(check `data.label_column`)")

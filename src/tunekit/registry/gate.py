@@ -1,0 +1,59 @@
+"""The promotion gate: a pure decision, so it is easy to test and to explain.
+
+A new version becomes ``champion`` only when its primary metric beats the baseline's by
+``gate.min_improvement`` and is not below the current champion's on the same test rows. Every
+check contributes a sentence to ``reasons``, passed or not, so the user reads *why*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChampionScore:
+    """The current champion's primary metric on the candidate's test rows."""
+
+    version: str
+    score: float
+    how: str  # "recorded" (same test rows) or "re-evaluated" (scored now on these rows)
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    primary: str
+    candidate: float
+    baseline: float
+    champion: ChampionScore | None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def alias(self) -> str:
+        return "champion" if self.passed else "challenger"
+
+    def summary(self) -> str:
+        verdict = "promoted to champion" if self.passed else "kept as challenger"
+        return f"{verdict}: " + "; ".join(self.reasons)
+
+
+def decide(primary: str, candidate: float, baseline: float, min_improvement: float,
+           champion: ChampionScore | None, beat_champion: bool = True) -> GateDecision:
+    reasons, passed = [], True
+    margin = candidate - baseline
+    # "beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss
+    if margin >= min_improvement and (margin > 0 or min_improvement < 0):
+        reasons.append(f"{primary} {candidate:.4f} beats the baseline's {baseline:.4f} by {margin:+.4f} (required {min_improvement:+.4f})")
+    else:
+        passed = False
+        reasons.append(f"{primary} {candidate:.4f} does not beat the baseline's {baseline:.4f} by the required {min_improvement:+.4f} (margin {margin:+.4f})")
+    if champion is None:
+        reasons.append("there is no current champion")
+    elif not beat_champion:
+        reasons.append(f"champion v{champion.version} not compared (gate.beat_champion is false)")
+    elif candidate >= champion.score:
+        reasons.append(f"{primary} is not below champion v{champion.version}'s {champion.score:.4f} ({champion.how} on the same test rows)")
+    else:
+        passed = False
+        reasons.append(f"{primary} is below champion v{champion.version}'s {champion.score:.4f} ({champion.how} on the same test rows)")
+    return GateDecision(passed, primary, candidate, baseline, champion, reasons)

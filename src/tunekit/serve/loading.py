@@ -1,0 +1,112 @@
+"""Loading the served model: resolve ``settings.model``, load it off the event loop, report state.
+
+``settings.model`` is a path to a tunekit model directory or a registry reference; the default
+loader tells them apart and both end in ``tunekit.models.load_trained``, so a model is served
+exactly as it was evaluated. ``ModelSlot`` loads in a background thread so the server answers
+``/healthz`` at once and ``/readyz`` says when the model is there (or why it failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunekit.errors import ModelError, TunekitError
+from tunekit.models import TrainedModel, load_trained
+from tunekit.serve.settings import ServeSettings
+
+logger = logging.getLogger("tunekit.serve")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve, with the name and version the server reports."""
+
+    model: TrainedModel
+    name: str
+    version: str | None
+    source: str  # the registry reference or path it was loaded from
+
+    @property
+    def expects_pairs(self) -> bool:
+        """Whether the model classifies sentence pairs (``text_pair`` in its manifest)."""
+        return bool(self.model.info.get("text_pair", False))
+
+
+Loader = Callable[[ServeSettings], LoadedModel]
+
+
+def default_loader(settings: ServeSettings) -> LoadedModel:
+    """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
+    path = Path(settings.model).expanduser()
+    if path.exists():
+        model = load_trained(path, settings.device)
+        return LoadedModel(model=model, name=model.info["name"], version=None, source=str(path))
+    if settings.model.startswith((".", "/", "~")):
+        raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
+    from tunekit.registry import resolve  # the registry (and MLflow) only when a reference needs it
+
+    ref = resolve(settings.model, settings.tracking_uri)
+    model = load_trained(ref.path, settings.device)
+    return LoadedModel(model=model, name=ref.name, version=str(ref.version), source=settings.model)
+
+
+class ModelSlot:
+    """Holds the served model once a background thread has loaded it, or the reason it could not."""
+
+    def __init__(self, settings: ServeSettings, loader: Loader):
+        self._settings = settings
+        self._loader = loader
+        self.loaded: LoadedModel | None = None
+        self.error: str | None = None
+        self.lock = threading.Lock()  # one forward pass at a time
+
+    @property
+    def source(self) -> str:
+        return self._settings.model
+
+    def require(self) -> LoadedModel:
+        """The loaded model, or ``NotReady`` (503) while it loads or after loading failed."""
+        if self.loaded is None:
+            raise NotReady.of(self)
+        return self.loaded
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load, name="tunekit-model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self) -> None:
+        logger.info("loading model %s", self._settings.model)
+        try:
+            loaded = self._loader(self._settings)
+        except TunekitError as exc:
+            self.error = str(exc)
+            logger.error("model %s failed to load: %s", self._settings.model, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz instead of killing the thread silently
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("model %s failed to load", self._settings.model)
+            return
+        self.loaded = loaded
+        logger.info("model %s version %s ready (%s)", loaded.name, loaded.version, loaded.source)
+
+
+class NotReady(TunekitError):
+    """The model is still loading (``model_loading``) or failed to load (``model_load_failed``)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+        self.param = None
+
+    @classmethod
+    def of(cls, slot: ModelSlot) -> NotReady:
+        if slot.error is not None:
+            return cls(f"model {slot.source!r} failed to load: {slot.error}", "model_load_failed")
+        return cls(f"model {slot.source!r} is still loading; retry when GET /readyz answers 200", "model_loading")

@@ -1,0 +1,91 @@
+"""Request and response bodies of the server, as they appear in the OpenAPI docs at ``/docs``.
+
+``inputs`` is declared with its full shape for the docs but validated by hand in ``inputs.py``, so
+a bad request gets one message that names the item (``inputs[2]: empty text``) instead of one
+error per branch of the union.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+
+
+class TextPair(BaseModel):
+    """One input of a sentence-pair model, as an object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(..., description="The first text.")
+    text_pair: str = Field(..., description="The second text.")
+
+
+Inputs = str | list[str | tuple[str, str] | TextPair]
+
+
+class ClassifyRequest(BaseModel):
+    """Texts to classify."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": ["my card was declined at the shop", "I want a refund for this order"]}]})
+
+    inputs: SkipValidation[Inputs] = Field(
+        ...,
+        description="One text, a list of texts, or for sentence-pair models a list of `[text, text_pair]` pairs or "
+        "`{\"text\": ..., \"text_pair\": ...}` objects. At most `max_inputs` items of at most `max_chars` characters each.",
+    )
+
+
+class Prediction(BaseModel):
+    """The model's answer for one input."""
+
+    label: str = Field(..., description="The most probable label.")
+    score: float = Field(..., description="Probability of `label`, between 0 and 1.")
+    probabilities: dict[str, float] = Field(..., description="Probability of every label the model knows; they sum to 1.")
+
+
+class ClassifyResponse(BaseModel):
+    """Predictions, one per input, in input order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "model": "intent",
+                "version": "3",
+                "predictions": [{"label": "card", "score": 0.93, "probabilities": {"card": 0.93, "refund": 0.05, "transfer": 0.02}}],
+            }]
+        }
+    )
+
+    model: str = Field(..., description="Name of the served model.")
+    version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
+    predictions: list[Prediction] = Field(..., description="One prediction per input, in input order.")
+
+
+class Health(BaseModel):
+    """The process is up."""
+
+    status: str = Field("ok", description="Always `ok`.")
+
+
+class Ready(BaseModel):
+    """The model is loaded and requests will be answered."""
+
+    status: str = Field("ready", description="Always `ready`.")
+    model: str = Field(..., description="Name of the served model.")
+    version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, in the shape of OpenAI's API errors."""
+
+    message: str = Field(..., description="What is wrong, where, and what to do about it.")
+    type: str = Field(..., description="Error class: `invalid_request_error`, `not_found_error`, `service_unavailable` or `server_error`.")
+    code: str | None = Field(None, description="Machine-readable reason, e.g. `empty_text`, `too_many_inputs`, `model_loading`.")
+    param: str | None = Field(None, description="The part of the request at fault, e.g. `inputs[2]`.")
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error response."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {"message": "inputs[2]: empty text", "type": "invalid_request_error", "code": "empty_text", "param": "inputs[2]"}}]})
+
+    error: ErrorDetail

@@ -1,0 +1,209 @@
+"""Train stage: fine-tune the base model with the configured method on the frozen splits.
+
+A plain PyTorch loop, no Trainer: tokenise once, batch by length, AdamW with linear warm-up and
+decay, validate every epoch on the primary metric, keep the best epoch's weights, stop early when
+validation stops improving, and write the adapter directory (PEFT's own files, the tokenizer and
+``tunekit.json``), which ``PeftModel.from_pretrained`` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tunekit import methods
+from tunekit.config import TunekitConfig
+from tunekit.evaluate.metrics import classification_metrics
+from tunekit.lineage import git_commit, package_versions
+from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, resolve_base
+
+__all__ = ["TrainResult", "run", "update_manifest"]
+
+
+@dataclass
+class TrainResult:
+    """What training produced and how it went."""
+
+    adapter_dir: Path
+    history: list[dict]
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+    trainable_params: int
+    total_params: int
+    seconds: float
+    train_examples_per_second: float
+    peak_memory_mb: float = field(default=0.0)
+
+
+def run(cfg: TunekitConfig, data, out_dir: Path, console=None) -> TrainResult:
+    """Train on ``data.train``, validate on ``data.validation``, write the best model to ``out_dir``."""
+    seed_everything(cfg.train.seed)
+    model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision)
+    model = methods.apply(model, cfg.method)
+    device = pick_device(cfg.train.device)
+    model.to(device)
+    trainable, total = methods.count_parameters(model)
+
+    encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)
+    labels = torch.tensor(list(data.train["label"]))
+    steps_per_epoch = -(-len(encoded) // cfg.train.batch_size)
+    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
+    rng = np.random.default_rng(cfg.train.seed)
+    val_texts, val_pairs = list(data.validation["text"]), _pairs(data.validation)
+
+    history: list[dict] = []
+    best_score, best_epoch, best_state, stale, seen = -np.inf, 0, None, 0, 0
+    started = time.perf_counter()
+    train_seconds = 0.0
+    with _progress(console) as progress:
+        task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs, info="")
+        for epoch in range(1, cfg.train.epochs + 1):
+            epoch_start = time.perf_counter()
+            loss_sum = 0.0
+            model.train()
+            batches = _batch_order(encoded, cfg, rng)
+            for step, idx in enumerate(batches, 1):
+                batch = tokenizer.pad([encoded[i] for i in idx], return_tensors="pt")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss = model(**batch, labels=labels[idx].to(device)).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.item()
+                seen += len(idx)
+                progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.train.epochs} loss {loss_sum / step:.4f}")
+            train_seconds += time.perf_counter() - epoch_start
+            probs = predict_proba(model, tokenizer, val_texts, val_pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
+            val = classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
+            score = val[cfg.eval.primary]
+            history.append({"epoch": epoch, "train_loss": loss_sum / len(batches), f"val_{cfg.eval.primary}": score,
+                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - epoch_start, 2)})
+            progress.console.print(f"  epoch {epoch}: train loss {loss_sum / len(batches):.4f}, validation {cfg.eval.primary} {score:.4f}"
+                                   + ("  (best so far)" if score > best_score else ""))
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
+            else:
+                stale += 1
+                if cfg.train.early_stopping_patience and stale >= cfg.train.early_stopping_patience:
+                    progress.console.print(f"  early stop: no better validation {cfg.eval.primary} for {stale} epochs; keeping epoch {best_epoch}")
+                    break
+    model.load_state_dict(best_state, strict=False)
+    _save(model, tokenizer, cfg, data, out_dir, history, best_epoch)
+    return TrainResult(
+        adapter_dir=out_dir, history=history, best_epoch=best_epoch, best_score=float(best_score),
+        stopped_early=len(history) < cfg.train.epochs, trainable_params=trainable, total_params=total,
+        seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(seen / max(train_seconds, 1e-9), 2),
+        peak_memory_mb=_peak_memory_mb(device),
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pairs(ds) -> list[str] | None:
+    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+
+
+def _tokenize(tokenizer, ds, max_length: int) -> list[dict]:
+    """Tokenise every row once (truncated, unpadded); batches are padded when they are drawn."""
+    pairs = _pairs(ds)
+    enc = tokenizer(list(ds["text"]), pairs, truncation="longest_first" if pairs else True, max_length=max_length)
+    keys = list(enc.keys())
+    return [{k: enc[k][i] for k in keys} for i in range(len(ds))]
+
+
+def _batch_order(encoded: list[dict], cfg: TunekitConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    from tunekit.train.batching import batch_order
+
+    return batch_order([len(e["input_ids"]) for e in encoded], cfg.train.batch_size, rng, cfg.train.group_by_length)
+
+
+def _optimizer(model, cfg: TunekitConfig, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)  # biases and LayerNorm weights
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def _trainable_key(model, key: str) -> bool:
+    names = getattr(model, "_tunekit_trainable", None)
+    if names is None:
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        model._tunekit_trainable = names
+    return key in names
+
+
+def _progress(console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+    )
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    manifest = {
+        "format_version": 1,
+        "task": cfg.task,
+        "name": cfg.name,
+        "method": cfg.method.kind,
+        "base_model": {"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision},
+        "labels": data.labels,
+        "max_length": cfg.model.max_length,
+        "text_pair": cfg.data.text_pair_column is not None,
+        "data_fingerprint": data.fingerprint,
+        "test_fingerprint": data.test_fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": cfg.hash(),
+        "history": history,
+        "best_epoch": best_epoch,
+        "git_commit": git_commit(cfg.path(".")),
+        "versions": package_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": {},
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def update_manifest(adapter_dir: Path, **fields) -> dict:
+    """Add fields (e.g. test metrics after evaluation) to an adapter's ``tunekit.json``."""
+    path = adapter_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
