@@ -3,8 +3,9 @@
 One pydantic model per YAML section, a description on every field (they become the README's
 config reference and the JSON schema), ``extra="forbid"`` so a misspelt key is an error rather than
 a silently ignored default, and every problem reported at once with its YAML path and line.
-Relative paths in the config are relative to the config file, not to the shell's working
-directory, so ``tunekit run examples/banking77/config.yaml`` works from anywhere.
+Relative data paths in the config are relative to the config file, not to the shell's working
+directory, so ``tunekit run examples/banking77/config.yaml`` works from anywhere; the workspace is
+relative to the working directory, where ``tunekit serve`` and ``tunekit registry`` look for it.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class TunekitConfig(_Section):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
     task: Literal["classification"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair).")
-    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the config file.")
+    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the directory tunekit runs in.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -132,6 +133,7 @@ class TunekitConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig)
 
     _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _cwd: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property
     def learning_rate(self) -> float:
@@ -145,7 +147,10 @@ class TunekitConfig(_Section):
 
     @property
     def workspace_dir(self) -> Path:
-        return self.path(self.workspace)
+        """The workspace, relative to the directory tunekit was started in (like ``./mlruns``), so
+        ``tunekit serve`` and ``tunekit registry`` run from the same place find it by default."""
+        p = Path(self.workspace).expanduser()
+        return p if p.is_absolute() else (self._cwd / p).resolve()
 
     @property
     def tracking(self) -> str:

@@ -85,7 +85,7 @@ def fingerprint(rows: dict[str, list[dict]], labels: list[str]) -> str:
     return digest.hexdigest()
 
 
-def test_fingerprint(rows: list[dict]) -> str:
+def split_fingerprint(rows: list[dict]) -> str:
     """sha256 over the canonical test rows alone: equal values mean two models saw identical test rows."""
     digest = hashlib.sha256()
     _hash_rows(digest, rows)
@@ -142,10 +142,11 @@ def read_directory(directory: Path) -> Frozen:
 
 def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str]) -> Frozen:
     """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index."""
+    rows = {name: [{key: row[key] for key in ROW_FIELDS if key in row} for row in rows[name]] for name in SPLITS}
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
     dsets = {name: to_dataset(rows[name], labels, with_pair) for name in SPLITS}
-    meta = _meta(cfg, key, fp, test_fingerprint(rows["test"]), sources, rows, labels)
+    meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels)
     root = datasets_root(cfg)
     directory = root / fp[:16]
     if not (directory / "meta.json").is_file():

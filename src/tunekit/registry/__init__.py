@@ -52,7 +52,7 @@ def _experiment_id(mlc, name: str, workspace: Path | None) -> str:
 
 
 def log_run(mlc, name: str, workspace: Path | None, *, params: dict, metrics: dict, tags: dict,
-            artifacts: dict[str, Path], history: list[dict] | None = None) -> str:
+            artifacts: list[tuple[str, Path]], history: list[dict] | None = None) -> str:
     """One MLflow run with everything about a ``tunekit run``; returns the run id."""
     import mlflow
 
@@ -63,7 +63,7 @@ def log_run(mlc, name: str, workspace: Path | None, *, params: dict, metrics: di
         for row in history or []:
             mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
-        for dest, path in artifacts.items():
+        for dest, path in artifacts:
             if path.is_dir():
                 mlflow.log_artifacts(str(path), dest)
             elif path.exists():

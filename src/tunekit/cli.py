@@ -1,0 +1,187 @@
+"""The ``tunekit`` command: thin wrappers that parse arguments, call one entry function each, and
+turn tunekit's errors into a message and an exit code (no traceback for user errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from tunekit.errors import TunekitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help="Fine-tune a pretrained language model for your task, beat a baseline, register, serve.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+config_app = typer.Typer(help="Check and describe config files.", no_args_is_help=True)
+data_app = typer.Typer(help="Check data and freeze splits.", no_args_is_help=True)
+registry_app = typer.Typer(help="List, promote and roll back registered model versions.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(registry_app, name="registry")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: --set train.epochs=2 (repeatable).")]
+TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else ./tunekit-workspace/mlflow.db.")]
+GATE_FAILED_EXIT = 10
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except TunekitError as exc:
+        err_console.print(f"[bold red]{type(exc).__name__}:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+def _load(path: Path, sets: list[str] | None = None):
+    from tunekit.config import load_config
+
+    overrides = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        overrides[key] = yaml.safe_load(value)
+    return load_config(path, overrides)
+
+
+def _tracking(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('tunekit-workspace').resolve() / 'mlflow.db'}"
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None,
+        strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
+    """Run the whole lifecycle: data check, baseline, train, evaluate, register and gate."""
+    from tunekit import pipeline
+
+    outcome = pipeline.run(_load(config, set_), console)
+    if strict and not outcome.decision.passed:
+        raise typer.Exit(GATE_FAILED_EXIT)
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigArg) -> None:
+    """Validate a config file and print it with every default filled in."""
+    cfg = _load(config)
+    console.print(f"[green]{config}: valid[/]")
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False, end="")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON schema (for editors and CI checks)."""
+    from tunekit.config import TunekitConfig
+
+    print(json.dumps(TunekitConfig.model_json_schema(), indent=2))
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the config reference in Markdown (as in the README)."""
+    from tunekit.config import config_reference_markdown
+
+    print(config_reference_markdown())
+
+
+@data_app.command("check")
+def data_check(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Read and validate the data, freeze the splits and write the data report."""
+    from tunekit import data, models
+
+    cfg = _load(config, set_)
+    prepared = data.prepare(cfg, models.load_tokenizer(cfg.model.base, cfg.model.revision))
+    console.print(data.summary(prepared))
+    console.print(f"Data report: {prepared.directory / 'report.md'}")
+
+
+@registry_app.command("list")
+def registry_list(name: Annotated[Optional[str], typer.Argument(help="Registered model; all models when omitted.")] = None,
+                  tracking_uri: TrackingOpt = None) -> None:
+    """List registered models, or the versions of one with their aliases and metrics."""
+    from tunekit import registry
+
+    mlc = registry.client(_tracking(tracking_uri))
+    if name is None:
+        table = Table("model", "versions", "aliases")
+        for rm in mlc.search_registered_models():
+            table.add_row(rm.name, str(len(mlc.search_model_versions(f"name = '{rm.name}'"))),
+                          ", ".join(f"{a}=v{v}" for a, v in (rm.aliases or {}).items()))
+        console.print(table)
+        return
+    table = Table("version", "aliases", "primary metric", "test", "baseline", "created", "run")
+    for mv in registry.list_versions(mlc, name):
+        tags = mv.tags or {}
+        primary = tags.get("primary_metric", "")
+        table.add_row(mv.version, ", ".join(mv.aliases or []), primary, tags.get(f"test_{primary}", "")[:6],
+                      tags.get(f"baseline_{primary}", "")[:6], _ms_to_str(mv.creation_timestamp), mv.run_id or "")
+    console.print(table)
+
+
+@registry_app.command("history")
+def registry_history(name: Annotated[str, typer.Argument(help="Registered model.")], tracking_uri: TrackingOpt = None) -> None:
+    """Every registration, promotion, demotion and rollback of a model, oldest first."""
+    from tunekit import registry
+
+    table = Table("when (UTC)", "version", "event", "by", "why")
+    for e in registry.history(registry.client(_tracking(tracking_uri)), name):
+        table.add_row(e["at"].replace("T", " ")[:19], e["version"], e["action"], e["by"], e["reason"])
+    console.print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(name: Annotated[str, typer.Argument(help="Registered model.")],
+                     version: Annotated[str, typer.Argument(help="Version to make champion.")],
+                     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "manual promotion",
+                     tracking_uri: TrackingOpt = None) -> None:
+    """Make a version the champion by hand (bypasses the gate; the reason is recorded)."""
+    from tunekit import registry
+
+    prev = registry.promote(registry.client(_tracking(tracking_uri)), name, version, reason)
+    console.print(f"{name} v{version} is now champion" + (f" (was v{prev})" if prev else ""))
+
+
+@registry_app.command("rollback")
+def registry_rollback(name: Annotated[str, typer.Argument(help="Registered model.")],
+                      reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "manual rollback",
+                      tracking_uri: TrackingOpt = None) -> None:
+    """Give the champion alias back to the version the current champion replaced."""
+    from tunekit import registry
+
+    old, new = registry.rollback(registry.client(_tracking(tracking_uri)), name, reason)
+    console.print(f"{name}: champion rolled back from v{old} to v{new}")
+
+
+@app.command()
+def serve(model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+          tracking_uri: TrackingOpt = None,
+          host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+          max_inputs: Annotated[int, typer.Option(help="Most texts in one request (more: HTTP 413).")] = 64,
+          max_chars: Annotated[int, typer.Option(help="Longest text in characters (longer: HTTP 413).")] = 10_000) -> None:
+    """Serve a model over HTTP: POST /v1/classify, GET /healthz, GET /readyz, docs at /docs."""
+    from tunekit.serve import ServeSettings
+    from tunekit.serve import serve as run_server
+
+    run_server(ServeSettings(model=model, tracking_uri=_tracking(tracking_uri), host=host, port=port,
+                             max_inputs=max_inputs, max_chars=max_chars))
+
+
+def _ms_to_str(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M") if ms else ""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""``prepare(cfg)``: from the configured files to frozen, fingerprinted splits and a data report.
+
+The recipe: hash the inputs; if splits for exactly these inputs and settings were frozen before,
+load them, otherwise read and validate every file (all bad rows are errors), split, and freeze;
+then write the data report for the splits in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from tunekit.config import TunekitConfig
+from tunekit.data import store
+from tunekit.data.markdown import render_report_markdown
+from tunekit.data.read import read_table
+from tunekit.data.report import build_report
+from tunekit.data.split import make_splits
+from tunekit.data.validate import canonical_rows, label_set_error
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The frozen splits every later stage reads, with the label map and the dataset version id."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    test: datasets.Dataset
+    labels: list[str]
+    fingerprint: str
+    test_fingerprint: str
+    directory: Path
+    report: dict
+    reused: bool
+
+
+def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
+    """Frozen splits for ``cfg.data``, made now or reused; ``tokenizer`` adds token lengths to the report."""
+    sources = store.source_files(cfg)
+    key = store.source_key(cfg, sources)
+    frozen = store.load_frozen(cfg, key)
+    reused = frozen is not None
+    if frozen is None:
+        rows, labels = read_splits(cfg, {s.role: s.path for s in sources})
+        frozen = store.freeze(cfg, key, sources, rows, labels)
+    report = build_report(cfg, frozen.rows, frozen.labels, frozen.meta, tokenizer)
+    store.write_json(frozen.directory / "report.json", report)
+    (frozen.directory / "report.md").write_text(render_report_markdown(report), encoding="utf-8")
+    return PreparedData(
+        train=frozen.datasets["train"], validation=frozen.datasets["validation"], test=frozen.datasets["test"],
+        labels=frozen.labels, fingerprint=frozen.fingerprint, test_fingerprint=frozen.test_fingerprint,
+        directory=frozen.directory, report=report, reused=reused,
+    )
+
+
+def read_splits(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
+    """Read and validate the files, then split: (rows per split, labels sorted by name)."""
+    train = read_rows(paths["train"], cfg, "data.train")
+    labels = sorted({row["label"] for row in train})
+    if len(labels) < 2:
+        raise label_set_error(str(paths["train"]), labels)
+    given = {role: read_rows(paths[role], cfg, f"data.{role}", labels) if role in paths else None
+             for role in ("validation", "test")}
+    rows = make_splits(train, given["validation"], given["test"], cfg.data, paths["train"])
+    return rows, labels
+
+
+def read_rows(path: str | Path, cfg: TunekitConfig, key: str = "data.train", known_labels: list[str] | None = None) -> list[dict]:
+    """Canonical rows of one file (``{id, text, [text_pair], label, _at}``), every bad row an error.
+
+    ``path`` is resolved like a config path (relative to the config file). With ``known_labels``, a
+    label outside them is an error; validation and test files are read that way.
+    """
+    return canonical_rows(read_table(cfg.path(path), cfg.data, key), cfg.data, known_labels)

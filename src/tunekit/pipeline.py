@@ -1,0 +1,170 @@
+"""The whole lifecycle on one screen: data, baseline, train, evaluate, register + gate, report.
+
+``run`` is what ``tunekit run CONFIG`` does. Each step calls one stage's entry function; the order
+matters only where a later stage reads an earlier one's output (the baseline and the model are
+scored on the frozen test split that ``data.prepare`` made; the gate needs the MLflow version).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tunekit import baseline, evaluate, models, registry, train
+from tunekit import data as data_stage
+from tunekit.config import TunekitConfig
+from tunekit.evaluate import report
+from tunekit.evaluate.metrics import headline
+from tunekit.lineage import git_commit, package_versions
+
+__all__ = ["RunOutcome", "run"]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    version: str
+    decision: registry.GateDecision
+    card: dict
+
+
+def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
+    console = console or Console()
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    run_dir = cfg.workspace_dir / "runs" / run_id
+
+    console.rule("[bold]1/5 data")
+    tokenizer = models.load_tokenizer(cfg.model.base, cfg.model.revision)
+    data = data_stage.prepare(cfg, tokenizer)
+    console.print(data_stage.summary(data))
+
+    console.rule("[bold]2/5 baseline")
+    base = baseline.run(cfg, data)
+    console.print(f"{base.name}: test {cfg.eval.primary} {base.metrics[cfg.eval.primary]:.4f}, accuracy {base.metrics['accuracy']:.4f} ({base.seconds:.1f} s)")
+
+    console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
+    trained = train.run(cfg, data, run_dir / "adapter", console)
+
+    console.rule("[bold]4/5 evaluate")
+    model = models.load_trained(run_dir / "adapter")  # score exactly what was saved, as the server will load it
+    result = evaluate.run(cfg, data, model, base, run_dir, trained.history)
+    train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics))
+
+    console.rule("[bold]5/5 register")
+    mlc = registry.client(cfg.tracking, cfg.workspace_dir)
+    champion = champion_score(mlc, cfg, data)
+    decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
+                               cfg.gate.min_improvement, champion, cfg.gate.beat_champion)
+    tags = _tags(cfg, data, run_id)
+    mlflow_run = registry.log_run(
+        mlc, cfg.name, cfg.workspace_dir,
+        params=_flatten(cfg.model_dump(mode="json")),
+        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
+                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
+                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds,
+                 "train_examples_per_second": trained.train_examples_per_second, "best_epoch": trained.best_epoch},
+        tags=tags, history=trained.history,
+        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
+                   *(("evaluation", p) for p in result.files.values())],
+    )
+    version = registry.register(mlc, cfg.name, mlflow_run, {
+        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint,
+        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
+        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
+    })
+    registry.set_alias(mlc, cfg.name, version, decision)
+
+    card = _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags)
+    md, js = report.write(card, run_dir)
+    for path in (md, js):
+        mlc.log_artifact(mlflow_run, str(path), "report")
+    _print_summary(console, cfg, card, md)
+    return RunOutcome(run_id, run_dir, version, decision, card)
+
+
+def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | None:
+    """The current champion's primary metric on this run's test rows: the recorded one when it
+    was tested on the same rows, else measured now (if its labels match), else not comparable."""
+    mv = registry.champion_version(mlc, cfg.name)
+    if mv is None:
+        return None
+    tags = mv.tags or {}
+    recorded = tags.get(f"test_{cfg.eval.primary}")
+    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
+        return registry.ChampionScore(str(mv.version), float(recorded), "recorded")
+    resolved = registry.resolve(f"{cfg.name}/{mv.version}", cfg.tracking)
+    champ = models.load_trained(resolved.path)
+    if champ.labels != data.labels:
+        return None  # a different label set: the scores are not comparable, and decide() says there is no champion to beat
+    metrics, _ = evaluate.score(champ, data, cfg.train.eval_batch_size)
+    return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
+
+
+def _tags(cfg: TunekitConfig, data, run_id: str) -> dict:
+    versions = package_versions()
+    return {
+        "tunekit.run_name": run_id,
+        "tunekit.git_commit": git_commit(cfg.path(".")),
+        "tunekit.data_fingerprint": data.fingerprint,
+        "tunekit.test_fingerprint": data.test_fingerprint,
+        "tunekit.config_hash": cfg.hash(),
+        "tunekit.base_model": cfg.model.base,
+        "tunekit.method": cfg.method.kind,
+        **{f"tunekit.version.{k}": v for k, v in versions.items()},
+    }
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags) -> dict:
+    return {
+        "name": cfg.name, "run_id": run_id, "primary": cfg.eval.primary, "method": cfg.method.kind,
+        "base_model": cfg.model.base, "adapter_dir": str(run_dir / "adapter"),
+        "data": {"fingerprint": data.fingerprint, "test_fingerprint": data.test_fingerprint, "reused": data.reused,
+                 "rows": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+                 "n_labels": len(data.labels), "report_path": str(data.directory / "report.md")},
+        "baseline": {"name": base.name, "metrics": base.metrics, "seconds": base.seconds},
+        "model": {"metrics": result.metrics},
+        "train": {"history": trained.history, "best_epoch": trained.best_epoch, "best_score": trained.best_score,
+                  "stopped_early": trained.stopped_early, "trainable_params": trained.trainable_params,
+                  "total_params": trained.total_params, "seconds": trained.seconds,
+                  "train_examples_per_second": trained.train_examples_per_second, "peak_memory_mb": trained.peak_memory_mb},
+        "registry": {"version": version, "alias": decision.alias, "passed": decision.passed, "reason": "; ".join(decision.reasons),
+                     "champion": vars(decision.champion) if decision.champion else None,
+                     "mlflow_run_id": mlflow_run, "tracking_uri": cfg.tracking},
+        "plots": {k: str(v) for k, v in result.files.items() if v.suffix == ".png"},
+        "lineage": {"git_commit": tags["tunekit.git_commit"], "config_hash": tags["tunekit.config_hash"],
+                    "versions": package_versions()},
+    }
+
+
+def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_md: Path) -> None:
+    table = Table(title=f"{cfg.name}: test metrics on {card['data']['rows']['test']} rows")
+    table.add_column("metric")
+    table.add_column(f"baseline ({card['baseline']['name']})", justify="right")
+    table.add_column(f"fine-tuned ({cfg.method.kind})", justify="right")
+    table.add_column("difference", justify="right")
+    for metric, b, t, d in report.comparison_rows(card):
+        style = "bold" if metric == cfg.eval.primary else None
+        table.add_row(metric, f"{b:.4f}", f"{t:.4f}", f"[{'green' if d > 0 else 'red'}]{d:+.4f}[/]", style=style)
+    console.print(table)
+    reg = card["registry"]
+    colour = "green" if reg["passed"] else "yellow"
+    console.print(f"[{colour}]Registered {cfg.name} version {reg['version']} as [bold]{reg['alias']}[/bold][/]: {reg['reason']}")
+    console.print(f"Report card: {report_md}")
+    if reg["passed"]:
+        console.print(f"Serve it:    tunekit serve --model {cfg.name}@champion --tracking-uri {cfg.tracking}")

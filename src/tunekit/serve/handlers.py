@@ -1,0 +1,84 @@
+"""Every error leaves the server in OpenAI's error shape:
+``{"error": {"message": str, "type": str, "code": str | None, "param": str | None}}``.
+
+User mistakes are 4xx with a message naming what and where; only bugs are 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tunekit.errors import TunekitError
+
+logger = logging.getLogger("tunekit.serve")
+
+EXAMPLE = '{"inputs": ["some text"]}'
+
+
+def error_response(status: int, message: str, code: str | None = None, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": _error_type(status), "code": code, "param": param}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error_type(status: int) -> str:
+    if status == 404:
+        return "not_found_error"
+    if status == 503:
+        return "service_unavailable"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error response the OpenAI shape."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(TunekitError, _tunekit_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(err["type"] == "json_invalid" for err in errors):
+        reason = next(err for err in errors if err["type"] == "json_invalid").get("ctx", {}).get("error", "")
+        message = f"the request body is not valid JSON ({reason}); send a JSON object such as {EXAMPLE}, with Content-Type: application/json"
+        return error_response(422, message, "invalid_json", "body")
+    problems = [_describe(err) for err in errors]
+    first_param = _param(errors[0]["loc"]) if errors else None
+    return error_response(422, "; ".join(problems), "invalid_request", first_param)
+
+
+def _describe(err: dict) -> str:
+    where = _param(err["loc"])
+    if where is None and err["type"] in ("missing", "model_attributes_type"):
+        return f"the request body must be a JSON object such as {EXAMPLE}, sent with Content-Type: application/json"
+    if err["type"] == "missing":
+        return f"{where}: required, but missing"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown field; the body has one field, `inputs`"
+    return f"{where or 'body'}: {err['msg']}"
+
+
+def _param(loc: tuple) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or None
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    phrase = HTTPStatus(exc.status_code).phrase
+    message = f"{exc.detail}: {request.method} {request.url.path}" if exc.detail == phrase else str(exc.detail)
+    return error_response(exc.status_code, message, phrase.lower().replace(" ", "_"), None, getattr(exc, "headers", None))
+
+
+async def _tunekit_error(request: Request, exc: TunekitError) -> JSONResponse:
+    return error_response(exc.http_status, str(exc), getattr(exc, "code", None), getattr(exc, "param", None))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal server error ({type(exc).__name__}); see the server log", "internal_error")

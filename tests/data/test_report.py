@@ -1,0 +1,117 @@
+"""The data report counts planted duplicates, leakage and over-long rows exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunekit.data import prepare, render_report_markdown
+from tunekit.data.report import normalise
+
+TRAIN = (
+    "text,label\n"
+    "hello world,a\n"
+    "hello world,a\n"          # exact duplicate of line 2
+    '"Hello,  World!",b\n'     # normalised duplicate of line 2, with another label
+    "unique one,a\n"
+    "another thing,b\n"
+    "something else,b\n"
+)
+VALIDATION = "text,label\nanother thing,b\nbrand new,a\n"
+TEST = "text,label\nhello world,a\nUNIQUE ONE!,a\nfresh text,b\n"
+
+
+@pytest.fixture
+def planted(project):
+    project.write("train.csv", TRAIN)
+    project.write("valid.csv", VALIDATION)
+    project.write("test.csv", TEST)
+    return prepare(project.config(train="train.csv", validation="valid.csv", test="test.csv"))
+
+
+def test_normalise_lowercases_strips_punctuation_and_collapses_space():
+    assert normalise("  Hello,\tWORLD!! ") == "hello world"
+    assert normalise("don't_stop") == "dontstop"
+
+
+def test_rows_and_label_distribution(planted):
+    report = planted.report
+    assert report["rows"] == {"train": 6, "validation": 2, "test": 3}
+    assert report["labels"]["per_split"] == {"train": {"a": 3, "b": 3}, "validation": {"a": 1, "b": 1}, "test": {"a": 2, "b": 1}}
+    assert report["labels"]["imbalance_ratio"] == 1.0
+
+
+def test_duplicates_within_train(planted):
+    dup = planted.report["duplicates"]
+    assert {k: dup["exact"][k] for k in ("rows", "groups", "conflicting_labels")} == {"rows": 1, "groups": 1, "conflicting_labels": 0}
+    assert {k: dup["normalised"][k] for k in ("rows", "groups", "conflicting_labels")} == {"rows": 2, "groups": 1, "conflicting_labels": 1}
+    assert dup["exact"]["examples"] == [{"text": "hello world", "count": 2, "ids": ["train-2", "train-3"], "labels": ["a"]}]
+    assert dup["normalised"]["examples"][0]["labels"] == ["a", "b"]
+
+
+def test_leakage_into_train(planted):
+    leak = planted.report["leakage"]
+    assert (leak["test"]["exact"], leak["test"]["normalised"]) == (1, 2)
+    assert [e["id"] for e in leak["test"]["examples"]] == ["test-2", "test-3"]
+    assert (leak["validation"]["exact"], leak["validation"]["normalised"]) == (1, 1)
+    assert leak["test"]["fraction_exact"] == round(1 / 3, 4)
+
+
+def test_warnings_and_files(planted):
+    warnings = planted.report["warnings"]
+    assert "1 training rows repeat an earlier training row exactly" in warnings
+    assert "1 training texts appear with different labels" in warnings
+    assert any(w.startswith("2 test rows also appear in train (1 exactly") for w in warnings)
+    assert json.loads((planted.directory / "report.json").read_text()) == planted.report
+    assert (planted.directory / "report.md").read_text() == render_report_markdown(planted.report)
+
+
+def test_character_lengths_without_a_tokenizer(planted):
+    lengths = planted.report["lengths"]
+    assert lengths["unit"] == "characters" and "token lengths skipped" in lengths["note"]
+    assert lengths["splits"]["validation"] == {"min": 9, "mean": 11.0, "p50": 11.0, "p95": 12.8, "max": 13}
+
+
+def test_token_lengths_and_overlength_count_with_the_real_tokenizer(project, minilm_tokenizer):
+    long = " ".join(["word"] * 20)  # 20 word pieces + [CLS] + [SEP] = 22 tokens
+    lines = ["text,label"] + [f"short {i},a" for i in range(6)] + [f"{long} {i},b" for i in range(4)]
+    project.write("train.csv", "\n".join(lines) + "\n")
+    project.write("valid.csv", f"text,label\nhi there,a\n{long},b\n")
+    project.write("test.csv", "text,label\nhi,a\n")
+    cfg = project.config(train="train.csv", validation="valid.csv", test="test.csv")
+    path = project.root / "config.yaml"
+    path.write_text(path.read_text() + "model: {max_length: 16}\n")
+    from tunekit.config import load_config
+
+    data = prepare(load_config(path), tokenizer=minilm_tokenizer)
+    lengths = data.report["lengths"]
+    assert lengths["unit"] == "tokens" and lengths["max_length"] == 16
+    assert lengths["splits"]["train"]["over_max_length"] == 4
+    assert lengths["splits"]["validation"] == {"min": 4, "mean": 13.0, "p50": 13.0, "p95": 21.1, "max": 22, "over_max_length": 1}
+    assert lengths["splits"]["test"]["max"] == 3
+    assert "4 train rows are longer than model.max_length = 16 tokens and will be truncated" in data.report["warnings"]
+    assert cfg.model.max_length == 128  # the file written first used the default
+
+
+def test_token_lengths_count_the_text_pair(project, minilm_tokenizer):
+    lines = ["premise,hypothesis,label"] + [f"it rains {i},it is wet,{'yes' if i % 2 else 'no'}" for i in range(20)]
+    project.write("pairs.csv", "\n".join(lines) + "\n")
+    data = prepare(project.config(train="pairs.csv", text_column="premise", text_pair_column="hypothesis"),
+                   tokenizer=minilm_tokenizer)
+    # [CLS] it rains N [SEP] it is wet [SEP]
+    assert data.report["lengths"]["splits"]["test"]["max"] == 9
+
+
+def test_markdown_has_headings_tables_and_escaped_cells(project):
+    project.write("train.csv", 'text,label\n"a | pipe",x\n"a | pipe",x\nother,y\nmore,y\n')
+    project.write("valid.csv", "text,label\nv,x\n")
+    project.write("test.csv", "text,label\nt,y\n")
+    data = prepare(project.config(train="train.csv", validation="valid.csv", test="test.csv"))
+    md = render_report_markdown(data.report)
+    for heading in ("# Data report: t", "## Warnings", "## Rows", "## Labels (2)", "## Duplicates within train",
+                    "## Leakage into train", "## Lengths (characters)"):
+        assert heading in md
+    assert "| x | 2 | 1 | 0 |" in md
+    assert "a \\| pipe" in md
+    assert "1 label(s) have no test rows (x)" in md

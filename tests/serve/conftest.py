@@ -1,0 +1,142 @@
+"""Fixtures for the server tests: tiny models trained once per session, and app clients.
+
+Two real models are trained on a synthetic three-intent task (a few seconds each on CPU): a
+single-text classifier and a sentence-pair one. Most tests inject a loader that hands over the
+already loaded model, so each app starts in milliseconds; one test goes through the default loader.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tunekit.serve import LoadedModel, ServeSettings, create_app
+
+LABELS = ["card", "refund", "transfer"]
+PHRASES = {
+    "card": ["my card was declined", "the card is blocked", "card payment failed at the shop", "I lost my card", "new card please"],
+    "refund": ["I want a refund", "refund my order", "where is my refund", "the refund has not arrived", "please refund the money"],
+    "transfer": ["send a transfer abroad", "my transfer is pending", "transfer money to my friend", "the bank transfer failed", "cancel the transfer"],
+}
+
+
+def _rows(pairs: bool) -> dict[str, list]:
+    ids, texts, text_pairs, labels = [], [], [], []
+    for repeat in range(8):
+        for label_id, label in enumerate(LABELS):
+            for phrase in PHRASES[label]:
+                ids.append(f"r{len(ids)}")
+                texts.append(phrase if not pairs else f"customer message {repeat}")
+                text_pairs.append(phrase)
+                labels.append(label_id)
+    rows = {"id": ids, "text": texts, "label": labels}
+    if pairs:
+        rows["text_pair"] = text_pairs
+    return rows
+
+
+def _train(root: Path, name: str, pairs: bool) -> Path:
+    from datasets import Dataset
+
+    from tunekit import train
+    from tunekit.config import TunekitConfig
+    from tunekit.models.tiny import build_tiny_bert
+
+    rows = _rows(pairs)
+    base = build_tiny_bert(root / "base", rows["text"] + rows.get("text_pair", []))
+    data_cfg = {"train": "x.csv"} | ({"text_pair_column": "text_pair"} if pairs else {})
+    cfg = TunekitConfig.model_validate({
+        "name": name, "data": data_cfg, "model": {"base": str(base), "max_length": 32},
+        "train": {"epochs": 10, "batch_size": 8, "learning_rate": 5e-3, "device": "cpu", "early_stopping_patience": 0}, "method": {"kind": "full"},
+    })
+    ds = Dataset.from_dict(rows)
+    data = types.SimpleNamespace(train=ds, validation=ds, test=ds, labels=LABELS, fingerprint="fp", test_fingerprint="tfp")
+    out = root / "model"
+    train.run(cfg, data, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A trained single-text tiny model directory named `tiny-intent`."""
+    return _train(tmp_path_factory.mktemp("single"), "tiny-intent", pairs=False)
+
+
+@pytest.fixture(scope="session")
+def pair_model_dir(tmp_path_factory) -> Path:
+    """A trained sentence-pair tiny model directory named `tiny-pair`."""
+    return _train(tmp_path_factory.mktemp("pair"), "tiny-pair", pairs=True)
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dir) -> LoadedModel:
+    from tunekit.models import load_trained
+
+    return LoadedModel(model=load_trained(model_dir), name="tiny-intent", version="7", source="tiny-intent/7")
+
+
+@pytest.fixture(scope="session")
+def loaded_pair(pair_model_dir) -> LoadedModel:
+    from tunekit.models import load_trained
+
+    return LoadedModel(model=load_trained(pair_model_dir), name="tiny-pair", version="2", source="tiny-pair@champion")
+
+
+def _wait_ready(client: TestClient, timeout: float = 10.0) -> dict:
+    """Poll /readyz until 200; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200:
+            return response.json()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz still {response.status_code} after {timeout}s: {response.text}")
+        time.sleep(0.02)
+
+
+def make_client(settings: ServeSettings, loader: Callable[[ServeSettings], LoadedModel]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, loader)) as client:
+        _wait_ready(client)
+        yield client
+
+
+@pytest.fixture
+def client(loaded) -> Iterator[TestClient]:
+    """A ready client serving the single-text model as version 7, with small limits."""
+    yield from make_client(ServeSettings(model="tiny-intent/7", max_inputs=4, max_chars=50), lambda s: loaded)
+
+
+@pytest.fixture
+def pair_client(loaded_pair) -> Iterator[TestClient]:
+    """A ready client serving the sentence-pair model."""
+    yield from make_client(ServeSettings(model="tiny-pair@champion"), lambda s: loaded_pair)
+
+
+@pytest.fixture
+def gated_loader(loaded) -> Iterator[tuple[threading.Event, Callable[[ServeSettings], LoadedModel]]]:
+    """A loader that blocks until its event is set, to see the server before the model is there."""
+    release = threading.Event()
+
+    def loader(settings: ServeSettings) -> LoadedModel:
+        assert release.wait(10), "the test never released the loader"
+        return loaded
+
+    yield release, loader
+    release.set()  # never leave the loader thread waiting
+
+
+@pytest.fixture
+def wait_ready() -> Callable[..., dict]:
+    """Poll /readyz until 200 and return its body."""
+    return _wait_ready
+
+
+@pytest.fixture
+def labels() -> list[str]:
+    return list(LABELS)

@@ -1,0 +1,61 @@
+"""Inference runs off the event loop, one forward pass at a time; ``serve`` runs uvicorn."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tunekit.models import TrainedModel
+from tunekit.serve import LoadedModel, ServeSettings, create_app, serve
+
+
+class SlowModel(TrainedModel):
+    """Predicts uniform probabilities after waiting on ``gate``; records how many passes overlap."""
+
+    def __init__(self, gate: threading.Event):
+        super().__init__(model=None, tokenizer=None, info={"labels": ["a", "b"], "text_pair": False, "name": "slow"}, path=Path("."))
+        self.gate, self.active, self.most_active, self.started = gate, 0, 0, threading.Semaphore(0)
+        self._count = threading.Lock()
+
+    def predict_proba(self, texts, pairs=None, batch_size=64):
+        with self._count:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        self.started.release()
+        assert self.gate.wait(10)
+        with self._count:
+            self.active -= 1
+        return np.full((len(texts), 2), 0.5, dtype=np.float32)
+
+
+def test_inference_leaves_the_event_loop_free_and_runs_one_pass_at_a_time(wait_ready):
+    gate = threading.Event()
+    slow = SlowModel(gate)
+    loaded = LoadedModel(model=slow, name="slow", version="1", source="slow/1")
+    with TestClient(create_app(ServeSettings(model="slow/1"), lambda s: loaded)) as client, ThreadPoolExecutor(2) as pool:
+        wait_ready(client)
+        try:
+            calls = [pool.submit(client.post, "/v1/classify", json={"inputs": [f"text {i}"]}) for i in range(2)]
+            assert slow.started.acquire(timeout=5)  # one pass is running and blocked...
+            assert client.get("/healthz", timeout=5).status_code == 200  # ...and the server still answers
+            assert not slow.started.acquire(timeout=0.2)  # the second pass waits for the lock
+        finally:
+            gate.set()
+        assert [call.result(timeout=10).status_code for call in calls] == [200, 200]
+    assert slow.most_active == 1
+
+
+def test_serve_runs_uvicorn_and_prints_the_urls(monkeypatch, capsys):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    serve(ServeSettings(model="intent@champion", host="0.0.0.0", port=8123))
+    out = capsys.readouterr().out
+    assert "http://0.0.0.0:8123" in out and "http://0.0.0.0:8123/docs" in out
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 8123
+    assert seen["app"].state.settings.model == "intent@champion"

@@ -1,0 +1,79 @@
+import json
+import re
+
+import pytest
+
+from tunekit.config import TunekitConfig, config_reference_markdown, load_config
+from tunekit.errors import ConfigError
+
+from conftest import ROOT
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_all_problems_reported_at_once_with_yaml_path_and_line(tmp_path):
+    path = write(tmp_path, "name: x\ndata:\n  train: a.csv\n  txt_column: t\nmethod: {kind: full, r: 3}\ntrain: {learning_rate: -1}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert "3 problem(s)" in msg
+    assert "line 4: data.txt_column: unknown key; valid keys here: train," in msg
+    assert "line 5: method.r: unknown key; valid keys here: kind" in msg  # the full method's keys, not LoRA's
+    assert "line 6: train.learning_rate: Input should be greater than 0, got -1" in msg
+
+
+def test_missing_required_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: required, but missing"):
+        load_config(write(tmp_path, "name: x\n"))
+    with pytest.raises(ConfigError, match=r"line \d+: not valid YAML"):
+        load_config(write(tmp_path, "name: x\ndata: [\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_headerless_needs_columns(tmp_path):
+    with pytest.raises(ConfigError, match="data.columns"):
+        load_config(write(tmp_path, "name: x\ndata: {train: a.csv, header: false}\n"))
+
+
+def test_defaults_paths_and_method_learning_rate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sub = tmp_path / "proj"
+    sub.mkdir()
+    cfg = load_config(write(sub, "name: x\ndata: {train: a.csv}\nmethod: {kind: full}\n"))
+    assert cfg.path(cfg.data.train) == sub / "a.csv"  # data paths: relative to the config file
+    assert cfg.workspace_dir == tmp_path / "tunekit-workspace"  # workspace: relative to where tunekit runs
+    assert cfg.learning_rate == 5e-5
+    assert cfg.tracking == f"sqlite:///{tmp_path / 'tunekit-workspace' / 'mlflow.db'}"
+    other = load_config(write(sub, "name: x\ndata: {train: a.csv}\ntrain: {epochs: 5}\n"))
+    assert other.learning_rate == 2e-3 and other.hash() != cfg.hash()
+
+
+def test_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\ndata: {train: a.csv}\n"), {"train.epochs": 7, "method.kind": "full"})
+    assert cfg.train.epochs == 7 and cfg.method.kind == "full"
+
+
+def test_shipped_examples_are_valid():
+    for path in (ROOT / "examples").rglob("*.yaml"):
+        load_config(path)
+
+
+def test_every_field_is_described():
+    schema = json.dumps(TunekitConfig.model_json_schema())
+    assert '"description": ""' not in schema
+    for title, rows in re.findall(r"#### `([^`]+)`\n\n[^\n]*\n\n\| key[^\n]*\n\|[^\n]*\n((?:\|[^\n]*\n)+)", config_reference_markdown()):
+        for row in rows.strip().splitlines():
+            assert row.rstrip().endswith("|") and row.split("|")[3].strip(), f"{title}: undocumented field in {row}"
+
+
+def test_readme_config_reference_is_in_sync():
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    assert start in readme and end in readme
+    block = readme.split(start)[1].split(end)[0].strip()
+    assert block == config_reference_markdown().strip(), "README config reference is stale: run `tunekit config reference` and paste it"

@@ -1,0 +1,49 @@
+import pytest
+
+from tunekit.errors import ModelError
+from tunekit.methods import apply, count_parameters
+from tunekit.config import LoraMethod
+from tunekit.models import load_base, load_trained, resolve_base
+
+
+def test_bundled_minilm_resolves_to_a_local_folder():
+    path = resolve_base("bundled:minilm")
+    assert path.endswith("model")
+    with pytest.raises(ModelError, match="unknown bundled model; available: bundled:minilm"):
+        resolve_base("bundled:nope")
+
+
+def test_local_path_saved_model_loads_with_a_new_head(tmp_path):
+    """The loading path a user with their own checkpoint takes: MiniLM saved to a temp dir."""
+    model, tokenizer = load_base("bundled:minilm", ["a", "b"])
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    again, _ = load_base(str(tmp_path / "m"), ["x", "y", "z"])
+    assert again.config.num_labels == 3 and again.config.id2label[2] == "z"
+    assert again.bert.embeddings.word_embeddings.weight.shape == model.bert.embeddings.word_embeddings.weight.shape
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(ModelError, match=r"no config.json.*found: weights.bin"):
+        resolve_base(str(tmp_path))
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_base("./does/not/exist")
+    with pytest.raises(ModelError, match="tunekit.json is missing"):
+        load_trained(tmp_path)
+
+
+def test_lora_default_targets_cover_every_encoder_linear_layer(tiny_bert):
+    model, _ = load_base(str(tiny_bert), ["a", "b"])
+    total_before = count_parameters(model)[1]
+    wrapped = apply(model, LoraMethod(r=4))
+    trainable, _ = count_parameters(wrapped)
+    names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    # per layer: q, k, v, attention-out (32x32), intermediate (32->64), output (64->32); plus the pooler
+    hidden, inter, r, layers = 32, 64, 4, 2
+    per_layer = 4 * r * (hidden + hidden) + r * (hidden + inter) + r * (inter + hidden)
+    pooler = r * (hidden + hidden)
+    head = hidden * 2 + 2
+    assert trainable == layers * per_layer + pooler + head
+    assert any("classifier" in n for n in names)
+    assert trainable < total_before
