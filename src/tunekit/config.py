@@ -70,7 +70,7 @@ class ModelConfig(_Section):
 class LoraMethod(_Section):
     """LoRA (Hu et al. 2021): low-rank updates on frozen weights; the classifier head is trained fully."""
 
-    kind: Literal["lora"] = "lora"
+    kind: Literal["lora"] = Field("lora", description="Adaptation method: `lora` or `full`.")
     r: int = Field(16, ge=1, le=1024, description="Rank of the low-rank update.")
     alpha: int = Field(32, ge=1, description="Scaling numerator: updates are scaled by alpha / r.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -80,7 +80,7 @@ class LoraMethod(_Section):
 class FullMethod(_Section):
     """Full fine-tuning: every weight is trained; the saved model is a complete checkpoint."""
 
-    kind: Literal["full"] = "full"
+    kind: Literal["full"] = Field("full", description="Adaptation method: `lora` or `full`.")
 
 
 MethodConfig = Annotated[LoraMethod | FullMethod, Field(discriminator="kind")]

@@ -36,14 +36,15 @@ class Project:
             lines += [f"{prefix} {label} number {i},{label}" for i in range(count)]
         return self.write(name, "\n".join(lines) + "\n")
 
-    def config(self, **data) -> TunekitConfig:
-        """Load ``name: t`` with ``data`` as the data section, from a YAML file in the project.
+    def config(self, model: dict | None = None, **data) -> TunekitConfig:
+        """Load ``name: t`` with ``data`` (and ``model``) sections, from a YAML file in the project.
 
         The workspace is absolute: it is relative to the working directory otherwise, and tests
         must not write into the repository.
         """
         path = self.root / "config.yaml"
-        path.write_text(yaml.safe_dump({"name": "t", "workspace": str(self.root / "ws"), "data": data}), encoding="utf-8")
+        raw = {"name": "t", "workspace": str(self.root / "ws"), "data": data, **({"model": model} if model else {})}
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
         return load_config(path)
 
 

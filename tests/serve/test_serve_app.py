@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -115,3 +117,18 @@ def test_openapi_describes_the_request_and_response(client):
 def test_loaded_model_reads_text_pair_from_the_manifest(loaded, loaded_pair):
     assert isinstance(loaded, LoadedModel)
     assert loaded.expects_pairs is False and loaded_pair.expects_pairs is True
+
+
+def test_default_loader_resolves_a_registry_reference(model_dir, wait_ready, monkeypatch):
+    seen = []
+
+    def resolve(ref, tracking_uri):
+        seen.append((ref, tracking_uri))
+        return types.SimpleNamespace(path=model_dir, name="tiny-intent", version="3", alias="champion")
+
+    monkeypatch.setitem(sys.modules, "tunekit.registry", types.SimpleNamespace(resolve=resolve))
+    settings = ServeSettings(model="tiny-intent@champion", tracking_uri="sqlite:///x.db")
+    with TestClient(create_app(settings)) as client:
+        assert wait_ready(client) == {"status": "ready", "model": "tiny-intent", "version": "3"}
+        assert client.post("/v1/classify", json={"inputs": "I lost my card"}).json()["predictions"][0]["label"] == "card"
+    assert seen == [("tiny-intent@champion", "sqlite:///x.db")]

@@ -36,12 +36,13 @@ def test_inference_leaves_the_event_loop_free_and_runs_one_pass_at_a_time(wait_r
     gate = threading.Event()
     slow = SlowModel(gate)
     loaded = LoadedModel(model=slow, name="slow", version="1", source="slow/1")
-    with TestClient(create_app(ServeSettings(model="slow/1"), lambda s: loaded)) as client, ThreadPoolExecutor(2) as pool:
+    with TestClient(create_app(ServeSettings(model="slow/1"), lambda s: loaded)) as client, ThreadPoolExecutor(3) as pool:
         wait_ready(client)
         try:
             calls = [pool.submit(client.post, "/v1/classify", json={"inputs": [f"text {i}"]}) for i in range(2)]
             assert slow.started.acquire(timeout=5)  # one pass is running and blocked...
-            assert client.get("/healthz", timeout=5).status_code == 200  # ...and the server still answers
+            health = pool.submit(client.get, "/healthz")
+            assert health.result(timeout=5).status_code == 200  # ...and the server still answers
             assert not slow.started.acquire(timeout=0.2)  # the second pass waits for the lock
         finally:
             gate.set()

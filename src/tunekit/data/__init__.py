@@ -9,6 +9,6 @@ under their fingerprint (``store``) and described in a data report (``report``, 
 from __future__ import annotations
 
 from tunekit.data.markdown import render_report_markdown
-from tunekit.data.prepare import PreparedData, prepare, read_rows
+from tunekit.data.prepare import PreparedData, prepare, read_rows, summary
 
-__all__ = ["PreparedData", "prepare", "read_rows", "render_report_markdown"]
+__all__ = ["PreparedData", "prepare", "read_rows", "render_report_markdown", "summary"]

@@ -45,8 +45,8 @@ def stats(lengths: list[int]) -> dict:
     return {
         "min": int(values.min()),
         "mean": round(float(values.mean()), 1),
-        "p50": float(np.percentile(values, 50)),
-        "p95": float(np.percentile(values, 95)),
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p95": round(float(np.percentile(values, 95)), 1),
         "max": int(values.max()),
     }
 

@@ -74,3 +74,20 @@ def read_rows(path: str | Path, cfg: TunekitConfig, key: str = "data.train", kno
     label outside them is an error; validation and test files are read that way.
     """
     return canonical_rows(read_table(cfg.path(path), cfg.data, key), cfg.data, known_labels)
+
+
+def summary(prepared: PreparedData) -> str:
+    """A few plain-text lines for the terminal: sizes, fingerprint, lengths and every warning."""
+    report = prepared.report
+    rows, labels, train_len = report["rows"], report["labels"], report["lengths"]["splits"]["train"]
+    ratio = labels["imbalance_ratio"]
+    state = "reused frozen splits" if prepared.reused else "froze new splits"
+    unit = report["lengths"]["unit"]
+    lines = [
+        f"Data {report['name']}: {rows['train']} train / {rows['validation']} validation / {rows['test']} test rows, "
+        f"{labels['count']} labels" + (f" (largest / smallest train label: {ratio}x)" if ratio is not None else ""),
+        f"Fingerprint {prepared.fingerprint[:16]} ({state} in {prepared.directory})",
+        f"Train lengths ({unit}): p50 {train_len['p50']}, p95 {train_len['p95']}, max {train_len['max']}",
+    ]
+    lines += [f"Warning: {w}" for w in report["warnings"]] or ["No warnings."]
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,17 @@ class Record:
 
 @dataclass(frozen=True)
 class RawTable:
-    """The records of one file and the columns it has (header, or every key seen)."""
+    """The records of one file, the columns it has (header, or every key seen), and malformed records.
+
+    Malformed records are kept as ``problems`` rather than raised at once, so that the user sees
+    them together with the empty texts and missing labels ``validate.py`` finds in the same run.
+    """
 
     path: Path
     format: str
     columns: list[str]
     records: list[Record]
+    problems: Problems = field(default_factory=Problems)
 
 
 def read_table(path: Path, data: DataConfig, key: str) -> RawTable:
@@ -60,6 +65,7 @@ def read_table(path: Path, data: DataConfig, key: str) -> RawTable:
         text = decode(raw, path, data.encoding)
         table = _TEXT_READERS[fmt](path, text, data)
     if not table.records:
+        table.problems.raise_if_any(str(path))
         raise DataError(_no_rows_message(table, data, key))
     return table
 
@@ -118,8 +124,7 @@ def _read_delimited(path: Path, text: str, data: DataConfig, delimiter: str, fmt
                 records.append(Record(f"line {start}", start, dict(zip(columns, fields))))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: cannot parse as {fmt.upper()}: {exc}; check quoting, or `data.format`") from None
-    problems.raise_if_any(str(path))
-    return RawTable(path, fmt, columns or [], records)
+    return RawTable(path, fmt, columns or [], records, problems)
 
 
 def _read_csv(path: Path, text: str, data: DataConfig) -> RawTable:
@@ -146,8 +151,7 @@ def _read_jsonl(path: Path, text: str, data: DataConfig) -> RawTable:
             continue
         columns.update(dict.fromkeys(value))
         records.append(Record(f"line {number}", number, value))
-    problems.raise_if_any(str(path))
-    return RawTable(path, "jsonl", list(columns), records)
+    return RawTable(path, "jsonl", list(columns), records, problems)
 
 
 def _read_json(path: Path, text: str, data: DataConfig) -> RawTable:
@@ -166,8 +170,7 @@ def _read_json(path: Path, text: str, data: DataConfig) -> RawTable:
             continue
         columns.update(dict.fromkeys(item))
         records.append(Record(f"record {number} (line {line})", number, item))
-    problems.raise_if_any(str(path))
-    return RawTable(path, "json", list(columns), records)
+    return RawTable(path, "json", list(columns), records, problems)
 
 
 def _array_item_lines(text: str):

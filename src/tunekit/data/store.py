@@ -142,7 +142,7 @@ def read_directory(directory: Path) -> Frozen:
 
 def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str]) -> Frozen:
     """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index."""
-    rows = {name: [{key: row[key] for key in ROW_FIELDS if key in row} for row in rows[name]] for name in SPLITS}
+    rows = {name: [{f: row[f] for f in ROW_FIELDS if f in row} for row in rows[name]] for name in SPLITS}  # drop "_at"
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
     dsets = {name: to_dataset(rows[name], labels, with_pair) for name in SPLITS}

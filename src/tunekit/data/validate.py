@@ -29,7 +29,7 @@ def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[s
     """
     check_columns(table, data)
     known = set(known_labels) if known_labels is not None else None
-    problems = Problems()
+    problems = table.problems  # malformed records found while reading come first
     rows = []
     for record in table.records:
         row = _canonical(record, table, data, known, problems)

@@ -73,6 +73,7 @@ def load_base(base: str, labels: list[str], revision: str | None = None):
             source,
             revision=revision,
             num_labels=len(labels),
+            ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a fresh one
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
         )

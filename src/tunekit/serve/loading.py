@@ -54,6 +54,23 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
     return LoadedModel(model=model, name=ref.name, version=str(ref.version), source=settings.model)
 
 
+class NotReady(TunekitError):
+    """The model is still loading (``model_loading``) or failed to load (``model_load_failed``)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+        self.param = None
+
+    @classmethod
+    def of(cls, slot: ModelSlot) -> NotReady:
+        if slot.error is not None:
+            return cls(f"model {slot.source!r} failed to load: {slot.error}", "model_load_failed")
+        return cls(f"model {slot.source!r} is still loading; retry when GET /readyz answers 200", "model_loading")
+
+
 class ModelSlot:
     """Holds the served model once a background thread has loaded it, or the reason it could not."""
 
@@ -94,19 +111,3 @@ class ModelSlot:
         self.loaded = loaded
         logger.info("model %s version %s ready (%s)", loaded.name, loaded.version, loaded.source)
 
-
-class NotReady(TunekitError):
-    """The model is still loading (``model_loading``) or failed to load (``model_load_failed``)."""
-
-    http_status = 503
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
-        self.param = None
-
-    @classmethod
-    def of(cls, slot: ModelSlot) -> NotReady:
-        if slot.error is not None:
-            return cls(f"model {slot.source!r} failed to load: {slot.error}", "model_load_failed")
-        return cls(f"model {slot.source!r} is still loading; retry when GET /readyz answers 200", "model_loading")

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel
 
-from tunekit.config import load_config
 from tunekit.data import prepare
 from tunekit.data.store import fingerprint, split_fingerprint
 from tunekit.errors import DataError
@@ -68,9 +67,7 @@ def test_second_prepare_reuses_the_frozen_splits(project):
 def test_settings_that_do_not_change_rows_keep_the_frozen_splits(project):
     project.labelled_csv("train.csv", PER_LABEL)
     first = prepare(project.config(train="train.csv"))
-    path = project.root / "config.yaml"
-    path.write_text(path.read_text() + "model: {max_length: 64}\ntrain: {epochs: 1}\n")
-    second = prepare(load_config(path))
+    second = prepare(project.config(train="train.csv", model={"max_length": 64}))
     assert second.reused and second.fingerprint == first.fingerprint
     assert second.report["lengths"]["max_length"] == 64
 

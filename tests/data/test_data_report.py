@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunekit.data import prepare, render_report_markdown
+from tunekit.data import prepare, render_report_markdown, summary
 from tunekit.data.report import normalise
 
 TRAIN = (
@@ -79,19 +79,14 @@ def test_token_lengths_and_overlength_count_with_the_real_tokenizer(project, min
     project.write("train.csv", "\n".join(lines) + "\n")
     project.write("valid.csv", f"text,label\nhi there,a\n{long},b\n")
     project.write("test.csv", "text,label\nhi,a\n")
-    cfg = project.config(train="train.csv", validation="valid.csv", test="test.csv")
-    path = project.root / "config.yaml"
-    path.write_text(path.read_text() + "model: {max_length: 16}\n")
-    from tunekit.config import load_config
-
-    data = prepare(load_config(path), tokenizer=minilm_tokenizer)
+    cfg = project.config(train="train.csv", validation="valid.csv", test="test.csv", model={"max_length": 16})
+    data = prepare(cfg, tokenizer=minilm_tokenizer)
     lengths = data.report["lengths"]
     assert lengths["unit"] == "tokens" and lengths["max_length"] == 16
     assert lengths["splits"]["train"]["over_max_length"] == 4
     assert lengths["splits"]["validation"] == {"min": 4, "mean": 13.0, "p50": 13.0, "p95": 21.1, "max": 22, "over_max_length": 1}
     assert lengths["splits"]["test"]["max"] == 3
     assert "4 train rows are longer than model.max_length = 16 tokens and will be truncated" in data.report["warnings"]
-    assert cfg.model.max_length == 128  # the file written first used the default
 
 
 def test_token_lengths_count_the_text_pair(project, minilm_tokenizer):
@@ -115,3 +110,10 @@ def test_markdown_has_headings_tables_and_escaped_cells(project):
     assert "| x | 2 | 1 | 0 |" in md
     assert "a \\| pipe" in md
     assert "1 label(s) have no test rows (x)" in md
+
+
+def test_summary_for_the_terminal(planted):
+    text = summary(planted)
+    assert text.startswith("Data t: 6 train / 2 validation / 3 test rows, 2 labels")
+    assert f"Fingerprint {planted.fingerprint[:16]} (froze new splits in {planted.directory})" in text
+    assert "Warning: 1 training rows repeat an earlier training row exactly" in text

@@ -33,6 +33,14 @@ def test_several_malformed_rows_are_reported_at_once(project):
     assert "train.csv line 4" in msg and "found 1" in msg
 
 
+def test_malformed_rows_and_bad_values_are_reported_together(project):
+    project.write("train.csv", "text,label\nhi,a\n,b\nyo,\nbad,row,x\n")
+    msg = _error(project.config(train="train.csv"))
+    assert "3 problems" in msg
+    for expected in ("line 5: expected 2 fields", 'line 3: column "text" is empty', 'line 4: column "label" (the label) is empty'):
+        assert expected in msg
+
+
 def test_only_the_first_ten_problems_are_listed_and_the_rest_counted(project):
     project.write("train.csv", "text,label\n" + "".join(f"row {i},\n" for i in range(15)))
     msg = _error(project.config(train="train.csv"))
