@@ -70,11 +70,12 @@ def tiny_config(tmp_path, tiny_bert):
             "workspace": str(tmp_path / "ws"),
             "data": {"train": "train.csv", "test": "test.csv"},
             "model": {"base": str(tiny_bert), "max_length": 32},
-            "method": {"kind": "lora", "r": 4, "alpha": 8},
-            "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2},
+            "method": {"kind": "lora", "r": 8, "alpha": 16},
+            "train": {"epochs": 10, "batch_size": 8, "learning_rate": 1e-2, "early_stopping_patience": 0, "warmup_ratio": 0.0},
         }
         for key, value in sections.items():
-            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+            merge = isinstance(value, dict) and key != "method"  # a new method kind brings its own options
+            raw[key] = {**raw.get(key, {}), **value} if merge else value
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(raw))
         return path

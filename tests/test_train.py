@@ -13,7 +13,7 @@ from tunekit.models import load_trained
 
 @pytest.fixture
 def trained(tiny_config, tmp_path):
-    cfg = load_config(tiny_config(train={"epochs": 4}))
+    cfg = load_config(tiny_config())
     prepared = data.prepare(cfg)
     return cfg, prepared, train.run(cfg, prepared, tmp_path / "adapter")
 
@@ -29,7 +29,7 @@ def test_lora_learns_the_task_and_saves_a_standard_adapter(trained):
     manifest = json.loads((result.adapter_dir / "tunekit.json").read_text())
     assert manifest["labels"] == prepared.labels == ["card", "refund", "transfer"]
     assert manifest["data_fingerprint"] == prepared.fingerprint
-    assert manifest["config"]["method"]["r"] == 4 and manifest["best_epoch"] == result.best_epoch
+    assert manifest["config"]["method"]["r"] == 8 and manifest["best_epoch"] == result.best_epoch
 
 
 def test_adapter_loads_with_plain_peft_and_matches_tunekit(trained):

@@ -101,7 +101,7 @@ def data_check(config: ConfigArg, set_: SetOpt = None) -> None:
 
     cfg = _load(config, set_)
     prepared = data.prepare(cfg, models.load_tokenizer(cfg.model.base, cfg.model.revision))
-    console.print(data.summary(prepared))
+    console.print(data.summary(prepared), markup=False, highlight=False)
     console.print(f"Data report: {prepared.directory / 'report.md'}")
 
 

@@ -42,7 +42,7 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     console.rule("[bold]1/5 data")
     tokenizer = models.load_tokenizer(cfg.model.base, cfg.model.revision)
     data = data_stage.prepare(cfg, tokenizer)
-    console.print(data_stage.summary(data))
+    console.print(data_stage.summary(data), markup=False, highlight=False)
 
     console.rule("[bold]2/5 baseline")
     base = baseline.run(cfg, data)
