@@ -131,8 +131,12 @@ def rollback(mlc, name: str, reason: str = "rollback") -> tuple[str, str]:
     if not target:
         raise RegistryError(f"{name} v{current.version} did not replace an earlier champion, so there is nothing to roll back to; "
                             f"use `tunekit registry promote {name} VERSION` to pick one")
+    # the restored champion inherits what it replaced the first time, so rollbacks walk back
+    # through earlier champions instead of toggling between the last two
+    earlier = [e for e in _events(_version(mlc, name, target)) if e["action"] == "promoted"]
     mlc.set_registered_model_alias(name, "champion", target)
-    _add_event(mlc, name, target, "promoted", f"{reason} (rolled back from v{current.version})", replaced=str(current.version))
+    _add_event(mlc, name, target, "promoted", f"{reason} (rolled back from v{current.version})",
+               replaced=earlier[-1].get("replaced") if earlier else None)
     _add_event(mlc, name, str(current.version), "rolled_back", reason)
     return str(current.version), target
 
@@ -141,7 +145,9 @@ def list_versions(mlc, name: str) -> list:
     if not mlc.search_registered_models(filter_string=f"name = '{name}'"):
         names = [m.name for m in mlc.search_registered_models()]
         raise RegistryError(f"no registered model {name!r}; registered: {', '.join(names) or 'none yet (run `tunekit run CONFIG`)'}")
-    return sorted(mlc.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    found = mlc.search_model_versions(f"name = '{name}'")
+    # search results carry no aliases in MLflow 3; fetching each version does
+    return [mlc.get_model_version(name, str(v)) for v in sorted(int(v.version) for v in found)]
 
 
 def history(mlc, name: str) -> list[dict]:

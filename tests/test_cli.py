@@ -1,0 +1,49 @@
+"""The CLI turns tunekit errors into a message and an exit code, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from tunekit.cli import app
+
+runner = CliRunner()
+
+
+def tunekit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tunekit.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_config_validate_ok_and_bad(tmp_path, tiny_config):
+    ok = tunekit("config", "validate", str(tiny_config()))
+    assert ok.returncode == 0 and "valid" in ok.stdout and "early_stopping_patience" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {train: a.csv}\ntrain: {epochs: 0}\n")
+    proc = tunekit("config", "validate", str(bad))
+    assert proc.returncode == 2
+    assert "ConfigError" in proc.stderr and "line 3: train.epochs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_schema_is_json_schema():
+    result = runner.invoke(app, ["config", "schema"])
+    schema = json.loads(result.stdout)
+    assert set(schema["properties"]) >= {"name", "data", "model", "method", "train", "eval", "gate"}
+
+
+def test_data_check_reports_and_bad_data_exits_3(tmp_path, tiny_config):
+    cfg = tiny_config()
+    proc = tunekit("data", "check", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "Data report:" in proc.stdout
+    (tmp_path / "train.csv").write_text("text,label\nhello,a\n,b\n")
+    proc = tunekit("data", "check", str(cfg))
+    assert proc.returncode == 3 and "DataError" in proc.stderr and "line 3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_registry_commands_on_an_empty_registry(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = tunekit("registry", "history", "nope", "--tracking-uri", uri)
+    assert proc.returncode == 5 and "no registered model 'nope'" in proc.stderr
+    proc = tunekit("serve", "--model", "nope@champion", "--tracking-uri", uri, "--port", "0", "--help")
+    assert proc.returncode == 0 and "--max-inputs" in proc.stdout
