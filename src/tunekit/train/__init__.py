@@ -27,6 +27,8 @@ from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, reso
 
 __all__ = ["TrainResult", "run", "update_manifest"]
 
+HEAD_NAMES = {"classifier", "score"}  # the freshly initialised output layer of sequence classifiers
+
 
 @dataclass
 class TrainResult:
@@ -136,12 +138,15 @@ def _batch_order(encoded: list[dict], cfg: TunekitConfig, rng: np.random.Generat
 def _optimizer(model, cfg: TunekitConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
-    decay, no_decay = [], []
+    head_lr = cfg.head_learning_rate
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)  # biases and LayerNorm weights
+            is_head = any(part in HEAD_NAMES for part in name.split("."))
+            groups.setdefault((is_head, param.ndim >= 2), []).append(param)  # no decay on biases and LayerNorm
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": params, "lr": head_lr if is_head else cfg.learning_rate, "weight_decay": cfg.train.weight_decay if decays else 0.0}
+         for (is_head, decays), params in groups.items()],
         lr=cfg.learning_rate,
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
