@@ -189,6 +189,71 @@ def serve(model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME/VERSION or a
                              max_inputs=max_inputs, max_chars=max_chars))
 
 
+WorkspaceOpt = Annotated[Path, typer.Option(help="Workspace holding runs/.")]
+
+
+@app.command()
+def report(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPACE/runs) or a run folder.")],
+           compare: Annotated[Optional[str], typer.Option(help="Another run on the same test rows to compare against RUN.")] = None,
+           workspace: WorkspaceOpt = Path("tunekit-workspace")) -> None:
+    """Rebuild a run's report card (Markdown, JSON, self-contained HTML), or compare two runs."""
+    from tunekit.evaluate import compare as comparing
+    from tunekit.evaluate import html
+    from tunekit.evaluate import report as card_report
+
+    run_dir = _run_dir(run, workspace)
+    if compare is None:
+        _, _, page = card_report.write(comparing.load_card(run_dir), run_dir)
+        console.print(f"Report card: {page}")
+        return
+    other = _run_dir(compare, workspace)
+    result, text = comparing.compare(other, run_dir)
+    stem = f"compare-{other.name}"
+    (run_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (run_dir / f"{stem}.md").write_text(text)
+    page = run_dir / f"{stem}.html"
+    page.write_text(html.render(text, run_dir, f"{run_dir.name} vs {other.name}"))
+    console.print(text, markup=False, highlight=False)
+    console.print(f"Comparison: {page}")
+
+
+def _run_dir(run: str, workspace: Path) -> Path:
+    for candidate in (Path(run), workspace / "runs" / run):
+        if (candidate / "report.json").is_file():
+            return candidate
+    runs = sorted(p.name for p in (workspace / "runs").glob("*")) if (workspace / "runs").is_dir() else []
+    raise TunekitError(f"run {run!r}: no report.json in {run} or {workspace / 'runs' / run}; runs in {workspace}: {', '.join(runs[-5:]) or 'none'}")
+
+
+@app.command()
+def explain(model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+            texts: Annotated[list[str], typer.Argument(help="Texts to explain.", show_default=False)],
+            tracking_uri: TrackingOpt = None) -> None:
+    """Show which words drove each prediction (occlusion: the drop in probability without the word)."""
+    from tunekit.evaluate.explain import occlusion
+    from tunekit.serve import ServeSettings
+    from tunekit.serve.loading import default_loader
+
+    loaded = default_loader(ServeSettings(model=model, tracking_uri=_tracking(tracking_uri)))
+    for text in texts:
+        e = occlusion(loaded.model.predict_proba, text, loaded.model.labels)
+        words = " ".join(_shade(w, a) for w, a in e["attributions"])
+        console.print(f"{words}  ->  [bold]{e['label']}[/] ({e['probability']:.2f})")
+        console.print("  " + ", ".join(f"{w} {a:+.2f}" for w, a in sorted(e["attributions"], key=lambda wa: -wa[1])[:5]), highlight=False)
+
+
+def _shade(word: str, attribution: float) -> str:
+    from rich.markup import escape
+
+    if attribution >= 0.2:
+        return f"[bold green]{escape(word)}[/]"
+    if attribution >= 0.05:
+        return f"[green]{escape(word)}[/]"
+    if attribution <= -0.05:
+        return f"[red]{escape(word)}[/]"
+    return escape(word)
+
+
 def _ms_to_str(ms: int | None) -> str:
     from datetime import UTC, datetime
 

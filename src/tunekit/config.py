@@ -110,6 +110,13 @@ class EvalConfig(_Section):
     """How models are scored."""
 
     primary: Metric = Field("macro_f1", description="Metric that early stopping, the gate and the report lead with.")
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the confidence intervals of metric differences.")
+    calibrate: bool = Field(True, description="Fit temperature scaling on validation; the server then returns calibrated probabilities.")
+    length_buckets: list[int] = Field([5, 10, 20], description="Word-count edges of the text-length slices, e.g. [5, 10, 20] gives <=5, 6-10, 11-20, >20 words.")
+    robustness_sample: int = Field(300, ge=0, description="Test rows perturbed (typos, casing, punctuation, whitespace) to measure prediction flip rates; 0 skips it.")
+    suite: str | None = Field(None, description="YAML file of behavioural test cases (must_predict, must_not_predict, invariant_pairs), relative to the config file.")
+    explain_samples: int = Field(5, ge=0, description="Test rows whose word attributions (occlusion) are shown in the report.")
+    label_noise: bool = Field(True, description="List training rows whose label a cross-validated baseline confidently contradicts, for review.")
 
 
 class GateConfig(_Section):
@@ -117,6 +124,7 @@ class GateConfig(_Section):
 
     min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points).")
     beat_champion: bool = Field(True, description="Also require the primary metric to be no lower than the current champion's on the same test rows.")
+    require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
 
 
 class TunekitConfig(_Section):
@@ -135,6 +143,12 @@ class TunekitConfig(_Section):
 
     _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _cwd: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _suite_for_gate(self) -> TunekitConfig:
+        if self.gate.require_suite and not self.eval.suite:
+            raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
+        return self
 
     @property
     def learning_rate(self) -> float:

@@ -43,6 +43,10 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     tokenizer = models.load_tokenizer(cfg.model.base, cfg.model.revision)
     data = data_stage.prepare(cfg, tokenizer)
     console.print(data_stage.summary(data), markup=False, highlight=False)
+    noise = _label_noise(cfg, data)
+    if noise:
+        console.print(f"Label-noise candidates: {noise['n_candidates']} training rows ({noise['share']:.1%}) whose label a "
+                      "cross-validated baseline confidently contradicts; listed in the report card for review")
 
     console.rule("[bold]2/5 baseline")
     base = baseline.run(cfg, data)
@@ -54,13 +58,15 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     console.rule("[bold]4/5 evaluate")
     model = models.load_trained(run_dir / "adapter")  # score exactly what was saved, as the server will load it
     result = evaluate.run(cfg, data, model, base, run_dir, trained.history)
-    train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics))
+    train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics),
+                          temperature=model.info.get("temperature", 1.0))
 
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)
     champion = champion_score(mlc, cfg, data)
     decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
-                               cfg.gate.min_improvement, champion, cfg.gate.beat_champion)
+                               cfg.gate.min_improvement, champion, cfg.gate.beat_champion,
+                               result.analysis.get("suite") if cfg.gate.require_suite else None)
     tags = _tags(cfg, data, run_id)
     mlflow_run = registry.log_run(
         mlc, cfg.name, cfg.workspace_dir,
@@ -81,10 +87,11 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     registry.set_alias(mlc, cfg.name, version, decision)
 
     card = _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags)
-    md, js = report.write(card, run_dir)
-    for path in (md, js):
+    card["label_noise"] = noise
+    md, js, page = report.write(card, run_dir)
+    for path in (md, js, page):
         mlc.log_artifact(mlflow_run, str(path), "report")
-    _print_summary(console, cfg, card, md)
+    _print_summary(console, cfg, card, page)
     return RunOutcome(run_id, run_dir, version, decision, card)
 
 
@@ -104,6 +111,15 @@ def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | No
         return None  # a different label set: the scores are not comparable, and decide() says there is no champion to beat
     metrics, _ = evaluate.score(champ, data, cfg.train.eval_batch_size)
     return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
+
+
+def _label_noise(cfg: TunekitConfig, data) -> dict | None:
+    if not cfg.eval.label_noise or "text_pair" in data.train.column_names:
+        return None
+    from tunekit.data.noise import label_noise_candidates
+
+    return label_noise_candidates(list(data.train["text"]), list(data.train["label"]), data.labels, list(data.train["id"]),
+                                  seed=cfg.data.split.seed)
 
 
 def _tags(cfg: TunekitConfig, data, run_id: str) -> dict:
@@ -139,6 +155,7 @@ def _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, 
                  "n_labels": len(data.labels), "report_path": str(data.directory / "report.md")},
         "baseline": {"name": base.name, "metrics": base.metrics, "seconds": base.seconds},
         "model": {"metrics": result.metrics},
+        "analysis": result.analysis,
         "train": {"history": trained.history, "best_epoch": trained.best_epoch, "best_score": trained.best_score,
                   "stopped_early": trained.stopped_early, "trainable_params": trained.trainable_params,
                   "total_params": trained.total_params, "seconds": trained.seconds,
@@ -152,7 +169,7 @@ def _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, 
     }
 
 
-def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_md: Path) -> None:
+def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page: Path) -> None:
     table = Table(title=f"{cfg.name}: test metrics on {card['data']['rows']['test']} rows")
     table.add_column("metric")
     table.add_column(f"baseline ({card['baseline']['name']})", justify="right")
@@ -165,6 +182,6 @@ def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_md: 
     reg = card["registry"]
     colour = "green" if reg["passed"] else "yellow"
     console.print(f"[{colour}]Registered {cfg.name} version {reg['version']} as [bold]{reg['alias']}[/bold][/]: {reg['reason']}")
-    console.print(f"Report card: {report_md}")
+    console.print(f"Report card: {report_page} (also .md and .json)")
     if reg["passed"]:
         console.print(f"Serve it:    tunekit serve --model {cfg.name}@champion --tracking-uri {cfg.tracking}")

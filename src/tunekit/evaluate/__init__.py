@@ -1,18 +1,22 @@
-"""Evaluate stage: score the fine-tuned model beside the baseline on the same frozen test rows.
+"""Evaluate stage: score the fine-tuned model beside the baseline on the same frozen test rows,
+with the statistics a sceptical reviewer asks for.
 
-Writes per-example predictions (so any number in the report can be recomputed), a confusion
-matrix, per-class F1 against the baseline and the training curve.
+``run`` writes per-example predictions (so any number in the report can be recomputed) and
+collects: paired bootstrap intervals and McNemar's test against the baseline, the rows the model
+fixed and broke, slices where it is worse, calibration before and after temperature scaling
+(fitted on validation, saved with the model, used by the server), one-vs-rest curves, flip rates
+under perturbations, the user's behavioural suite, and word attributions for a few rows.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tunekit.evaluate import plots
+from tunekit.evaluate import calibration, curves, explain, plots, robustness, slices, stats
 from tunekit.evaluate.metrics import classification_metrics, headline
 
 __all__ = ["EvalResult", "run", "score", "classification_metrics", "headline"]
@@ -24,28 +28,71 @@ class EvalResult:
     baseline: dict         # the baseline's metrics on the same rows
     probs: np.ndarray      # fine-tuned test probabilities
     files: dict[str, Path]
+    analysis: dict = field(default_factory=dict)  # statistics, slices, calibration, robustness, suite, explanations
+
+
+def _pairs(ds) -> list[str] | None:
+    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None
 
 
 def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
     """Metrics and probabilities of a ``TrainedModel`` on ``data.test``."""
-    pairs = list(data.test["text_pair"]) if "text_pair" in data.test.column_names else None
-    probs = model.predict_proba(list(data.test["text"]), pairs, batch_size)
+    probs = model.predict_proba(list(data.test["text"]), _pairs(data.test), batch_size)
     return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
 
 
 def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, probs = score(model, data, cfg.train.eval_batch_size)
-    y_true = np.asarray(list(data.test["label"]))
+    y, pred, base_pred = np.asarray(list(data.test["label"])), probs.argmax(1), baseline.probs.argmax(1)
+    texts, labels = list(data.test["text"]), data.labels
     files = {
         "predictions": _write_predictions(out_dir / "predictions.csv", data, probs, baseline.probs),
-        "confusion_matrix": plots.confusion(y_true, probs.argmax(1), data.labels, out_dir / "confusion_matrix.png",
-                                            f"{cfg.name}: fine-tuned, test (row-normalised)"),
+        "confusion_matrix": plots.confusion(y, pred, labels, out_dir / "confusion_matrix.png", f"{cfg.name}: fine-tuned, test (row-normalised)"),
+        "confusion_counts": curves.confusion_raw(y, pred, labels, out_dir / "confusion_counts.png"),
         "per_class_f1": plots.per_class_f1(metrics["per_class_f1"], baseline.metrics["per_class_f1"], out_dir / "per_class_f1.png"),
+        "roc_pr": curves.roc_pr_plot(probs, y, labels, out_dir / "roc_pr.png"),
     }
     if history:
         files["training_curve"] = plots.training_curve(history, cfg.eval.primary, out_dir / "training_curve.png")
-    return EvalResult(metrics=metrics, baseline=baseline.metrics, probs=probs, files=files)
+    analysis = {
+        "versus_baseline": stats.compare_metrics(y, base_pred, pred, labels, cfg.eval.bootstrap_resamples, seed=cfg.train.seed),
+        "mcnemar": stats.mcnemar(y, base_pred, pred),
+        "diff": stats.example_diff(list(data.test["id"]), texts, y, base_pred, pred, labels, max_examples=5, seed=cfg.train.seed),
+        "curves": curves.one_vs_rest(probs, y, labels),
+        "slices": slices.slice_table({"length": slices.length_buckets(texts, cfg.eval.length_buckets)}, y, pred, base_pred, labels, cfg.eval.primary),
+    }
+    if cfg.eval.calibrate:
+        analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png")
+        files["reliability"] = out_dir / "reliability.png"
+    if cfg.eval.robustness_sample and not _pairs(data.test):
+        analysis["robustness"] = robustness.flip_rates(_predict_ids(model, cfg), texts, seed=cfg.train.seed, sample=cfg.eval.robustness_sample)
+    if cfg.eval.suite:
+        from tunekit.evaluate import suite
+
+        cases = suite.load_suite(cfg.path(cfg.eval.suite), labels)
+        analysis["suite"] = suite.run_suite(cases, lambda batch: [labels[i] for i in _predict_ids(model, cfg)(batch)])
+    if cfg.eval.explain_samples and not _pairs(data.test):
+        rng = np.random.default_rng(cfg.train.seed)
+        picks = rng.choice(len(texts), size=min(cfg.eval.explain_samples, len(texts)), replace=False)
+        analysis["explanations"] = [explain.occlusion(lambda b: model.predict_proba(b), texts[i], labels) for i in sorted(picks)]
+    return EvalResult(metrics=metrics, baseline=baseline.metrics, probs=probs, files=files, analysis=analysis)
+
+
+def _predict_ids(model, cfg):
+    return lambda batch: model.predict_proba(batch, None, cfg.train.eval_batch_size).argmax(1).tolist()
+
+
+def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Path) -> dict:
+    """Fit one temperature on validation; report test ECE before and after. Log-probabilities
+    stand in for logits: they differ by a per-row constant, which softmax ignores."""
+    val_probs = model.predict_proba(list(data.validation["text"]), _pairs(data.validation), cfg.train.eval_batch_size)
+    temperature = calibration.fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"])))
+    after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), temperature)
+    before_bins, after_bins = calibration.reliability_bins(test_probs, y), calibration.reliability_bins(after, y)
+    calibration.reliability_diagram(before_bins, after_bins, path, f"{cfg.name}: reliability on test (T = {temperature:.2f})")
+    model.info["temperature"] = temperature
+    return {"temperature": temperature, "ece_before": calibration.ece_from_bins(before_bins), "ece_after": calibration.ece_from_bins(after_bins)}
 
 
 def _write_predictions(path: Path, data, probs: np.ndarray, baseline_probs: np.ndarray) -> Path:

@@ -1,4 +1,4 @@
-"""The report card of a run: ``report.md`` for people, ``report.json`` for machines.
+"""The report card of a run: ``report.md`` and ``report.html`` for people, ``report.json`` for machines.
 
 The card is assembled by the pipeline from every stage's results; this module only renders it.
 """
@@ -11,11 +11,16 @@ from pathlib import Path
 METRIC_ORDER = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
 
 
-def write(card: dict, out_dir: Path) -> tuple[Path, Path]:
-    md, js = out_dir / "report.md", out_dir / "report.json"
+def write(card: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """Write ``report.md``, ``report.json`` and the self-contained ``report.html`` into ``out_dir``."""
+    from tunekit.evaluate import html
+
+    md, js, page = out_dir / "report.md", out_dir / "report.json", out_dir / "report.html"
     js.write_text(json.dumps(card, indent=2, default=str))
-    md.write_text(render_markdown(card))
-    return md, js
+    text = render_markdown(card)
+    md.write_text(text)
+    page.write_text(html.render(text, out_dir, f"{card['name']} report card"))
+    return md, js, page
 
 
 def comparison_rows(card: dict) -> list[tuple[str, float, float, float]]:
@@ -40,6 +45,7 @@ def render_markdown(card: dict) -> str:
     for metric, b, t, d in comparison_rows(card):
         mark = " **(primary)**" if metric == primary else ""
         lines.append(f"| {metric}{mark} | {b:.4f} | {t:.4f} | {d:+.4f} |")
+    lines += _analysis_sections(card)
     champion = reg.get("champion")
     if champion:
         lines += ["", f"Champion before this run: v{champion['version']}, {primary} {champion['score']:.4f} ({champion['how']})."]
@@ -64,6 +70,7 @@ def render_markdown(card: dict) -> str:
     worst = sorted(card["model"]["metrics"]["per_class_f1"].items(), key=lambda kv: kv[1])[:10]
     lines += ["", "## Weakest classes (test F1)", "", "| label | fine-tuned F1 | baseline F1 |", "|---|---:|---:|"]
     lines += [f"| {label} | {f1:.3f} | {card['baseline']['metrics']['per_class_f1'].get(label, 0.0):.3f} |" for label, f1 in worst]
+    lines += _label_noise_section(card.get("label_noise"))
     lines += ["", "## Plots", ""]
     lines += [f"![{name}]({Path(path).name})" for name, path in card["plots"].items()]
     lineage = card["lineage"]
@@ -78,3 +85,74 @@ def render_markdown(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _analysis_sections(card: dict) -> list[str]:
+    """Significance, fixed/broken rows, slices, calibration, curves, robustness, suite, explanations."""
+    a = card.get("analysis") or {}
+    lines: list[str] = []
+    if "versus_baseline" in a:
+        lines += ["", "## Is the difference real? (paired bootstrap, 95% interval)", "",
+                  "| metric | baseline | fine-tuned | difference | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
+        for metric, r in a["versus_baseline"].items():
+            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {r['p_value']:.3f} |")
+        m = a["mcnemar"]
+        lines += ["", f"McNemar's test ({m['method']}): the fine-tuned model is right where the baseline is wrong on "
+                      f"{m['a_wrong_b_right']} rows, and wrong where the baseline is right on {m['a_right_b_wrong']} rows; p = {m['p_value']:.3g}."]
+    if "diff" in a:
+        lines += _diff_section(a["diff"])
+    if a.get("slices"):
+        lines += ["", "## Slices", "", f"| slice | rows | fine-tuned {card['primary']} | baseline | |", "|---|---:|---:|---:|---|"]
+        for r in a["slices"]:
+            flag = "**worse than baseline**" if r["worse"] else ""
+            lines.append(f"| {r['slice']} | {r['n']} | {r[card['primary']]:.4f} | {r['baseline_' + card['primary']]:.4f} | {flag} |")
+    if "calibration" in a:
+        c = a["calibration"]
+        lines += ["", "## Calibration", "", f"Expected calibration error on test: {c['ece_before']:.4f} before, {c['ece_after']:.4f} after "
+                  f"temperature scaling (T = {c['temperature']:.3f}, fitted on validation; the server applies it)."]
+    if a.get("curves", {}).get("macro_roc_auc") is not None:
+        cv = a["curves"]
+        lines += ["", f"One-vs-rest: macro ROC AUC {cv['macro_roc_auc']:.4f}, macro average precision {cv['macro_average_precision']:.4f}."]
+    if "robustness" in a:
+        lines += ["", "## Robustness: predictions that flip under small edits", "", "| perturbation | rows changed | flip rate |", "|---|---:|---:|"]
+        lines += [f"| {name} | {r['n_changed']} | {r['flip_rate']:.3f} |" for name, r in a["robustness"].items()]
+    if "suite" in a:
+        su = a["suite"]
+        lines += ["", f"## Behavioural suite: {su['passed']} passed, {su['failed']} failed", "", "| case | kind | result |", "|---|---|---|"]
+        lines += [f"| {c['name']} | {c['kind']} | {'pass' if c['passed'] else 'FAIL: ' + _failures(c)} |" for c in su["cases"]]
+    if a.get("explanations"):
+        from tunekit.evaluate.explain import render_markdown as explain_md
+
+        lines += ["", "## Why: word attributions (occlusion) on sample test rows", ""]
+        lines += [f"- {explain_md(e)}" for e in a["explanations"]]
+    return lines
+
+
+def _failures(case: dict) -> str:
+    return "; ".join(str(f) for f in case["failures"][:3]).replace("|", "/")
+
+
+def _diff_section(diff: dict) -> list[str]:
+    counts = diff["counts"]
+    lines = ["", "## What changed against the baseline", "",
+             f"Fixed (baseline wrong, fine-tuned right): {counts['fixed']}; broken (baseline right, fine-tuned wrong): "
+             f"{counts['broken']}; both wrong: {counts['both_wrong']}.", ""]
+    for kind in ("fixed", "broken"):
+        if diff.get(kind):
+            lines += [f"| {kind} | label | baseline | fine-tuned |", "|---|---|---|---|"]
+            lines += [f"| {_cell(e['text'])} | {e['label']} | {e['a']} | {e['b']} |" for e in diff[kind]]
+            lines.append("")
+    return lines
+
+
+def _label_noise_section(noise: dict | None) -> list[str]:
+    if not noise or not noise.get("candidates"):
+        return []
+    lines = ["", f"## Label-noise candidates ({noise['n_candidates']} training rows, {noise['share']:.1%}; review, nothing was changed)", "",
+             "| id | text | label | suggested | margin |", "|---|---|---|---|---:|"]
+    lines += [f"| {c['id']} | {_cell(c['text'])} | {c['label']} | {c['suggested']} | {c['margin']:.2f} |" for c in noise["candidates"][:15]]
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")[:120]

@@ -27,7 +27,8 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     Each resample draws test rows with replacement and scores *both* models on the same rows, so
     the interval reflects how much the gap (not each score) moves with the choice of test rows.
     The p-value is the share of resampled gaps on the far side of 0 (ties included, to stay
-    conservative), doubled and capped at 1; a gap of exactly 0 gets p = 1.
+    conservative), doubled and capped at 1; a gap of exactly 0 gets p = 1. Its resolution is
+    2 / n_resamples: a p of 0 means "below that", not "impossible".
     """
     y_true, pred_a, pred_b = _paired_arrays(y_true, pred_a, pred_b)
     if not 0 < confidence < 1:

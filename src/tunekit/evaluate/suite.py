@@ -61,15 +61,18 @@ def load_suite(path: Path, labels: list[str]) -> list[Case]:
         raise ConfigError(f"{path}: suite file not found")
     root, raw = _read_yaml(path)
     if not isinstance(raw, dict) or set(raw) != {"cases"} or not isinstance(raw["cases"], list) or not raw["cases"]:
-        raise ConfigError(f"{path}: a suite file is a mapping with one key, `cases`, holding a non-empty list of cases (see `tunekit.evaluate.suite` for the format)")
+        found = f"keys {', '.join(map(str, raw))}" if isinstance(raw, dict) else type(raw).__name__
+        raise ConfigError(f"{path}: a suite file is a mapping with one key, `cases`, holding a non-empty list of cases, "
+                          f"got {found} (the format is in the docstring of tunekit.evaluate.suite)")
     nodes = _case_nodes(root)
     cases, problems = [], []
     for i, item in enumerate(raw["cases"]):
         node = nodes[i] if i < len(nodes) else None
-        where = _case_label(i, item)
-        for field, message in _case_problems(item, labels, cases):
-            line = _line_of(node, field.split(".")[0].split("[")[0])
-            problems.append(f"  {path} line {line}: {where}: {field}: {message}")
+        own = [(_line_of(node, field.split(".")[0].split("[")[0]), field, message)
+               for field, message in _case_problems(item, labels, cases)]
+        for line, field, message in sorted(own, key=lambda problem: problem[0] or 0):
+            where = ": ".join(part for part in (f"line {line}" if line else "", _case_label(i, item), field) if part)
+            problems.append(f"  {where}: {message}")
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the suite:\n" + "\n".join(problems))
     return cases
@@ -88,11 +91,11 @@ def _read_yaml(path: Path) -> tuple[yaml.Node | None, object]:
 def _case_problems(item: object, labels: list[str], cases: list[Case]) -> list[tuple[str, str]]:
     """``(field, message)`` for each problem of one case; a valid case is appended to ``cases``."""
     if not isinstance(item, dict):
-        return [("(case)", f"must be a mapping with name, texts and one of {', '.join(KINDS)}, got {type(item).__name__}")]
+        return [("", f"must be a mapping with name, texts and one of {', '.join(KINDS)}, got {type(item).__name__}")]
     try:
         case = Case.model_validate(item)
     except ValidationError as exc:
-        return [(_dotted(err["loc"]), _message(err)) for err in exc.errors()]
+        return list(dict.fromkeys(_pydantic_problem(err) for err in exc.errors()))
     problems = _structure_problems(case)
     for field in ("must_predict", "must_not_predict"):
         label = getattr(case, field)
@@ -134,20 +137,24 @@ def _case_label(i: int, item: object) -> str:
     return f"cases[{i}] {name!r}" if isinstance(name, str) and name else f"cases[{i}]"
 
 
+def _pydantic_problem(err: dict) -> tuple[str, str]:
+    """``(YAML path, message)`` for one pydantic error, in the words a suite author uses."""
+    loc = err["loc"]
+    if loc[0] == "invariant_pairs" and len(loc) >= 2 and err["type"] in ("missing", "too_long", "too_short"):
+        return _dotted(loc[:2]), "a pair needs exactly 2 texts"
+    if err["type"] == "extra_forbidden":
+        return _dotted(loc), f"unknown key; valid keys: {', '.join(Case.model_fields)}"
+    if err["type"] == "missing":
+        return _dotted(loc), "required, but missing"
+    return _dotted(loc), f"{err['msg']}, got {err['input']!r}"
+
+
 def _dotted(loc: tuple) -> str:
     """pydantic's ``('invariant_pairs', 0)`` as the YAML path ``invariant_pairs[0]``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out or "(case)"
-
-
-def _message(err: dict) -> str:
-    if err["type"] == "extra_forbidden":
-        return f"unknown key; valid keys: {', '.join(Case.model_fields)}"
-    if err["type"] == "missing":
-        return "required, but missing"
-    return f"{err['msg']}, got {err['input']!r}"
+    return out
 
 
 def _case_nodes(root: yaml.Node | None) -> list[yaml.Node]:
@@ -174,7 +181,7 @@ def run_suite(cases: list[Case], predict: Callable[[list[str]], list[str]]) -> d
     a real model batches them instead of being called once per case.
     """
     texts = list(dict.fromkeys(t for case in cases for t in _texts_of(case)))
-    predicted = list(predict(texts)) if texts else []
+    predicted = [str(p) for p in predict(texts)] if texts else []
     if len(predicted) != len(texts):
         raise ValueError(f"predict returned {len(predicted)} labels for {len(texts)} texts")
     by_text = dict(zip(texts, predicted))
@@ -197,5 +204,5 @@ def _run_case(case: Case, by_text: dict[str, str]) -> dict:
         ok = (lambda p: p == case.must_predict) if case.kind == "must_predict" else (lambda p: p != case.must_not_predict)
         failures = [{"text": t, "predicted": by_text[t]} for t in case.texts if not ok(by_text[t])]
         n = len(case.texts)
-    return {"name": case.name, "kind": case.kind, "label": getattr(case, case.kind) if case.kind != "invariant_pairs" else None,
+    return {"name": case.name, "kind": case.kind, "label": case.must_predict or case.must_not_predict,
             "passed": not failures, "n": n, "failures": failures}

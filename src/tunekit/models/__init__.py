@@ -120,12 +120,14 @@ class TrainedModel:
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(labels))."""
-        return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device)
+        return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device,
+                             self.info.get("temperature", 1.0))
 
 
 @torch.inference_mode()
-def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int, device: torch.device) -> np.ndarray:
-    """Class probabilities for ``texts`` (and ``pairs``), in input order.
+def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
+                  device: torch.device, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities for ``texts`` (and ``pairs``), in input order, softmax(logits / temperature).
 
     Rows are sorted by length and batched, so each batch pads only to its own longest row.
     """
@@ -139,7 +141,7 @@ def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, m
         idx = order[start : start + batch_size]
         batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        out[idx] = torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()
     model.train(was_training)
     return out
 

@@ -38,7 +38,8 @@ class GateDecision:
 
 
 def decide(primary: str, candidate: float, baseline: float, min_improvement: float,
-           champion: ChampionScore | None, beat_champion: bool = True) -> GateDecision:
+           champion: ChampionScore | None, beat_champion: bool = True, suite: dict | None = None) -> GateDecision:
+    """``suite``: the result of the behavioural suite when the gate requires it to pass."""
     reasons, passed = [], True
     margin = candidate - baseline
     # "beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss
@@ -56,4 +57,10 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
     else:
         passed = False
         reasons.append(f"{primary} is below champion v{champion.version}'s {champion.score:.4f} ({champion.how} on the same test rows)")
+    if suite is not None:
+        if suite["failed"]:
+            passed = False
+            reasons.append(f"{suite['failed']} of {suite['passed'] + suite['failed']} behavioural test cases fail")
+        else:
+            reasons.append(f"all {suite['passed']} behavioural test cases pass")
     return GateDecision(passed, primary, candidate, baseline, champion, reasons)

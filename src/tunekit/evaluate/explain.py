@@ -1,0 +1,41 @@
+"""Token attributions by occlusion: which words made the model choose its label.
+
+Each word is removed in turn and the drop in the predicted label's probability is that word's
+attribution. Occlusion needs no gradients, works for any model behind ``predict_proba`` (adapters,
+full checkpoints, a served model), and its numbers read directly: "without 'refund' the model is
+0.62 less sure". Cost: one forward pass per word, fine for the short texts classifiers see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+PredictProba = Callable[[list[str]], np.ndarray]
+
+
+def occlusion(predict_proba: PredictProba, text: str, labels: list[str], target: int | None = None) -> dict:
+    """Attribution of each whitespace-separated word of ``text`` to the ``target`` label
+    (default: the predicted one). Returns the label, its probability and ``(word, attribution)``
+    pairs in text order."""
+    words = text.split()
+    variants = [text] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
+    probs = predict_proba(variants)
+    target = int(probs[0].argmax()) if target is None else target
+    base = float(probs[0, target])
+    return {
+        "text": text,
+        "label": labels[target],
+        "probability": base,
+        "attributions": [(word, round(base - float(p[target]), 4)) for word, p in zip(words, probs[1:])],
+    }
+
+
+def render_markdown(explanation: dict, top: int = 3) -> str:
+    """The text with its most influential words in bold, and their attributions."""
+    ranked = sorted(explanation["attributions"], key=lambda wa: -wa[1])[:top]
+    strong = {w for w, a in ranked if a > 0}
+    text = " ".join(f"**{w}**" if w in strong else w for w, _ in explanation["attributions"])
+    detail = ", ".join(f"{w} {a:+.2f}" for w, a in ranked)
+    return f"{text} → `{explanation['label']}` ({explanation['probability']:.2f}; {detail})"

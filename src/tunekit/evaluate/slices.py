@@ -1,0 +1,42 @@
+"""Metrics per slice of the test rows, beside the baseline's, with the slices where the
+fine-tuned model is worse flagged: an average gain can hide a group of users that got worse."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tunekit.evaluate.metrics import classification_metrics
+
+
+def length_buckets(texts: list[str], edges: list[int]) -> list[str]:
+    """Bucket name per text by word count, e.g. edges [5, 15] -> "<=5", "6-15", ">15"."""
+    names = []
+    for text in texts:
+        n = len(text.split())
+        lower = 0
+        for edge in edges:
+            if n <= edge:
+                names.append(f"{lower + 1}-{edge} words" if lower else f"<={edge} words")
+                break
+            lower = edge
+        else:
+            names.append(f">{edges[-1]} words")
+    return names
+
+
+def slice_table(groups: dict[str, list[str]], y_true: np.ndarray, pred: np.ndarray, base_pred: np.ndarray,
+                labels: list[str], primary: str, min_rows: int = 10) -> list[dict]:
+    """One row per slice with at least ``min_rows`` rows: n, the model's and the baseline's
+    primary metric and accuracy, and ``worse`` when the model's primary metric is below the baseline's."""
+    rows = []
+    for kind, names in groups.items():
+        names_arr = np.asarray(names)
+        for name in sorted(set(names)):
+            idx = np.flatnonzero(names_arr == name)
+            if len(idx) < min_rows:
+                continue
+            ours = classification_metrics(y_true[idx], pred[idx], labels)
+            theirs = classification_metrics(y_true[idx], base_pred[idx], labels)
+            rows.append({"slice": f"{kind}={name}", "n": int(len(idx)), primary: ours[primary], f"baseline_{primary}": theirs[primary],
+                         "accuracy": ours["accuracy"], "baseline_accuracy": theirs["accuracy"], "worse": ours[primary] < theirs[primary]})
+    return rows
