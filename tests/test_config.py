@@ -77,3 +77,7 @@ def test_readme_config_reference_is_in_sync():
     assert start in readme and end in readme
     block = readme.split(start)[1].split(end)[0].strip()
     assert block == config_reference_markdown().strip(), "README config reference is stale: run `tunekit config reference` and paste it"
+
+
+def test_readme_shows_the_shipped_quickstart_config():
+    assert (ROOT / "examples/banking77/config.yaml").read_text() in (ROOT / "README.md").read_text()

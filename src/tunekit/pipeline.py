@@ -114,12 +114,15 @@ def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | No
 
 
 def _label_noise(cfg: TunekitConfig, data) -> dict | None:
-    if not cfg.eval.label_noise or "text_pair" in data.train.column_names:
+    if not cfg.eval.label_noise:
         return None
-    from tunekit.data.noise import label_noise_candidates
+    from tunekit.data import noise
 
-    return label_noise_candidates(list(data.train["text"]), list(data.train["label"]), data.labels, list(data.train["id"]),
-                                  seed=cfg.data.split.seed)
+    result = noise.for_prepared(data, seed=cfg.data.split.seed)
+    if result:
+        with (data.directory / "report.md").open("a", encoding="utf-8") as fh:
+            fh.write("\n" + noise.markdown(result))
+    return result
 
 
 def _tags(cfg: TunekitConfig, data, run_id: str) -> dict:
@@ -179,9 +182,29 @@ def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page
         style = "bold" if metric == cfg.eval.primary else None
         table.add_row(metric, f"{b:.4f}", f"{t:.4f}", f"[{'green' if d > 0 else 'red'}]{d:+.4f}[/]", style=style)
     console.print(table)
+    for line in _evidence_lines(card):
+        console.print(line, highlight=False)
     reg = card["registry"]
     colour = "green" if reg["passed"] else "yellow"
     console.print(f"[{colour}]Registered {cfg.name} version {reg['version']} as [bold]{reg['alias']}[/bold][/]: {reg['reason']}")
     console.print(f"Report card: {report_page} (also .md and .json)")
     if reg["passed"]:
         console.print(f"Serve it:    tunekit serve --model {cfg.name}@champion --tracking-uri {cfg.tracking}")
+
+
+def _evidence_lines(card: dict) -> list[str]:
+    """The statistics behind the table, one line each (details in the report card)."""
+    a, primary, lines = card["analysis"], card["primary"], []
+    r = a["versus_baseline"].get(primary) or a["versus_baseline"]["accuracy"]
+    lines.append(f"{primary if primary in a['versus_baseline'] else 'accuracy'} difference {r['diff']:+.4f}, 95% interval "
+                 f"[{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap); McNemar p = {a['mcnemar']['p_value']:.3g}")
+    worse = [s["slice"] for s in a["slices"] if s["worse"]]
+    lines.append(f"slices worse than the baseline: {', '.join(worse) if worse else 'none'}")
+    if "calibration" in a:
+        c = a["calibration"]
+        lines.append(f"calibration error (ECE) {c['ece_before']:.4f} -> {c['ece_after']:.4f} with temperature {c['temperature']:.2f}")
+    if "robustness" in a:
+        lines.append("flip rate under edits: " + ", ".join(f"{k} {v['flip_rate']:.1%}" for k, v in a["robustness"].items()))
+    if "suite" in a:
+        lines.append(f"behavioural suite: {a['suite']['passed']} passed, {a['suite']['failed']} failed")
+    return lines

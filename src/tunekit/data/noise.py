@@ -20,6 +20,7 @@ automatically, because a confident disagreement is sometimes a hard, correctly l
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -28,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
-__all__ = ["label_noise_candidates"]
+__all__ = ["for_prepared", "label_noise_candidates", "markdown"]
 
 METHOD = (
     "confident learning (simplified): out-of-fold probabilities from TF-IDF (word 1-2 grams) + "
@@ -108,3 +109,30 @@ def _candidates(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, fl
         found.append((int(row), j, float(p_given[row]), float(probs[row, j])))
     found.sort(key=lambda c: (-(c[3] - c[2]), c[0]))
     return found
+
+
+def for_prepared(prepared, seed: int = 0) -> dict | None:
+    """Candidates for the training split of ``prepared``, cached beside the frozen splits (they
+    depend only on those rows and the seed) and appended to the data report. None for sentence
+    pairs, where the bag-of-words baseline says little about a label."""
+    if "text_pair" in prepared.train.column_names:
+        return None
+    cache = prepared.directory / f"label_noise-{seed}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    train = prepared.train
+    result = label_noise_candidates(list(train["text"]), list(train["label"]), prepared.labels, list(train["id"]), seed=seed)
+    cache.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def markdown(result: dict, limit: int = 15) -> str:
+    """The candidates as a Markdown section (used by the data report and the report card)."""
+    if not result or not result["candidates"]:
+        return ""
+    lines = [f"## Label-noise candidates ({result['n_candidates']} training rows, {result['share']:.1%}; review them, nothing was changed)",
+             "", "| id | text | label | suggested | margin |", "|---|---|---|---|---:|"]
+    for c in result["candidates"][:limit]:
+        text = c["text"].replace("|", "/").replace("\n", " ")[:120]
+        lines.append(f"| {c['id']} | {text} | {c['label']} | {c['suggested']} | {c['margin']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -34,8 +34,9 @@ def occlusion(predict_proba: PredictProba, text: str, labels: list[str], target:
 
 def render_markdown(explanation: dict, top: int = 3) -> str:
     """The text with its most influential words in bold, and their attributions."""
-    ranked = sorted(explanation["attributions"], key=lambda wa: -wa[1])[:top]
-    strong = {w for w, a in ranked if a > 0}
-    text = " ".join(f"**{w}**" if w in strong else w for w, _ in explanation["attributions"])
+    order = sorted(range(len(explanation["attributions"])), key=lambda i: -explanation["attributions"][i][1])[:top]
+    strong = {i for i in order if explanation["attributions"][i][1] >= 0.01}
+    text = " ".join(f"**{w}**" if i in strong else w for i, (w, _) in enumerate(explanation["attributions"]))
+    ranked = [explanation["attributions"][i] for i in order]
     detail = ", ".join(f"{w} {a:+.2f}" for w, a in ranked)
     return f"{text} → `{explanation['label']}` ({explanation['probability']:.2f}; {detail})"

@@ -145,13 +145,11 @@ def _diff_section(diff: dict) -> list[str]:
     return lines
 
 
-def _label_noise_section(noise: dict | None) -> list[str]:
-    if not noise or not noise.get("candidates"):
-        return []
-    lines = ["", f"## Label-noise candidates ({noise['n_candidates']} training rows, {noise['share']:.1%}; review, nothing was changed)", "",
-             "| id | text | label | suggested | margin |", "|---|---|---|---|---:|"]
-    lines += [f"| {c['id']} | {_cell(c['text'])} | {c['label']} | {c['suggested']} | {c['margin']:.2f} |" for c in noise["candidates"][:15]]
-    return lines
+def _label_noise_section(result: dict | None) -> list[str]:
+    from tunekit.data.noise import markdown
+
+    section = markdown(result) if result else ""
+    return ["", section] if section else []
 
 
 def _cell(text: str) -> str:

@@ -31,7 +31,7 @@ def slice_table(groups: dict[str, list[str]], y_true: np.ndarray, pred: np.ndarr
     rows = []
     for kind, names in groups.items():
         names_arr = np.asarray(names)
-        for name in sorted(set(names)):
+        for name in dict.fromkeys(sorted(names, key=_bucket_order)):  # buckets in length order, labels alphabetically
             idx = np.flatnonzero(names_arr == name)
             if len(idx) < min_rows:
                 continue
@@ -40,3 +40,11 @@ def slice_table(groups: dict[str, list[str]], y_true: np.ndarray, pred: np.ndarr
             rows.append({"slice": f"{kind}={name}", "n": int(len(idx)), primary: ours[primary], f"baseline_{primary}": theirs[primary],
                          "accuracy": ours["accuracy"], "baseline_accuracy": theirs["accuracy"], "worse": ours[primary] < theirs[primary]})
     return rows
+
+
+def _bucket_order(name: str) -> tuple[int, str]:
+    """Sort "<=5 words" < "6-10 words" < ">20 words"; other slice names alphabetically after them."""
+    digits = "".join(c if c.isdigit() else " " for c in name).split()
+    if not digits:
+        return (1 << 30, name)
+    return (int(digits[0]) + (1 << 20 if name.startswith(">") else 0), name)
