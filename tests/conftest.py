@@ -61,7 +61,7 @@ def tiny_config(tmp_path, tiny_bert):
     """Write a config for the synthetic task on the tiny BERT; returns a function taking overrides."""
     import yaml
 
-    write_csv(tmp_path / "train.csv", synthetic_rows(40, seed=1))
+    write_csv(tmp_path / "train.csv", synthetic_rows(60, seed=1))
     write_csv(tmp_path / "test.csv", synthetic_rows(10, seed=2))
 
     def make(**sections) -> Path:
@@ -71,7 +71,8 @@ def tiny_config(tmp_path, tiny_bert):
             "data": {"train": "train.csv", "test": "test.csv"},
             "model": {"base": str(tiny_bert), "max_length": 32},
             "method": {"kind": "lora", "r": 8, "alpha": 16},
-            "train": {"epochs": 10, "batch_size": 8, "learning_rate": 1e-2, "early_stopping_patience": 0, "warmup_ratio": 0.0},
+            "train": {"epochs": 12, "batch_size": 8, "learning_rate": 5e-3, "head_learning_rate": 2e-2,
+                      "early_stopping_patience": 0, "warmup_ratio": 0.0},
         }
         for key, value in sections.items():
             merge = isinstance(value, dict) and key != "method"  # a new method kind brings its own options

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import re
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from tunekit.config import TunekitConfig, config_reference_markdown, load_config
 from tunekit.errors import ConfigError
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, text):
@@ -59,8 +60,17 @@ def test_overrides(tmp_path):
 
 
 def test_shipped_examples_are_valid():
-    for path in (ROOT / "examples").rglob("*.yaml"):
-        load_config(path)
+    import json
+
+    from tunekit.evaluate.suite import load_suite
+
+    configs = list((ROOT / "examples").rglob("config*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        cfg = load_config(path)
+        if cfg.eval.suite:
+            labels = json.loads((path.parent / "data" / "categories.json").read_text())
+            assert load_suite(cfg.path(cfg.eval.suite), labels)
 
 
 def test_every_field_is_described():

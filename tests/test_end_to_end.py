@@ -8,15 +8,16 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections import Counter
 
 import pytest
 import yaml
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pin_blocked", "refund_not_showing_up"]
+LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "request_refund", "cancel_transfer", "top_up_failed"]
 
 
 def _slice(src, dest, per_label):
@@ -37,8 +38,10 @@ def _slice(src, dest, per_label):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    _slice(ROOT / "examples/banking77/data/train.csv", tmp / "train.csv", 50)
-    test_rows = _slice(ROOT / "examples/banking77/data/test.csv", tmp / "test.csv", 20)
+    (tmp / "data").mkdir()
+    _slice(ROOT / "examples/banking77/data/train.csv", tmp / "data/train.csv", 50)
+    test_rows = _slice(ROOT / "examples/banking77/data/test.csv", tmp / "data/test.csv", 20)
+    (tmp / "suite.yaml").write_text((ROOT / "examples/banking77/suite.yaml").read_text())
     config = yaml.safe_load((ROOT / "examples/banking77/config.yaml").read_text())
     config["data"].pop("max_train_rows")
     config["train"]["epochs"] = 3
