@@ -68,7 +68,9 @@ def _load(path: Path, sets: list[str] | None = None):
 
 
 def _tracking(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('tunekit-workspace').resolve() / 'mlflow.db'}"
+    from tunekit.registry import default_tracking_uri
+
+    return uri or default_tracking_uri()
 
 
 @app.command()

@@ -189,7 +189,8 @@ def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page
     console.print(f"[{colour}]Registered {cfg.name} version {reg['version']} as [bold]{reg['alias']}[/bold][/]: {reg['reason']}")
     console.print(f"Report card: {report_page} (also .md and .json)")
     if reg["passed"]:
-        console.print(f"Serve it:    tunekit serve --model {cfg.name}@champion --tracking-uri {cfg.tracking}")
+        found = cfg.tracking == registry.default_tracking_uri()
+        console.print(f"Serve it:    tunekit serve --model {cfg.name}@champion" + ("" if found else f" --tracking-uri {cfg.tracking}"))
 
 
 def _evidence_lines(card: dict) -> list[str]:

@@ -110,6 +110,9 @@ def _analysis_sections(card: dict) -> list[str]:
         c = a["calibration"]
         lines += ["", "## Calibration", "", f"Expected calibration error on test: {c['ece_before']:.4f} before, {c['ece_after']:.4f} after "
                   f"temperature scaling (T = {c['temperature']:.3f}, fitted on validation; the server applies it)."]
+        if c["ece_after"] > c["ece_before"]:
+            lines.append("Temperature scaling made test calibration worse here (validation and test rows differ, or validation is "
+                         "small); consider `eval.calibrate: false`.")
     if a.get("curves", {}).get("macro_roc_auc") is not None:
         cv = a["curves"]
         lines += ["", f"One-vs-rest: macro ROC AUC {cv['macro_roc_auc']:.4f}, macro average precision {cv['macro_average_precision']:.4f}."]

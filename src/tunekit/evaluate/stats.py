@@ -8,12 +8,13 @@ why a +2 point gain can be significant on 3,000 rows even when each model's own 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as sps
 from sklearn import metrics as skm
+
+from tunekit.evaluate.metrics import balanced_accuracy
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -56,14 +57,6 @@ def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(skm.f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
 
 
-def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean recall over the classes present; sklearn warns when a resample predicts a class absent from
-    its rows, which is expected under resampling and already handled by ignoring that class."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(skm.balanced_accuracy_score(y_true, y_pred))
-
-
 def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(y_true == y_pred))  # what accuracy_score computes, without its input checks per resample
 
@@ -75,7 +68,7 @@ def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 PAIRED_METRICS: dict[str, MetricFn] = {
     "accuracy": _accuracy,
     "macro_f1": _macro_f1,
-    "balanced_accuracy": _balanced_accuracy,
+    "balanced_accuracy": balanced_accuracy,
     "mcc": _mcc,
 }
 

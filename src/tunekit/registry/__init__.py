@@ -22,11 +22,17 @@ from tunekit.errors import RegistryError
 from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
 __all__ = [
-    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "history", "list_versions",
+    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "history", "list_versions",
     "log_run", "champion_version", "promote", "register", "resolve", "rollback", "set_alias",
 ]
 
 EVENTS_TAG = "tunekit.events"
+
+
+def default_tracking_uri() -> str:
+    """Where registry and serve commands look without --tracking-uri: $MLFLOW_TRACKING_URI, else the
+    SQLite store of ./tunekit-workspace (the default workspace of a run started here)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('tunekit-workspace').resolve() / 'mlflow.db'}"
 
 
 def client(tracking_uri: str, workspace: Path | None = None):
