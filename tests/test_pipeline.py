@@ -35,17 +35,23 @@ def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
 
 
 def test_second_run_is_compared_with_the_champion_on_the_same_rows(tiny_config, quiet):
-    cfg = load_config(tiny_config())
+    # the tiny task is easy for TF-IDF too; a negative margin lets the first version in, so the
+    # second one meets a champion
+    cfg = load_config(tiny_config(gate={"min_improvement": -1.0}))
     first = pipeline.run(cfg, quiet)
     second = pipeline.run(cfg, quiet)
     assert second.version == "2"
     assert second.card["data"]["reused"]
-    if first.decision.passed:
-        champ = second.decision.champion
-        assert champ.version == "1" and champ.how == "recorded"
-        assert champ.score == pytest.approx(first.card["model"]["metrics"]["macro_f1"])
-        # seeded training on identical data reproduces the champion exactly, which is "not below" it
-        assert second.decision.passed
+    assert first.decision.passed
+    champ = second.decision.champion
+    assert champ.version == "1" and champ.how == "recorded"
+    assert champ.score == pytest.approx(first.card["model"]["metrics"]["macro_f1"])
+    # seeded training on identical data reproduces the champion exactly, which is "not below" it
+    assert second.decision.passed
+    versus = second.card["analysis"]["versus_champion"]
+    assert versus["version"] == "1" and versus["rows"] == first.card["data"]["rows"]["test"]
+    assert versus["metrics"]["accuracy"]["diff"] == pytest.approx(0.0)
+    assert "Against the current champion v1" in (second.run_dir / "report.md").read_text()
 
 
 def test_failing_behavioural_suite_blocks_promotion(tiny_config, quiet, tmp_path):
@@ -80,3 +86,22 @@ def test_report_command_rebuilds_and_compares_runs(tiny_config, quiet, tmp_path)
     (first.run_dir / "report.html").unlink()
     assert runner.invoke(app, ["report", str(first.run_dir)]).exit_code == 0
     assert (first.run_dir / "report.html").exists()
+
+
+def test_champion_tested_on_other_rows_is_re_evaluated_on_these(tiny_config, quiet, tmp_path):
+    cfg_path = tiny_config(gate={"min_improvement": -1.0})
+    first = pipeline.run(load_config(cfg_path), quiet)
+    test_csv = tmp_path / "test.csv"
+    lines = test_csv.read_text().splitlines()
+    test_csv.write_text("\n".join(lines[:-6]) + "\n")  # new test rows: new test fingerprint
+    second = pipeline.run(load_config(cfg_path), quiet)
+    assert second.card["data"]["test_fingerprint"] != first.card["data"]["test_fingerprint"]
+    champ = second.decision.champion
+    assert champ.version == "1" and champ.how == "re-evaluated"
+    # the champion scored now on the new rows, not its recorded score on the old ones
+    from tunekit.evaluate import score
+    from tunekit.models import load_trained
+    from tunekit import data
+
+    expected, _ = score(load_trained(first.run_dir / "adapter"), data.prepare(load_config(cfg_path)))
+    assert champ.score == pytest.approx(expected["macro_f1"])

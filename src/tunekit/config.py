@@ -48,6 +48,7 @@ class DataConfig(_Section):
     text_column: str = Field("text", description="Column holding the text to classify.")
     text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
     label_column: str = Field("label", description="Column holding the label.")
+    metadata_columns: list[str] = Field([], description="Extra columns kept with every row (e.g. channel, language, customer tier) so the evaluation can be sliced by them (`eval.slice_columns`). Empty values are kept as empty strings.")
     encoding: str = Field("utf-8", description="Text encoding of the data files, e.g. `utf-8`, `latin-1`, `cp1252`.")
     max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded, stratified sample of this many training rows (for quick runs); validation and test rows are never sampled.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Split of the training file into train/validation/test.")
@@ -112,6 +113,7 @@ class EvalConfig(_Section):
     primary: Metric = Field("macro_f1", description="Metric that early stopping, the gate and the report lead with.")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the confidence intervals of metric differences.")
     calibrate: bool = Field(True, description="Fit temperature scaling on validation; the server then returns calibrated probabilities.")
+    slice_columns: list[str] = Field([], description="Metadata columns (from `data.metadata_columns`) to slice test metrics by; slices where the fine-tuned model is worse than the baseline are flagged.")
     length_buckets: list[int] = Field([5, 10, 20], description="Word-count edges of the text-length slices, e.g. [5, 10, 20] gives <=5, 6-10, 11-20, >20 words.")
     robustness_sample: int = Field(300, ge=0, description="Test rows perturbed (typos, casing, punctuation, whitespace) to measure prediction flip rates; 0 skips it.")
     suite: str | None = Field(None, description="YAML file of behavioural test cases (must_predict, must_not_predict, invariant_pairs), relative to the config file.")
@@ -145,9 +147,12 @@ class TunekitConfig(_Section):
     _cwd: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="after")
-    def _suite_for_gate(self) -> TunekitConfig:
+    def _cross_section_checks(self) -> TunekitConfig:
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
+        unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]
+        if unknown:
+            raise ValueError(f"`eval.slice_columns` names {unknown}, which are not in `data.metadata_columns` ({self.data.metadata_columns}); add them there")
         return self
 
     @property

@@ -64,6 +64,8 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)
     champion = champion_score(mlc, cfg, data)
+    if champion is not None and champion.how == "recorded":
+        result.analysis["versus_champion"] = _versus_champion(mlc, cfg, champion, run_dir)
     decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
                                cfg.gate.min_improvement, champion, cfg.gate.beat_champion,
                                result.analysis.get("suite") if cfg.gate.require_suite else None)
@@ -111,6 +113,18 @@ def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | No
         return None  # a different label set: the scores are not comparable, and decide() says there is no champion to beat
     metrics, _ = evaluate.score(champ, data, cfg.train.eval_batch_size)
     return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
+
+
+def _versus_champion(mlc, cfg: TunekitConfig, champion: registry.ChampionScore, run_dir: Path) -> dict | None:
+    """Paired statistics against the champion's own predictions on the same rows, when its run
+    folder is on this machine (its path is a tag of the version)."""
+    from tunekit.evaluate.compare import compare_predictions
+
+    champ_dir = Path((mlc.get_model_version(cfg.name, champion.version).tags or {}).get("run_dir", "/nonexistent"))
+    if not (champ_dir / "predictions.csv").is_file():
+        return None
+    return {"version": champion.version, **compare_predictions(champ_dir / "predictions.csv", run_dir / "predictions.csv",
+                                                               cfg.eval.bootstrap_resamples)}
 
 
 def _label_noise(cfg: TunekitConfig, data) -> dict | None:
@@ -200,7 +214,8 @@ def _evidence_lines(card: dict) -> list[str]:
     lines.append(f"{primary if primary in a['versus_baseline'] else 'accuracy'} difference {r['diff']:+.4f}, 95% interval "
                  f"[{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap); McNemar p = {a['mcnemar']['p_value']:.3g}")
     worse = [s["slice"] for s in a["slices"] if s["worse"]]
-    lines.append(f"slices worse than the baseline: {', '.join(worse) if worse else 'none'}")
+    more = f" and {len(worse) - 6} more" if len(worse) > 6 else ""
+    lines.append(f"slices worse than the baseline: {', '.join(worse[:6]) + more if worse else 'none'}")
     if "calibration" in a:
         c = a["calibration"]
         lines.append(f"calibration error (ECE) {c['ece_before']:.4f} -> {c['ece_after']:.4f} with temperature {c['temperature']:.2f}")

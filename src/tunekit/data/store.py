@@ -23,6 +23,7 @@ from pathlib import Path
 import datasets
 
 from tunekit.config import TunekitConfig
+from tunekit.data.validate import META_PREFIX
 from tunekit.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -94,8 +95,12 @@ def split_fingerprint(rows: list[dict]) -> str:
 
 def _hash_rows(digest, rows: list[dict]) -> None:
     for row in rows:
-        canonical = {key: row[key] for key in ROW_FIELDS if key in row}
+        canonical = {key: row[key] for key in row if _stored(key)}
         digest.update(json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+
+
+def _stored(key: str) -> bool:
+    return key in ROW_FIELDS or key.startswith(META_PREFIX)
 
 
 def to_dataset(rows: list[dict], labels: list[str], with_pair: bool) -> datasets.Dataset:
@@ -104,6 +109,8 @@ def to_dataset(rows: list[dict], labels: list[str], with_pair: bool) -> datasets
     if with_pair:
         features["text_pair"] = datasets.Value("string")
     features["label"] = datasets.ClassLabel(names=labels)
+    for key in (k for k in (rows[0] if rows else {}) if k.startswith(META_PREFIX)):
+        features[key] = datasets.Value("string")
     index = {label: i for i, label in enumerate(labels)}
     records = [{key: (index[row[key]] if key == "label" else row[key]) for key in features} for row in rows]
     return datasets.Dataset.from_list(records, features=datasets.Features(features))
@@ -142,7 +149,7 @@ def read_directory(directory: Path) -> Frozen:
 
 def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str]) -> Frozen:
     """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index."""
-    rows = {name: [{f: row[f] for f in ROW_FIELDS if f in row} for row in rows[name]] for name in SPLITS}  # drop "_at"
+    rows = {name: [{f: v for f, v in row.items() if _stored(f)} for row in rows[name]] for name in SPLITS}  # drop "_at"
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
     dsets = {name: to_dataset(rows[name], labels, with_pair) for name in SPLITS}

@@ -19,6 +19,7 @@ from tunekit.data.read import RawTable, Record
 from tunekit.errors import DataError
 
 MAX_LABELS_SHOWN = 10
+META_PREFIX = "meta."  # metadata columns travel as "meta.<column>" so they never clash with id/text/label
 
 
 def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[str] | None = None) -> list[dict]:
@@ -45,6 +46,7 @@ def configured_columns(data: DataConfig) -> list[tuple[str, str]]:
     if data.text_pair_column:
         pairs.append(("data.text_pair_column", data.text_pair_column))
     pairs.append(("data.label_column", data.label_column))
+    pairs += [("data.metadata_columns", column) for column in data.metadata_columns]
     return pairs
 
 
@@ -78,6 +80,9 @@ def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str
     if data.text_pair_column:
         row["text_pair"] = pair
     row.update(label=label, _at=record.location)
+    for column in data.metadata_columns:  # kept for slicing; a missing value is a slice of its own
+        value = record.values.get(column)
+        row[META_PREFIX + column] = "" if _is_missing(value) else str(value)
     return row
 
 

@@ -60,7 +60,7 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
         "mcnemar": stats.mcnemar(y, base_pred, pred),
         "diff": stats.example_diff(list(data.test["id"]), texts, y, base_pred, pred, labels, max_examples=5, seed=cfg.train.seed),
         "curves": curves.one_vs_rest(probs, y, labels),
-        "slices": slices.slice_table({"length": slices.length_buckets(texts, cfg.eval.length_buckets)}, y, pred, base_pred, labels, cfg.eval.primary),
+        "slices": slices.slice_table(_slice_groups(cfg, data, texts), y, pred, base_pred, labels, cfg.eval.primary),
     }
     if cfg.eval.calibrate:
         analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png")
@@ -77,6 +77,16 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
         picks = rng.choice(len(texts), size=min(cfg.eval.explain_samples, len(texts)), replace=False)
         analysis["explanations"] = [explain.occlusion(lambda b: model.predict_proba(b), texts[i], labels) for i in sorted(picks)]
     return EvalResult(metrics=metrics, baseline=baseline.metrics, probs=probs, files=files, analysis=analysis)
+
+
+def _slice_groups(cfg, data, texts: list[str]) -> dict[str, list[str]]:
+    """Slice name per test row for each slicing: text length, label, and each metadata column."""
+    from tunekit.data.validate import META_PREFIX
+
+    groups = {"length": slices.length_buckets(texts, cfg.eval.length_buckets),
+              "label": [data.labels[i] for i in data.test["label"]]}
+    groups.update({column: list(data.test[META_PREFIX + column]) for column in cfg.eval.slice_columns})
+    return groups
 
 
 def _predict_ids(model, cfg):

@@ -32,20 +32,25 @@ def compare(run_a: Path, run_b: Path, resamples: int = 1000) -> tuple[dict, str]
         raise TunekitError(f"runs {a['run_id']} and {b['run_id']} were tested on different rows "
                            f"(test fingerprints {a['data']['test_fingerprint'][:12]} vs {b['data']['test_fingerprint'][:12]}); "
                            "their metrics cannot be compared. Re-run one of them on the other's data.")
-    rows_a, rows_b = _predictions(run_a), _predictions(run_b)
+    result = compare_predictions(run_a / "predictions.csv", run_b / "predictions.csv", resamples)
+    result.update(a=a["run_id"], b=b["run_id"])
+    return result, _markdown(result, a, b)
+
+
+def compare_predictions(path_a: Path, path_b: Path, resamples: int = 1000) -> dict:
+    """Paired statistics of B's predictions against A's, joined on the row id."""
+    rows_a, rows_b = _read(path_a), _read(path_b)
     ids = [i for i in rows_a if i in rows_b]
     labels = sorted({rows_a[i]["label"] for i in ids} | {rows_a[i]["predicted"] for i in ids} | {rows_b[i]["predicted"] for i in ids})
     index = {name: k for k, name in enumerate(labels)}
     y = np.array([index[rows_a[i]["label"]] for i in ids])
     pa = np.array([index[rows_a[i]["predicted"]] for i in ids])
     pb = np.array([index[rows_b[i]["predicted"]] for i in ids])
-    result = {"a": a["run_id"], "b": b["run_id"], "rows": len(ids),
-              "metrics": stats.compare_metrics(y, pa, pb, labels, resamples), "mcnemar": stats.mcnemar(y, pa, pb)}
-    return result, _markdown(result, a, b)
+    return {"rows": len(ids), "metrics": stats.compare_metrics(y, pa, pb, labels, resamples), "mcnemar": stats.mcnemar(y, pa, pb)}
 
 
-def _predictions(run_dir: Path) -> dict[str, dict]:
-    with (run_dir / "predictions.csv").open(encoding="utf-8") as fh:
+def _read(path: Path) -> dict[str, dict]:
+    with path.open(encoding="utf-8") as fh:
         return {row["id"]: row for row in csv.DictReader(fh)}
 
 

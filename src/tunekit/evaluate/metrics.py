@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn import metrics as skm
@@ -20,7 +21,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
         "macro_precision": float(p[present].mean()),
         "macro_recall": float(r[present].mean()),
         "balanced_accuracy": balanced_accuracy(y_true, y_pred),
-        "mcc": float(skm.matthews_corrcoef(y_true, y_pred)),
+        "mcc": _mcc(y_true, y_pred),
         "per_class_f1": {labels[i]: float(f1[i]) for i in ids if present[i]},
         "n": int(len(y_true)),
     }
@@ -32,8 +33,22 @@ def headline(m: dict) -> dict[str, float]:
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean recall over the classes present in ``y_true``. sklearn warns when a prediction names a
-    class absent from these rows, which is routine on slices and bootstrap resamples."""
+    """Mean recall over the classes present in ``y_true``."""
+    with _quiet():
+        return float(skm.balanced_accuracy_score(y_true, y_pred))
+
+
+def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation; 0 on a slice holding a single label, e.g. one class's rows."""
+    with _quiet():
+        return float(skm.matthews_corrcoef(y_true, y_pred))
+
+
+@contextmanager
+def _quiet():
+    """sklearn warns when a prediction names a class absent from the rows, or the rows hold one
+    label; both are routine on slices and bootstrap resamples, and handled by the metrics above."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(skm.balanced_accuracy_score(y_true, y_pred))
+        warnings.filterwarnings("ignore", message="A single label was found")
+        yield

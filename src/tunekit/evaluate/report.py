@@ -99,11 +99,21 @@ def _analysis_sections(card: dict) -> list[str]:
         m = a["mcnemar"]
         lines += ["", f"McNemar's test ({m['method']}): the fine-tuned model is right where the baseline is wrong on "
                       f"{m['a_wrong_b_right']} rows, and wrong where the baseline is right on {m['a_right_b_wrong']} rows; p = {m['p_value']:.3g}."]
+    if a.get("versus_champion"):
+        vc = a["versus_champion"]
+        lines += ["", f"## Against the current champion v{vc['version']} (same {vc['rows']} test rows)", "",
+                  "| metric | champion | this version | difference | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
+        for metric, r in vc["metrics"].items():
+            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {r['p_value']:.3f} |")
     if "diff" in a:
         lines += _diff_section(a["diff"])
     if a.get("slices"):
-        lines += ["", "## Slices", "", f"| slice | rows | fine-tuned {card['primary']} | baseline | |", "|---|---:|---:|---:|---|"]
-        for r in a["slices"]:
+        # every length and metadata slice; of the (many) label slices only those worse than the baseline
+        shown = [r for r in a["slices"] if not r["slice"].startswith("label=") or r["worse"]]
+        n_labels = sum(r["slice"].startswith("label=") for r in a["slices"])
+        lines += ["", "## Slices", "", f"Labels worse than the baseline: {sum(r['worse'] for r in a['slices'] if r['slice'].startswith('label='))} of {n_labels} (listed below).",
+                  "", f"| slice | rows | fine-tuned {card['primary']} | baseline | |", "|---|---:|---:|---:|---|"]
+        for r in shown:
             flag = "**worse than baseline**" if r["worse"] else ""
             lines.append(f"| {r['slice']} | {r['n']} | {r[card['primary']]:.4f} | {r['baseline_' + card['primary']]:.4f} | {flag} |")
     if "calibration" in a:
