@@ -1,22 +1,35 @@
-"""Adaptation methods: one small module per ``method.kind``, all behind ``apply``.
+"""Adaptation methods: one small module per family, all behind ``apply``.
 
 ``apply(model, method)`` returns the model ready to train: wrapped by PEFT for adapter methods,
-or unchanged with every weight trainable for full fine-tuning. Adding a method means adding a
-module here and a config class in ``config.py``; the mapping below is explicit, not filled by
-import side effects.
+partly frozen for ``freeze``, unchanged with every weight trainable for ``full``. ``check`` runs
+before any weights load, so an impossible combination (QLoRA without CUDA) fails in a second,
+not after a download. Adding a method means a module here, a config class in ``config.py`` and a
+line in ``_APPLY``; the mapping is explicit, not filled by import side effects.
 """
 
 from __future__ import annotations
 
-from tunekit.config import FullMethod, LoraMethod
-from tunekit.methods import full, lora
+from tunekit.methods import freeze, full, ia3, lora, prompt
 
-_APPLY = {"lora": lora.apply, "full": full.apply}
+_APPLY = {
+    "lora": lora.apply, "dora": lora.apply, "rslora": lora.apply, "qlora": lora.apply,
+    "ia3": ia3.apply,
+    "prompt_tuning": prompt.apply, "prefix_tuning": prompt.apply, "p_tuning": prompt.apply,
+    "freeze": freeze.apply,
+    "full": full.apply,
+}
+PEFT_METHODS = frozenset(_APPLY) - {"freeze", "full"}  # saved as a PEFT adapter; the others as a full checkpoint
 
-__all__ = ["apply", "count_parameters"]
+__all__ = ["PEFT_METHODS", "apply", "check", "count_parameters"]
 
 
-def apply(model, method: LoraMethod | FullMethod):
+def check(method, device) -> None:
+    """Refuse a method this machine cannot run, before anything is loaded."""
+    if method.kind == "qlora":
+        lora.check_qlora(device)
+
+
+def apply(model, method):
     """Wrap ``model`` for ``method``; afterwards only the method's parameters require grad."""
     return _APPLY[method.kind](model, method)
 

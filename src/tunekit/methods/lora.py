@@ -27,15 +27,35 @@ def target_modules(model, method) -> list[str] | str:
     return DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""), "all-linear")
 
 
+def check_qlora(device) -> None:
+    """QLoRA quantises the base with bitsandbytes, which runs on CUDA only."""
+    from tunekit.errors import ModelError
+
+    if getattr(device, "type", str(device)) != "cuda":
+        raise ModelError("method.kind qlora needs a CUDA GPU (4-bit NF4 through bitsandbytes) and none is in use; "
+                         "use method.kind lora here, or run on a CUDA machine with train.device auto or cuda")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("method.kind qlora needs bitsandbytes: pip install bitsandbytes") from None
+
+
 def apply(model, method):
+    """LoRA, DoRA (``use_dora``), rsLoRA (``use_rslora``) or QLoRA (LoRA on a 4-bit base)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    if method.kind == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=method.r,
         lora_alpha=method.alpha,
         lora_dropout=method.dropout,
         target_modules=target_modules(model, method),
+        use_dora=method.kind == "dora",
+        use_rslora=method.kind == "rslora",
     )
     try:
         return get_peft_model(model, config)

@@ -59,8 +59,12 @@ def load_tokenizer(base: str, revision: str | None = None):
         raise ModelError(_load_hint(base, exc)) from None
 
 
-def load_base(base: str, labels: list[str], revision: str | None = None):
-    """A base model with a new classification head for ``labels``, and its tokenizer."""
+def load_base(base: str, labels: list[str], revision: str | None = None, quantize_4bit: bool = False):
+    """A base model with a new classification head for ``labels``, and its tokenizer.
+
+    ``quantize_4bit`` (QLoRA) loads the weights as 4-bit NF4 on the GPU through bitsandbytes, with
+    bf16 compute where the GPU has it; the head stays in full precision.
+    """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -76,6 +80,7 @@ def load_base(base: str, labels: list[str], revision: str | None = None):
             ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a fresh one
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
+            **(_four_bit() if quantize_4bit else {}),
         )
     except OSError as exc:
         raise ModelError(_load_hint(base, exc)) from None
@@ -85,6 +90,15 @@ def load_base(base: str, labels: list[str], revision: str | None = None):
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _four_bit() -> dict:
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=["classifier", "score"])
+    return {"quantization_config": quant, "device_map": {"": 0}}
 
 
 def _load_hint(base: str, exc: Exception) -> str:

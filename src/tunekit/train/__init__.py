@@ -49,10 +49,13 @@ class TrainResult:
 def run(cfg: TunekitConfig, data, out_dir: Path, console=None) -> TrainResult:
     """Train on ``data.train``, validate on ``data.validation``, write the best model to ``out_dir``."""
     seed_everything(cfg.train.seed)
-    model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision)
-    model = methods.apply(model, cfg.method)
     device = pick_device(cfg.train.device)
-    model.to(device)
+    methods.check(cfg.method, device)  # before any weights load
+    quantized = cfg.method.kind == "qlora"
+    model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=quantized)
+    model = methods.apply(model, cfg.method)
+    if not quantized:  # a 4-bit model is placed on the GPU as it loads and cannot be moved
+        model.to(device)
     trainable, total = methods.count_parameters(model)
 
     encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)

@@ -1,0 +1,84 @@
+"""Every adaptation method on the tiny BERT (one table of cases, as PEFT tests its methods):
+the trainable parameter count is what the method promises, the loss falls, and the saved model
+reloads to the same outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from tunekit import data, methods, train
+from tunekit.config import DEFAULT_LEARNING_RATE, METHODS, load_config
+from tunekit.errors import ModelError
+from tunekit.models import load_base, load_trained
+
+HIDDEN, INTER, LAYERS, LABELS, R, TOKENS = 32, 64, 2, 3, 4, 8
+HEAD = HIDDEN * LABELS + LABELS
+POOLER = HIDDEN * HIDDEN + HIDDEN
+LORA_PER_LAYER = 4 * R * (2 * HIDDEN) + R * (HIDDEN + INTER) + R * (INTER + HIDDEN)
+LORA = LAYERS * LORA_PER_LAYER + R * 2 * HIDDEN + HEAD  # + the pooler's LoRA
+BLOCK = 4 * (HIDDEN * HIDDEN + HIDDEN) + 2 * HIDDEN + (HIDDEN * INTER + INTER) + (INTER * HIDDEN + HIDDEN) + 2 * HIDDEN
+
+CASES = {
+    "lora": ({"r": R, "alpha": 8}, LORA),
+    "rslora": ({"r": R, "alpha": 8}, LORA),
+    # DoRA adds one magnitude per output feature of every adapted layer
+    "dora": ({"r": R, "alpha": 8}, LORA + LAYERS * (4 * HIDDEN + INTER + HIDDEN) + HIDDEN),
+    # IA3 (PEFT's BERT default): key and value outputs, and the inputs of both dense output layers
+    "ia3": ({}, LAYERS * (HIDDEN + HIDDEN + HIDDEN + INTER) + HEAD),
+    "prompt_tuning": ({"num_virtual_tokens": TOKENS}, TOKENS * HIDDEN + HEAD),
+    "prefix_tuning": ({"num_virtual_tokens": TOKENS}, TOKENS * LAYERS * 2 * HIDDEN + HEAD),
+    "p_tuning": ({"num_virtual_tokens": TOKENS, "encoder_hidden_size": 16}, None),
+    "freeze": ({"layers": 1}, BLOCK + POOLER + HEAD),
+    "full": ({}, None),
+}
+
+
+def test_every_method_has_a_case():
+    assert set(CASES) | {"qlora"} == set(METHODS)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_method_trains_saves_and_reloads(kind, tiny_config, tmp_path):
+    options, expected = CASES[kind]
+    # the tiny model is random, so every method gets steps of at least 5e-3 (the defaults suit MiniLM)
+    lr = max(DEFAULT_LEARNING_RATE[kind], 5e-3)
+    cfg = load_config(tiny_config(method={"kind": kind, **options}, train={"epochs": 4, "learning_rate": lr}))
+    prepared = data.prepare(cfg)
+    model, _ = load_base(cfg.model.base, prepared.labels)
+    total = methods.count_parameters(model)[1]
+    trainable, _ = methods.count_parameters(methods.apply(model, cfg.method))
+    if expected is not None:
+        assert trainable == expected
+    elif kind == "full":
+        assert trainable == total
+    else:
+        assert 0 < trainable < total
+    result = train.run(cfg, prepared, tmp_path / kind)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0], losses
+    assert ((tmp_path / kind / "adapter_config.json").exists()) == (kind in methods.PEFT_METHODS)
+    texts = list(prepared.test["text"])[:5]
+    first, second = load_trained(tmp_path / kind), load_trained(tmp_path / kind)
+    np.testing.assert_allclose(first.predict_proba(texts), second.predict_proba(texts), atol=1e-6)
+    metrics_dir = tmp_path / kind
+    assert (metrics_dir / "tunekit.json").exists()
+
+
+def test_qlora_without_cuda_fails_before_loading(tiny_config, tmp_path, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal is for machines without it")
+    cfg = load_config(tiny_config(method={"kind": "qlora"}))
+    loaded = []
+    monkeypatch.setattr(train, "load_base", lambda *a, **k: loaded.append(1))
+    with pytest.raises(ModelError, match="qlora needs a CUDA GPU"):
+        train.run(cfg, data.prepare(cfg), tmp_path / "q")
+    assert not loaded
+
+
+def test_freeze_refuses_more_layers_than_the_model_has(tiny_config):
+    from tunekit.errors import ConfigError
+
+    cfg = load_config(tiny_config(method={"kind": "freeze", "layers": 5}))
+    model, _ = load_base(cfg.model.base, ["a", "b", "c"])
+    with pytest.raises(ConfigError, match="has 2 transformer blocks"):
+        methods.apply(model, cfg.method)
