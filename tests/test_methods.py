@@ -82,3 +82,22 @@ def test_freeze_refuses_more_layers_than_the_model_has(tiny_config):
     model, _ = load_base(cfg.model.base, ["a", "b", "c"])
     with pytest.raises(ConfigError, match="has 2 transformer blocks"):
         methods.apply(model, cfg.method)
+
+
+def test_compare_methods_table(tiny_config):
+    from rich.console import Console
+
+    from tunekit.compare_methods import compare_methods
+
+    cfg = load_config(tiny_config(train={"epochs": 2}))
+    table = compare_methods(cfg, ["ia3", "full"], Console(quiet=True))
+    rows = {r["method"]: r for r in table["rows"]}
+    assert set(rows) == {"baseline (tfidf-logreg)", "ia3", "full"}
+    assert rows["ia3"]["trainable_params"] < rows["full"]["trainable_params"]
+    assert rows["ia3"]["size_mb"] < rows["full"]["size_mb"]
+    for kind in ("ia3", "full"):
+        assert rows[kind]["low"] <= rows[kind]["diff"] <= rows[kind]["high"]
+        assert rows[kind]["diff"] == pytest.approx(rows[kind]["macro_f1"] - rows["baseline (tfidf-logreg)"]["macro_f1"])
+        assert rows[kind]["peak_memory_mb"] > 0
+    with pytest.raises(Exception, match="unknown"):
+        compare_methods(cfg, ["lora", "magic"], Console(quiet=True))

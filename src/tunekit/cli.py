@@ -84,6 +84,16 @@ def run(config: ConfigArg, set_: SetOpt = None,
         raise typer.Exit(GATE_FAILED_EXIT)
 
 
+@app.command("compare-methods")
+def compare_methods_command(config: ConfigArg,
+                            methods: Annotated[str, typer.Option(help="Comma-separated method kinds, e.g. lora,ia3,prompt_tuning,full.")] = "lora,ia3,freeze,full",
+                            set_: SetOpt = None) -> None:
+    """Train several methods on the same frozen splits; one table of cost and accuracy against the baseline."""
+    from tunekit.compare_methods import compare_methods
+
+    compare_methods(_load(config, set_), [m.strip() for m in methods.split(",") if m.strip()], console)
+
+
 @config_app.command("validate")
 def config_validate(config: ConfigArg) -> None:
     """Validate a config file and print it with every default filled in."""
