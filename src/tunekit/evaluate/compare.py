@@ -16,6 +16,7 @@ import numpy as np
 
 from tunekit.errors import TunekitError
 from tunekit.evaluate import stats
+from tunekit.evaluate.report import p_value
 
 
 def load_card(run_dir: Path) -> dict:
@@ -60,7 +61,7 @@ def _markdown(result: dict, a: dict, b: dict) -> str:
              f"A: {a['method']} v{a['registry']['version']} ({a['registry']['alias']}); B: {b['method']} v{b['registry']['version']} ({b['registry']['alias']}).",
              "", "| metric | A | B | B - A | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
     for metric, r in result["metrics"].items():
-        lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {r['p_value']:.3f} |")
+        lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
     m = result["mcnemar"]
     lines += ["", f"McNemar ({m['method']}): B right where A is wrong on {m['a_wrong_b_right']} rows, "
                   f"wrong where A is right on {m['a_right_b_wrong']}; p = {m['p_value']:.3g}.", ""]

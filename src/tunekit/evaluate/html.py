@@ -20,7 +20,8 @@ body { font: 15px/1.5 system-ui, -apple-system, Segoe UI, Roboto, sans-serif; co
 h1 { font-size: 1.6rem; border-bottom: 2px solid #1f77b4; padding-bottom: .3rem; }
 h2 { font-size: 1.2rem; margin-top: 2rem; color: #1f4e79; }
 table { border-collapse: collapse; margin: .6rem 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d5dbe1; padding: .25rem .6rem; }
+th, td { border: 1px solid #d5dbe1; padding: .25rem .6rem; vertical-align: top; }
+td:first-child { min-width: 14em; }
 th { background: #eef3f8; text-align: left; }
 tr:nth-child(even) td { background: #f8fafc; }
 code { background: #f1f3f5; padding: 0 .25rem; border-radius: 3px; font-size: 90%; }

@@ -95,7 +95,7 @@ def _analysis_sections(card: dict) -> list[str]:
         lines += ["", "## Is the difference real? (paired bootstrap, 95% interval)", "",
                   "| metric | baseline | fine-tuned | difference | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
         for metric, r in a["versus_baseline"].items():
-            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {r['p_value']:.3f} |")
+            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
         m = a["mcnemar"]
         lines += ["", f"McNemar's test ({m['method']}): the fine-tuned model is right where the baseline is wrong on "
                       f"{m['a_wrong_b_right']} rows, and wrong where the baseline is right on {m['a_right_b_wrong']} rows; p = {m['p_value']:.3g}."]
@@ -104,7 +104,7 @@ def _analysis_sections(card: dict) -> list[str]:
         lines += ["", f"## Against the current champion v{vc['version']} (same {vc['rows']} test rows)", "",
                   "| metric | champion | this version | difference | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
         for metric, r in vc["metrics"].items():
-            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {r['p_value']:.3f} |")
+            lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
     if "diff" in a:
         lines += _diff_section(a["diff"])
     if a.get("slices"):
@@ -167,3 +167,8 @@ def _label_noise_section(result: dict | None) -> list[str]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")[:120]
+
+
+def p_value(p: float) -> str:
+    """A bootstrap p of 0 only means "below the resolution of the resamples"."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
