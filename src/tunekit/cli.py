@@ -75,11 +75,12 @@ def _tracking(uri: str | None) -> str:
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None,
-        strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
+        strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False,
+        resume: Annotated[Optional[str], typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None) -> None:
     """Run the whole lifecycle: data check, baseline, train, evaluate, register and gate."""
     from tunekit import pipeline
 
-    outcome = pipeline.run(_load(config, set_), console)
+    outcome = pipeline.run(_load(config, set_), console, resume)
     if strict and not outcome.decision.passed:
         raise typer.Exit(GATE_FAILED_EXIT)
 

@@ -174,6 +174,7 @@ class TrainConfig(_Section):
     early_stopping_patience: int = Field(2, ge=0, description="Stop after this many epochs without a better validation score; 0 never stops early.")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (shuffled batches of similar length), so little compute is spent on padding.")
     seed: int = Field(13, description="Seed for weight init of the head, shuffling and dropout.")
+    checkpoint_every: int = Field(200, ge=0, description="Save a resumable checkpoint every N optimisation steps and at every epoch end (`tunekit run --resume RUN_ID`); 0 never checkpoints.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to train; `auto` takes CUDA, then MPS, then CPU.")
     eval_batch_size: int = Field(64, ge=1, description="Rows per forward pass when predicting.")
 

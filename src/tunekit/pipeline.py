@@ -34,9 +34,10 @@ class RunOutcome:
     card: dict
 
 
-def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
+def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None = None) -> RunOutcome:
+    """The lifecycle; ``resume`` is the id of an interrupted run whose training continues from its checkpoint."""
     console = console or Console()
-    run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     run_dir = cfg.workspace_dir / "runs" / run_id
 
     console.rule("[bold]1/5 data")
@@ -53,7 +54,7 @@ def run(cfg: TunekitConfig, console: Console | None = None) -> RunOutcome:
     console.print(f"{base.name}: test {cfg.eval.primary} {base.metrics[cfg.eval.primary]:.4f}, accuracy {base.metrics['accuracy']:.4f} ({base.seconds:.1f} s)")
 
     console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
-    trained = train.run(cfg, data, run_dir / "adapter", console)
+    trained = train.run(cfg, data, run_dir / "adapter", console, resume=resume is not None)
 
     console.rule("[bold]4/5 evaluate")
     model = models.load_trained(run_dir / "adapter")  # score exactly what was saved, as the server will load it

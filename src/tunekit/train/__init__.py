@@ -9,6 +9,7 @@ validation stops improving, and write the adapter directory (PEFT's own files, t
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tunekit import methods
 from tunekit.config import TunekitConfig
+from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, resolve_base
@@ -46,8 +48,30 @@ class TrainResult:
     peak_memory_mb: float = field(default=0.0)
 
 
-def run(cfg: TunekitConfig, data, out_dir: Path, console=None) -> TrainResult:
-    """Train on ``data.train``, validate on ``data.validation``, write the best model to ``out_dir``."""
+@dataclass
+class LoopState:
+    """Where the loop is; with the model, optimizer, scheduler and RNG states it is a checkpoint."""
+
+    epoch: int = 1
+    step: int = 0                      # batches of ``epoch`` already trained
+    batches: list | None = None        # this epoch's batch order (None: not drawn yet)
+    loss_sum: float = 0.0
+    history: list = field(default_factory=list)
+    best_score: float = -np.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0
+
+
+def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False) -> TrainResult:
+    """Train on ``data.train``, validate on ``data.validation``, write the best model to ``out_dir``.
+
+    With ``train.checkpoint_every`` the loop state is saved every N steps and at every epoch end
+    to ``checkpoint.pt`` beside ``out_dir``; ``resume=True`` continues from it (after any crash,
+    even ``kill -9``) and ends with the same weights and metrics as an uninterrupted run.
+    """
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
     methods.check(cfg.method, device)  # before any weights load
@@ -64,19 +88,20 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None) -> TrainResult:
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
     rng = np.random.default_rng(cfg.train.seed)
     val_texts, val_pairs = list(data.validation["text"]), _pairs(data.validation)
-
-    history: list[dict] = []
-    best_score, best_epoch, best_state, stale, seen = -np.inf, 0, None, 0, 0
+    checkpoint = out_dir.parent / "checkpoint.pt"
+    identity = {"data_fingerprint": data.fingerprint, "config_hash": cfg.hash()}
+    st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else LoopState()
     started = time.perf_counter()
-    train_seconds = 0.0
     with _progress(console) as progress:
-        task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs, info="")
-        for epoch in range(1, cfg.train.epochs + 1):
+        task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs,
+                                 completed=(st.epoch - 1) * steps_per_epoch + st.step, info="")
+        while st.epoch <= cfg.train.epochs:
             epoch_start = time.perf_counter()
-            loss_sum = 0.0
             model.train()
-            batches = _batch_order(encoded, cfg, rng)
-            for step, idx in enumerate(batches, 1):
+            if st.batches is None:
+                st.batches, st.step, st.loss_sum = _batch_order(encoded, cfg, rng), 0, 0.0
+            while st.step < len(st.batches):
+                idx = st.batches[st.step]
                 batch = tokenizer.pad([encoded[i] for i in idx], return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
                 loss = model(**batch, labels=labels[idx].to(device)).loss
@@ -85,33 +110,84 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None) -> TrainResult:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.item()
-                seen += len(idx)
-                progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.train.epochs} loss {loss_sum / step:.4f}")
-            train_seconds += time.perf_counter() - epoch_start
+                st.loss_sum += loss.item()
+                st.seen += len(idx)
+                st.step += 1
+                progress.update(task, advance=1, info=f"epoch {st.epoch}/{cfg.train.epochs} loss {st.loss_sum / st.step:.4f}")
+                if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
+                    save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
+            st.train_seconds += time.perf_counter() - epoch_start
             probs = predict_proba(model, tokenizer, val_texts, val_pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
             val = classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
-            score = val[cfg.eval.primary]
-            history.append({"epoch": epoch, "train_loss": loss_sum / len(batches), f"val_{cfg.eval.primary}": score,
-                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - epoch_start, 2)})
-            progress.console.print(f"  epoch {epoch}: train loss {loss_sum / len(batches):.4f}, validation {cfg.eval.primary} {score:.4f}"
-                                   + ("  (best so far)" if score > best_score else ""))
-            if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
-            else:
-                stale += 1
-                if cfg.train.early_stopping_patience and stale >= cfg.train.early_stopping_patience:
-                    progress.console.print(f"  early stop: no better validation {cfg.eval.primary} for {stale} epochs; keeping epoch {best_epoch}")
-                    break
-    model.load_state_dict(best_state, strict=False)
-    _save(model, tokenizer, cfg, data, out_dir, history, best_epoch)
+            stop = _end_epoch(st, cfg, model, val, time.perf_counter() - epoch_start, progress.console)
+            if cfg.train.checkpoint_every:
+                save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
+            if stop:
+                break
+    model.load_state_dict(st.best_state, strict=False)
+    _save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch)
+    checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
     return TrainResult(
-        adapter_dir=out_dir, history=history, best_epoch=best_epoch, best_score=float(best_score),
-        stopped_early=len(history) < cfg.train.epochs, trainable_params=trainable, total_params=total,
-        seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(seen / max(train_seconds, 1e-9), 2),
+        adapter_dir=out_dir, history=st.history, best_epoch=st.best_epoch, best_score=float(st.best_score),
+        stopped_early=len(st.history) < cfg.train.epochs, trainable_params=trainable, total_params=total,
+        seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
         peak_memory_mb=_peak_memory_mb(device),
     )
+
+
+def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val: dict, seconds: float, console) -> bool:
+    """Record the epoch, keep the best weights; True when early stopping ends training."""
+    score = val[cfg.eval.primary]
+    n_batches = len(st.batches)
+    st.history.append({"epoch": st.epoch, "train_loss": st.loss_sum / n_batches, f"val_{cfg.eval.primary}": score,
+                       "val_accuracy": val["accuracy"], "seconds": round(seconds, 2)})
+    console.print(f"  epoch {st.epoch}: train loss {st.loss_sum / n_batches:.4f}, validation {cfg.eval.primary} {score:.4f}"
+                  + ("  (best so far)" if score > st.best_score else ""))
+    if score > st.best_score:
+        st.best_score, st.best_epoch, st.stale = score, st.epoch, 0
+        st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
+    else:
+        st.stale += 1
+    st.epoch, st.batches = st.epoch + 1, None
+    if cfg.train.early_stopping_patience and st.stale >= cfg.train.early_stopping_patience:
+        console.print(f"  early stop: no better validation {cfg.eval.primary} for {st.stale} epochs; keeping epoch {st.best_epoch}")
+        return True
+    return False
+
+
+def save_checkpoint(path: Path, identity: dict, st: LoopState, model, optimizer, scheduler, rng: np.random.Generator) -> None:
+    """Everything needed to continue bit for bit, written atomically (a crash mid-write leaves the
+    previous checkpoint intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        **identity, "loop": vars(st), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "model": {k: v for k, v in model.state_dict().items() if _trainable_key(model, k)},
+        "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state, "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, identity: dict, model, optimizer, scheduler, rng: np.random.Generator) -> LoopState:
+    if not path.is_file():
+        raise TunekitError(f"nothing to resume: no checkpoint at {path} (the run finished, or never reached a checkpoint; "
+                           "set train.checkpoint_every to checkpoint more often)")
+    state = torch.load(path, weights_only=False)
+    for key, value in identity.items():
+        if state[key] != value:
+            raise TunekitError(f"cannot resume from {path}: its {key.replace('_', ' ')} is {state[key][:16]} but this run's is "
+                               f"{value[:16]}; the data or config changed since it was written. Start a new run instead.")
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    rng.bit_generator.state = state["rng"]["numpy"]
+    random.setstate(state["rng"]["python"])
+    return LoopState(**state["loop"])
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,96 @@
+"""A run killed at any point resumes from its checkpoint to the same weights and metrics as an
+uninterrupted run with the same seed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tunekit import data, train
+from tunekit.config import load_config
+from tunekit.errors import TunekitError
+from tunekit.models import load_trained
+
+
+def _losses(result):
+    return [(h["train_loss"], h["val_macro_f1"]) for h in result.history]
+
+
+def test_crash_mid_epoch_then_resume_matches_uninterrupted(tiny_config, tmp_path, monkeypatch):
+    cfg = load_config(tiny_config(train={"epochs": 4, "checkpoint_every": 5}))
+    prepared = data.prepare(cfg)
+    clean = train.run(cfg, prepared, tmp_path / "clean" / "adapter")
+
+    saves = []
+    original = train.save_checkpoint
+
+    def crash_on_third(*args):
+        original(*args)
+        saves.append(1)
+        if len(saves) == 7:  # mid-way through the second epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, prepared, tmp_path / "crash" / "adapter")
+    assert (tmp_path / "crash" / "checkpoint.pt").exists()
+    monkeypatch.setattr(train, "save_checkpoint", original)
+    resumed = train.run(cfg, prepared, tmp_path / "crash" / "adapter", resume=True)
+
+    assert _losses(resumed) == _losses(clean)
+    assert not (tmp_path / "crash" / "checkpoint.pt").exists()
+    texts = list(prepared.test["text"])
+    np.testing.assert_array_equal(load_trained(tmp_path / "crash" / "adapter").predict_proba(texts),
+                                  load_trained(tmp_path / "clean" / "adapter").predict_proba(texts))
+
+
+def test_resume_refuses_changed_data_or_a_missing_checkpoint(tiny_config, tmp_path):
+    cfg = load_config(tiny_config(train={"epochs": 1}))
+    prepared = data.prepare(cfg)
+    with pytest.raises(TunekitError, match="nothing to resume"):
+        train.run(cfg, prepared, tmp_path / "x" / "adapter", resume=True)
+    train.save_checkpoint(tmp_path / "x" / "checkpoint.pt", {"data_fingerprint": "other", "config_hash": cfg.hash()},
+                          train.LoopState(), *_parts(cfg, prepared))
+    with pytest.raises(TunekitError, match="data fingerprint is other"):
+        train.run(cfg, prepared, tmp_path / "x" / "adapter", resume=True)
+
+
+def _parts(cfg, prepared):
+    import torch
+
+    from tunekit.models import load_base
+
+    model, _ = load_base(cfg.model.base, prepared.labels)
+    opt = torch.optim.AdamW(model.parameters())
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), np.random.default_rng(0)
+
+
+@pytest.mark.slow
+def test_kill_9_then_tunekit_run_resume(tiny_config, tmp_path):
+    cfg_path = tiny_config(train={"epochs": 30, "checkpoint_every": 5})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "tunekit.cli", "run", str(cfg_path)]
+    proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "ws" / "runs"
+    deadline = time.time() + 120
+    while not list(runs.glob("*/checkpoint.pt")):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it wrote a checkpoint"
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = next(runs.iterdir()).name
+    resumed = subprocess.run(cli + ["--resume", run_id], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    clean = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    cards = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/report.json")}
+    assert len(cards) == 2
+    a, b = cards[run_id], next(c for k, c in cards.items() if k != run_id)
+    assert [h["train_loss"] for h in a["train"]["history"]] == [h["train_loss"] for h in b["train"]["history"]]
+    assert a["model"]["metrics"] == b["model"]["metrics"]
