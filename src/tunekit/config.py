@@ -170,6 +170,8 @@ class TrainConfig(_Section):
     head_learning_rate: float | None = Field(None, gt=0, description="Peak learning rate of the new classification head. It starts from random weights and has far to go, so it defaults to 5x the learning rate in force (on BANKING77 with 2,000 rows: 86% instead of 76% accuracy after 4 epochs).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm weights).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps over which the learning rate rises linearly from 0; it then decays linearly to 0.")
+    layer_lr_decay: float | None = Field(None, gt=0, le=1, description="Discriminative learning rates: each level below the top (head, then blocks from the top down, then embeddings) gets this factor times the rate of the level above, e.g. 0.9. Off by default.")
+    gradual_unfreezing: bool = Field(False, description="ULMFiT-style: epoch 1 trains only the head, each later epoch also the next transformer block down (with any method).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this global norm.")
     early_stopping_patience: int = Field(2, ge=0, description="Stop after this many epochs without a better validation score; 0 never stops early.")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (shuffled batches of similar length), so little compute is spent on padding.")

@@ -26,6 +26,7 @@ from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, resolve_base
+from tunekit.train import schedules
 
 __all__ = ["TrainResult", "run", "update_manifest"]
 
@@ -81,6 +82,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     if not quantized:  # a 4-bit model is placed on the GPU as it loads and cannot be moved
         model.to(device)
     trainable, total = methods.count_parameters(model)
+    model._tunekit_trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # before any schedule freezes some
+    blocks = schedules.n_blocks(model)
 
     encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)
     labels = torch.tensor(list(data.train["label"]))
@@ -98,6 +101,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
         while st.epoch <= cfg.train.epochs:
             epoch_start = time.perf_counter()
             model.train()
+            if cfg.train.gradual_unfreezing:
+                schedules.unfreeze_for_epoch(model, model._tunekit_trainable, st.epoch, blocks)
             if st.batches is None:
                 st.batches, st.step, st.loss_sum = _batch_order(encoded, cfg, rng), 0, 0.0
             while st.step < len(st.batches):
@@ -217,15 +222,16 @@ def _batch_order(encoded: list[dict], cfg: TunekitConfig, rng: np.random.Generat
 def _optimizer(model, cfg: TunekitConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
-    head_lr = cfg.head_learning_rate
-    groups: dict[tuple[bool, bool], list] = {}
+    blocks = schedules.n_blocks(model)
+    groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
             is_head = any(part in HEAD_NAMES for part in name.split("."))
-            groups.setdefault((is_head, param.ndim >= 2), []).append(param)  # no decay on biases and LayerNorm
+            lr = cfg.head_learning_rate if is_head else cfg.learning_rate * schedules.layer_scale(name, blocks, cfg.train.layer_lr_decay)
+            groups.setdefault((lr, param.ndim >= 2), []).append(param)  # no decay on biases and LayerNorm
     optimizer = torch.optim.AdamW(
-        [{"params": params, "lr": head_lr if is_head else cfg.learning_rate, "weight_decay": cfg.train.weight_decay if decays else 0.0}
-         for (is_head, decays), params in groups.items()],
+        [{"params": params, "lr": lr, "weight_decay": cfg.train.weight_decay if decays else 0.0}
+         for (lr, decays), params in groups.items()],
         lr=cfg.learning_rate,
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
@@ -233,11 +239,8 @@ def _optimizer(model, cfg: TunekitConfig, total_steps: int):
 
 
 def _trainable_key(model, key: str) -> bool:
-    names = getattr(model, "_tunekit_trainable", None)
-    if names is None:
-        names = {n for n, p in model.named_parameters() if p.requires_grad}
-        model._tunekit_trainable = names
-    return key in names
+    """Whether a state-dict entry is one the method trains (what checkpoints and the best epoch keep)."""
+    return key in model._tunekit_trainable
 
 
 def _progress(console) -> Progress:
