@@ -47,3 +47,9 @@ def test_registry_commands_on_an_empty_registry(tmp_path):
     assert proc.returncode == 5 and "no registered model 'nope'" in proc.stderr
     proc = tunekit("serve", "--model", "nope@champion", "--tracking-uri", uri, "--port", "0", "--help")
     assert proc.returncode == 0 and "--max-inputs" in proc.stdout
+
+
+def test_plan_command_counts_the_head_from_the_data(tiny_config):
+    proc = tunekit("plan", str(tiny_config()), "--gpu", "t4-16gb")
+    assert proc.returncode == 0, proc.stderr
+    assert "head for 3 labels" in proc.stdout and "fits" in proc.stdout

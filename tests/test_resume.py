@@ -66,6 +66,7 @@ def _parts(cfg, prepared):
     from tunekit.models import load_base
 
     model, _ = load_base(cfg.model.base, prepared.labels)
+    model._tunekit_trainable = {n for n, _ in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters())
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), np.random.default_rng(0)
 

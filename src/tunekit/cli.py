@@ -95,6 +95,18 @@ def compare_methods_command(config: ConfigArg,
     compare_methods(_load(config, set_), [m.strip() for m in methods.split(",") if m.strip()], console)
 
 
+@app.command()
+def plan(config: ConfigArg, gpu: Annotated[Optional[str], typer.Option(help="GPU to check the fit against, e.g. h100-80gb.")] = None,
+         set_: SetOpt = None) -> None:
+    """Estimate parameters and training memory for the configured method before training; say whether it fits."""
+    from tunekit import data
+    from tunekit import plan as planning
+
+    cfg = _load(config, set_)
+    labels = len(data.prepare(cfg).labels)  # reads (and freezes) the splits: the head's size is part of the plan
+    console.print(planning.render_markdown(planning.plan(cfg, gpu, num_labels=labels)), markup=False, highlight=False)
+
+
 @config_app.command("validate")
 def config_validate(config: ConfigArg) -> None:
     """Validate a config file and print it with every default filled in."""
