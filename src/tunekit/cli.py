@@ -96,6 +96,18 @@ def compare_methods_command(config: ConfigArg,
 
 
 @app.command()
+def tune(config: ConfigArg, set_: SetOpt = None,
+         trials: Annotated[Optional[int], typer.Option(help="Override tune.trials.")] = None,
+         minutes: Annotated[Optional[float], typer.Option(help="Override tune.minutes.")] = None) -> None:
+    """Hyperparameter search with Optuna on the validation split; writes the best trial's config."""
+    from tunekit.tune import tune as run_search
+
+    extra = [f"tune.trials={trials}"] if trials else []
+    extra += [f"tune.minutes={minutes}"] if minutes else []
+    run_search(_load(config, [*(set_ or []), *extra]), console)
+
+
+@app.command()
 def plan(config: ConfigArg, gpu: Annotated[Optional[str], typer.Option(help="GPU to check the fit against, e.g. h100-80gb.")] = None,
          set_: SetOpt = None) -> None:
     """Estimate parameters and training memory for the configured method before training; say whether it fits."""

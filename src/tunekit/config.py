@@ -203,6 +203,43 @@ class GateConfig(_Section):
     require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
 
 
+class SearchParam(_Section):
+    """One dimension of the search space."""
+
+    type: Literal["float", "int", "categorical"] = Field(..., description="`float` and `int` take `low`/`high` (and `log`); `categorical` takes `choices`.")
+    low: float | None = Field(None, description="Lower bound (float, int).")
+    high: float | None = Field(None, description="Upper bound (float, int).")
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    choices: list[Any] | None = Field(None, description="The values to choose from (categorical; also what `sampler: grid` walks).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.type == "categorical" and not self.choices:
+            raise ValueError("a categorical parameter needs `choices`")
+        if self.type != "categorical" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"a {self.type} parameter needs `low` < `high`")
+        return self
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {
+        "train.learning_rate": SearchParam(type="float", low=1e-4, high=1e-2, log=True),
+        "train.batch_size": SearchParam(type="categorical", choices=[16, 32, 64]),
+    }
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search (`tunekit tune`), scored on the validation split, never on test."""
+
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna sampler: `tpe` (default), `random`, or `grid` (categorical parameters only).")
+    trials: int = Field(20, ge=1, description="Number of trials to run (in this process; a shared study collects trials from several).")
+    minutes: float | None = Field(None, gt=0, description="Stop starting new trials after this many minutes.")
+    pruning: bool = Field(True, description="Stop trials early whose validation score after an epoch is below the median of earlier trials at that epoch.")
+    storage: str | None = Field(None, description="Optuna storage URL. Default: SQLite `optuna.db` in the workspace; a PostgreSQL/MySQL URL lets several machines share one study.")
+    study: str | None = Field(None, description="Study name. Default: `<name>-tune`.")
+    space: dict[str, SearchParam] = Field(default_factory=_default_space, description="Search space: dotted config keys (as for `--set`) to parameter ranges.")
+
+
 class TunekitConfig(_Section):
     """A tunekit task: data, base model, method, training, evaluation and promotion gate."""
 
@@ -216,6 +253,7 @@ class TunekitConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _cwd: Path = PrivateAttr(default_factory=Path.cwd)
@@ -357,7 +395,7 @@ def config_reference_markdown() -> str:
     sections: list[tuple[str, type[BaseModel]]] = [
         ("(top level)", TunekitConfig), ("data", DataConfig), ("data.split", SplitConfig),
         ("model", ModelConfig), *((f"method (kind: {kind})", cls) for kind, cls in METHODS.items()),
-        ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig),
+        ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig), ("tune", TuneConfig), ("tune.space.KEY", SearchParam),
     ]
     out = []
     for title, model in sections:

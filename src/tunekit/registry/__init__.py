@@ -22,7 +22,7 @@ from tunekit.errors import RegistryError
 from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
 __all__ = [
-    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "history", "list_versions",
+    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "experiment_id", "history", "list_versions",
     "log_run", "champion_version", "promote", "register", "resolve", "rollback", "set_alias",
 ]
 
@@ -49,7 +49,7 @@ def client(tracking_uri: str, workspace: Path | None = None):
     return MlflowClient(tracking_uri)
 
 
-def _experiment_id(mlc, name: str, workspace: Path | None) -> str:
+def experiment_id(mlc, name: str, workspace: Path | None) -> str:
     exp = mlc.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -62,7 +62,7 @@ def log_run(mlc, name: str, workspace: Path | None, *, params: dict, metrics: di
     """One MLflow run with everything about a ``tunekit run``; returns the run id."""
     import mlflow
 
-    exp_id = _experiment_id(mlc, name, workspace)
+    exp_id = experiment_id(mlc, name, workspace)
     with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("tunekit.run_name")) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})

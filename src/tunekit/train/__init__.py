@@ -66,12 +66,13 @@ class LoopState:
     train_seconds: float = 0.0
 
 
-def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False) -> TrainResult:
+def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False, on_epoch=None) -> TrainResult:
     """Train on ``data.train``, validate on ``data.validation``, write the best model to ``out_dir``.
 
     With ``train.checkpoint_every`` the loop state is saved every N steps and at every epoch end
     to ``checkpoint.pt`` beside ``out_dir``; ``resume=True`` continues from it (after any crash,
     even ``kill -9``) and ends with the same weights and metrics as an uninterrupted run.
+    ``on_epoch(epoch, score)`` is called after each validation (hyperparameter search prunes there).
     """
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
@@ -125,6 +126,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
             probs = predict_proba(model, tokenizer, val_texts, val_pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
             val = classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
             stop = _end_epoch(st, cfg, model, val, time.perf_counter() - epoch_start, progress.console)
+            if on_epoch is not None:
+                on_epoch(st.epoch - 1, val[cfg.eval.primary])
             if cfg.train.checkpoint_every:
                 save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             if stop:
