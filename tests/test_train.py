@@ -76,3 +76,20 @@ def test_early_stopping(tiny_config, tmp_path):
     cfg = load_config(tiny_config(train={"epochs": 6, "learning_rate": 1e-12, "early_stopping_patience": 1}))
     result = train.run(cfg, data.prepare(cfg), tmp_path / "es")
     assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+
+
+def test_init_from_an_earlier_adapter_transfers_its_weights(tiny_config, tmp_path, trained):
+    from tunekit.errors import TunekitError
+
+    cfg, prepared, result = trained
+    # continue training the same task for a single tiny step: it starts where the first run ended
+    cont = load_config(tiny_config(model={"init_from": str(result.adapter_dir)}, train={"epochs": 1, "learning_rate": 1e-9,
+                                                                                        "head_learning_rate": 1e-9}))
+    again = train.run(cont, data.prepare(cont), tmp_path / "cont")
+    texts = list(prepared.test["text"])
+    np.testing.assert_allclose(load_trained(tmp_path / "cont").predict_proba(texts),
+                               load_trained(result.adapter_dir).predict_proba(texts), atol=1e-4)
+    assert again.best_score == pytest.approx(result.best_score, abs=0.1)
+    other = load_config(tiny_config(model={"init_from": str(result.adapter_dir)}, method={"kind": "lora", "r": 4}))
+    with pytest.raises(TunekitError, match="was trained with method"):
+        train.run(other, data.prepare(other), tmp_path / "other")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunekit.errors import TunekitError
+from tunekit.lineage import quiet_libraries
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,23 +37,12 @@ GATE_FAILED_EXIT = 10
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
+    quiet_libraries()
     try:
         app()
     except TunekitError as exc:
         err_console.print(f"[bold red]{type(exc).__name__}:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-
-
-def _quiet_libraries() -> None:
-    """Keep the terminal for tunekit's own progress: no per-file weight-loading bars, no
-    deprecation notices from one library about another."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _load(path: Path, sets: list[str] | None = None):

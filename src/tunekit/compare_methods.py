@@ -82,7 +82,9 @@ def _train_in_child(cfg: TunekitConfig, out_dir: Path) -> dict:
 def _child(raw: dict, source_dir: str, cwd: str, out_dir: str, queue) -> None:
     """Train one method in a fresh process and report its figures."""
     from tunekit import models, train
+    from tunekit.lineage import quiet_libraries
 
+    quiet_libraries()
     try:
         cfg = TunekitConfig.model_validate(raw)
         cfg._source_dir, cfg._cwd = Path(source_dir), Path(cwd)

@@ -66,6 +66,7 @@ class ModelConfig(_Section):
     base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory, or a Hugging Face hub id.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
+    init_from: str | None = Field(None, description="A tunekit model directory (e.g. an earlier run's `adapter/`) whose trained weights start this run: transfer to a related task. Same base model and method; the head is kept when the labels match, else trained afresh.")
 
 
 KIND = "Adaptation method: `full`, `lora`, `dora`, `rslora`, `qlora` (CUDA), `ia3`, `prompt_tuning`, `prefix_tuning`, `p_tuning` or `freeze`."

@@ -1,4 +1,5 @@
-"""Provenance recorded with every model: git commit of the user's project and package versions."""
+"""Provenance recorded with every model (git commit of the user's project, package versions), and
+the process set-up every tunekit entry point shares."""
 
 from __future__ import annotations
 
@@ -30,3 +31,14 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for tunekit's own progress: no per-file weight-loading bars and no
+    deprecation notices from one library about another (called by the CLI and worker processes)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -80,6 +80,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     quantized = cfg.method.kind == "qlora"
     model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=quantized)
     model = methods.apply(model, cfg.method)
+    if cfg.model.init_from:
+        _init_from(model, cfg, data.labels, console)
     if not quantized:  # a 4-bit model is placed on the GPU as it loads and cannot be moved
         model.to(device)
     trainable, total = methods.count_parameters(model)
@@ -141,6 +143,36 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
         seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
         peak_memory_mb=_peak_memory_mb(device),
     )
+
+
+def _init_from(model, cfg: TunekitConfig, labels: list[str], console) -> None:
+    """Start from an earlier model's trained weights (same base and method); its head only when
+    it was trained for the same labels, since a head for other labels means nothing here."""
+    from safetensors.torch import load_file
+
+    source = cfg.path(cfg.model.init_from)
+    manifest_path = source / MANIFEST
+    if not manifest_path.is_file():
+        raise TunekitError(f"model.init_from: {source} is not a tunekit model directory ({MANIFEST} missing)")
+    info = json.loads(manifest_path.read_text())
+    if info["base_model"]["id"] != cfg.model.base:
+        raise TunekitError(f"model.init_from: {source} was trained on base {info['base_model']['id']!r}, this config uses {cfg.model.base!r}")
+    theirs, ours = info["config"]["method"], cfg.method.model_dump(mode="json")
+    if theirs != ours:
+        raise TunekitError(f"model.init_from: {source} was trained with method {theirs}, this config has {ours}; use the same method and options")
+    weights = source / ("adapter_model.safetensors" if (source / "adapter_config.json").is_file() else "model.safetensors")
+    state = load_file(str(weights))
+    keep_head = info["labels"] == labels
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not any(part in HEAD_NAMES for part in k.split("."))}
+    if (source / "adapter_config.json").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state)
+    else:
+        model.load_state_dict(state, strict=False)
+    if console is not None:
+        console.print(f"  started from {source} ({len(state)} tensors; head {'kept' if keep_head else 'new: the labels differ'})")
 
 
 def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val: dict, seconds: float, console) -> bool:
