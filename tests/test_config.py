@@ -48,7 +48,7 @@ def test_defaults_paths_and_method_learning_rate(tmp_path, monkeypatch):
     cfg = load_config(write(sub, "name: x\ndata: {train: a.csv}\nmethod: {kind: full}\n"))
     assert cfg.path(cfg.data.train) == sub / "a.csv"  # data paths: relative to the config file
     assert cfg.workspace_dir == tmp_path / "tunekit-workspace"  # workspace: relative to where tunekit runs
-    assert cfg.learning_rate == 5e-5
+    assert cfg.learning_rate == 1e-4
     assert cfg.tracking == f"sqlite:///{tmp_path / 'tunekit-workspace' / 'mlflow.db'}"
     other = load_config(write(sub, "name: x\ndata: {train: a.csv}\ntrain: {epochs: 5}\n"))
     assert other.learning_rate == 2e-3 and other.hash() != cfg.hash()
