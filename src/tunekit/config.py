@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic_core import to_jsonable_python
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tunekit.errors import ConfigError
@@ -404,7 +405,7 @@ def config_reference_markdown() -> str:
         for key, field in model.model_fields.items():
             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) or key == "method":
                 continue
-            default = "required" if field.is_required() else f"`{json.dumps(field.get_default(call_default_factory=True))}`"
+            default = "required" if field.is_required() else f"`{json.dumps(to_jsonable_python(field.get_default(call_default_factory=True), exclude_none=True))}`"
             out.append(f"| `{key}` | {default} | {field.description or ''} |")
         out.append("")
     return "\n".join(out)

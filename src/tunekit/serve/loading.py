@@ -47,9 +47,14 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
         return LoadedModel(model=model, name=model.info["name"], version=None, source=str(path))
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
-    from tunekit.registry import default_tracking_uri, resolve  # MLflow only when a reference needs it
+    from tunekit.registry import resolve  # the registry (and MLflow) only when a reference needs it
 
-    ref = resolve(settings.model, settings.tracking_uri or default_tracking_uri())
+    tracking_uri = settings.tracking_uri
+    if tracking_uri is None:
+        from tunekit.registry import default_tracking_uri
+
+        tracking_uri = default_tracking_uri()
+    ref = resolve(settings.model, tracking_uri)
     model = load_trained(ref.path, settings.device)
     return LoadedModel(model=model, name=ref.name, version=str(ref.version), source=settings.model)
 
