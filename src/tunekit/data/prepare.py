@@ -91,3 +91,8 @@ def summary(prepared: PreparedData) -> str:
     ]
     lines += [f"Warning: {w}" for w in report["warnings"]] or ["No warnings."]
     return "\n".join(lines)
+
+
+def text_pairs(ds) -> list[str] | None:
+    """The second texts of a split, or None for single-text tasks (what tokenizers and models take)."""
+    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None

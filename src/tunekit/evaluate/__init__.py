@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit.data.prepare import text_pairs
 from tunekit.evaluate import calibration, curves, explain, plots, robustness, slices, stats
 from tunekit.evaluate.metrics import classification_metrics, headline
 
@@ -31,13 +32,9 @@ class EvalResult:
     analysis: dict = field(default_factory=dict)  # statistics, slices, calibration, robustness, suite, explanations
 
 
-def _pairs(ds) -> list[str] | None:
-    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None
-
-
 def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
     """Metrics and probabilities of a ``TrainedModel`` on ``data.test``."""
-    probs = model.predict_proba(list(data.test["text"]), _pairs(data.test), batch_size)
+    probs = model.predict_proba(list(data.test["text"]), text_pairs(data.test), batch_size)
     return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
 
 
@@ -65,14 +62,14 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
     if cfg.eval.calibrate:
         analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png")
         files["reliability"] = out_dir / "reliability.png"
-    if cfg.eval.robustness_sample and not _pairs(data.test):
+    if cfg.eval.robustness_sample and "text_pair" not in data.test.column_names:
         analysis["robustness"] = robustness.flip_rates(_predict_ids(model, cfg), texts, seed=cfg.train.seed, sample=cfg.eval.robustness_sample)
     if cfg.eval.suite:
         from tunekit.evaluate import suite
 
         cases = suite.load_suite(cfg.path(cfg.eval.suite), labels)
         analysis["suite"] = suite.run_suite(cases, lambda batch: [labels[i] for i in _predict_ids(model, cfg)(batch)])
-    if cfg.eval.explain_samples and not _pairs(data.test):
+    if cfg.eval.explain_samples and "text_pair" not in data.test.column_names:
         rng = np.random.default_rng(cfg.train.seed)
         picks = rng.choice(len(texts), size=min(cfg.eval.explain_samples, len(texts)), replace=False)
         analysis["explanations"] = [explain.occlusion(lambda b: model.predict_proba(b), texts[i], labels) for i in sorted(picks)]
@@ -96,7 +93,7 @@ def _predict_ids(model, cfg):
 def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Path) -> dict:
     """Fit one temperature on validation; report test ECE before and after. Log-probabilities
     stand in for logits: they differ by a per-row constant, which softmax ignores."""
-    val_probs = model.predict_proba(list(data.validation["text"]), _pairs(data.validation), cfg.train.eval_batch_size)
+    val_probs = model.predict_proba(list(data.validation["text"]), text_pairs(data.validation), cfg.train.eval_batch_size)
     temperature = calibration.fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"])))
     after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), temperature)
     before_bins, after_bins = calibration.reliability_bins(test_probs, y), calibration.reliability_bins(after, y)

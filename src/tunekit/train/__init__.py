@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tunekit import methods
 from tunekit.config import TunekitConfig
+from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics
 from tunekit.lineage import git_commit, package_versions
@@ -93,7 +94,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     steps_per_epoch = -(-len(encoded) // cfg.train.batch_size)
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
     rng = np.random.default_rng(cfg.train.seed)
-    val_texts, val_pairs = list(data.validation["text"]), _pairs(data.validation)
+    val_texts, val_pairs = list(data.validation["text"]), text_pairs(data.validation)
     checkpoint = out_dir.parent / "checkpoint.pt"
     identity = {"data_fingerprint": data.fingerprint, "config_hash": cfg.hash()}
     st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else LoopState()
@@ -236,13 +237,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _pairs(ds) -> list[str] | None:
-    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None
-
-
 def _tokenize(tokenizer, ds, max_length: int) -> list[dict]:
     """Tokenise every row once (truncated, unpadded); batches are padded when they are drawn."""
-    pairs = _pairs(ds)
+    pairs = text_pairs(ds)
     enc = tokenizer(list(ds["text"]), pairs, truncation="longest_first" if pairs else True, max_length=max_length)
     keys = list(enc.keys())
     return [{k: enc[k][i] for k in keys} for i in range(len(ds))]
