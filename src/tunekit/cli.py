@@ -25,7 +25,9 @@ app = typer.Typer(help="Fine-tune a pretrained language model for your task, bea
 config_app = typer.Typer(help="Check and describe config files.", no_args_is_help=True)
 data_app = typer.Typer(help="Check data and freeze splits.", no_args_is_help=True)
 registry_app = typer.Typer(help="List, promote and roll back registered model versions.", no_args_is_help=True)
+models_app = typer.Typer(help="Base models for tests and demos.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 
@@ -139,9 +141,90 @@ def data_check(config: ConfigArg, set_: SetOpt = None) -> None:
     from tunekit import data, models
 
     cfg = _load(config, set_)
-    prepared = data.prepare(cfg, models.load_tokenizer(cfg.model.base, cfg.model.revision))
-    console.print(data.summary(prepared), markup=False, highlight=False)
+    if cfg.task == "generation":
+        from tunekit.data import conversations
+
+        prepared, _ = _conversations(cfg)
+        console.print(conversations.summary(prepared), markup=False, highlight=False)
+    else:
+        prepared = data.prepare(cfg, models.load_tokenizer(cfg.model.base, cfg.model.revision))
+        console.print(data.summary(prepared), markup=False, highlight=False)
     console.print(f"Data report: {prepared.directory / 'report.md'}")
+
+
+def _conversations(cfg):
+    from tunekit.data import conversations
+    from tunekit.models import load_tokenizer, templates
+
+    tokenizer = load_tokenizer(cfg.model.base, cfg.model.revision)
+    return conversations.prepare_conversations(cfg, tokenizer, templates.resolve(tokenizer, cfg.model.template)), tokenizer
+
+
+@data_app.command("preview")
+def data_preview(config: ConfigArg, n: Annotated[int, typer.Option("-n", help="How many training examples to show.")] = 3,
+                 set_: SetOpt = None) -> None:
+    """Show training examples as the model sees them: the rendered template, trained tokens highlighted."""
+    from rich.text import Text
+
+    from tunekit.data import conversations
+
+    cfg = _load(config, set_)
+    if cfg.task != "generation":
+        raise TunekitError(f"{config}: data preview shows rendered conversations, for task generation; this config's task is {cfg.task}")
+    prepared, tokenizer = _conversations(cfg)
+    console.print(f"Template [bold]{prepared.template.name}[/]; [reverse green]trained tokens[/] are highlighted "
+                  "(the loss covers only these: assistant turns and their end-of-sequence token).")
+    for k, pieces in enumerate(conversations.preview(tokenizer, prepared, n), 1):
+        enc = prepared.encoded["train"][k - 1]
+        console.rule(f"example {k}: {len(enc.ids)} tokens, {enc.trained} trained")
+        text = Text()
+        for piece, trained in pieces:
+            text.append(piece, style="reverse green" if trained else "dim")
+        console.print(text)
+
+
+@models_app.command("tiny")
+def models_tiny(out: Annotated[Path, typer.Option(help="Folder to write the model and tokenizer to.")],
+                data: Annotated[Optional[Path], typer.Option(help="A JSONL/JSON conversation file whose text trains the tokenizer.")] = None,
+                hidden_size: Annotated[int, typer.Option(help="Width of the model.")] = 128,
+                layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 4,
+                seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0) -> None:
+    """Write a tiny Llama-style causal LM with random weights and its tokenizer, for tests and demos."""
+    from tunekit.models.tiny import build_tiny_llama
+
+    texts = []
+    if data is not None:
+        from tunekit.data.chat import read_conversations, render_plain
+
+        texts = [render_plain(r["messages"]) for r in read_conversations(data, min_examples=1)]
+    path = build_tiny_llama(out, texts, hidden_size=hidden_size, layers=layers, seed=seed)
+    console.print(f"Wrote a tiny Llama ({hidden_size} wide, {layers} blocks, random weights) to {path}; use it as model.base")
+
+
+@app.command()
+def export(model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+           out: Annotated[Path, typer.Option(help="Folder for the merged model (must be new or empty).")],
+           merge: Annotated[bool, typer.Option(help="Merge the adapter into the base weights (the only export kind so far).")] = True,
+           tolerance: Annotated[float, typer.Option(help="Largest logit difference between merged and adapter model that passes the check.")] = 1e-3,
+           tracking_uri: TrackingOpt = None) -> None:
+    """Write a merged, standalone model, verified against the adapter model on a set of prompts."""
+    from tunekit.export import export_merged
+
+    if not merge:
+        raise typer.BadParameter("only --merge exports exist; the adapter directory itself is already the unmerged export")
+    result = export_merged(_model_dir(model, tracking_uri), out, tolerance=tolerance)
+    console.print(f"[green]Merged model written to {result.out_dir}[/]: logits match the adapter model on {result.prompts} prompts "
+                  f"(largest difference {result.max_abs_diff:.2e}, tolerance {result.tolerance:g})")
+
+
+def _model_dir(model: str, tracking_uri: str | None) -> Path:
+    """A model directory from a path or a registry reference."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    from tunekit import registry
+
+    return Path(registry.resolve(model, _tracking(tracking_uri)).path)
 
 
 @registry_app.command("list")

@@ -21,8 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from tunekit.errors import ConfigError
 
-PRIMARY_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
-Metric = Literal["accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc"]
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
+GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
+PRIMARY_METRICS = CLASSIFICATION_METRICS + GENERATION_METRICS
+Metric = Literal["accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc",
+                 "exact_match", "rouge_l", "bleu", "chrf"]
 
 
 class _Section(BaseModel):
@@ -46,6 +49,11 @@ class DataConfig(_Section):
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"] = Field("auto", description="File format; `auto` picks it from the file extension.")
     header: bool = Field(True, description="Whether CSV/TSV files start with a header row. When false, name the columns in `columns`.")
     columns: list[str] | None = Field(None, description="Column names, in order, for CSV/TSV files without a header row.")
+    layout: Literal["auto", "chat", "alpaca", "prompt_completion"] = Field("auto", description="Generation only: how rows are laid out. `chat`: OpenAI fine-tuning JSONL (`{\"messages\": [...]}`); `alpaca`: `instruction`, `input`, `output`; `prompt_completion`: `prompt_column` and `completion_column`; `auto` tells them apart by their keys. All become chat messages.")
+    system_prompt: str | None = Field(None, description="Generation only: a system message put first in every conversation that has none (training, evaluation and serving alike).")
+    prompt_column: str = Field("prompt", description="Generation only: key of the prompt in `prompt_completion` rows.")
+    completion_column: str = Field("completion", description="Generation only: key of the completion in `prompt_completion` rows.")
+    overlength: Literal["error", "truncate", "drop"] = Field("error", description="Generation only: what to do with an example longer than `model.max_length` tokens: `error` names each one; `truncate` cuts the conversation (keeping at least one trained token); `drop` leaves it out. Counted in the data report either way.")
     text_column: str = Field("text", description="Column holding the text to classify.")
     text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
     label_column: str = Field("label", description="Column holding the label.")
@@ -67,6 +75,7 @@ class ModelConfig(_Section):
     base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory, or a Hugging Face hub id.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
+    template: Literal["auto", "chatml", "llama2", "alpaca", "plain"] = Field("auto", description="Generation only: how conversations become text. `auto`: the tokenizer's own chat template when it has one, else `chatml`. The template is saved with the model, so training, evaluation and serving render identically.")
     init_from: str | None = Field(None, description="A tunekit model directory (e.g. an earlier run's `adapter/`) whose trained weights start this run: transfer to a related task. Same base model and method; the head is kept when the labels match, else trained afresh.")
 
 
@@ -179,6 +188,10 @@ class TrainConfig(_Section):
     group_by_length: bool = Field(True, description="Batch rows of similar length together (shuffled batches of similar length), so little compute is spent on padding.")
     seed: int = Field(13, description="Seed for weight init of the head, shuffling and dropout.")
     checkpoint_every: int = Field(200, ge=0, description="Save a resumable checkpoint every N optimisation steps and at every epoch end (`tunekit run --resume RUN_ID`); 0 never checkpoints.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches whose gradients are summed before each optimisation step (a larger effective batch in the same memory).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass instead of storing them: about a third slower, far less memory for long sequences.")
+    packing: bool = Field(True, description="Generation only: pack several examples into each row of `model.max_length` tokens with restarting position ids, so no compute goes to padding and examples never attend to each other. Falls back to length-grouped padded batches for models that cannot keep packed examples apart.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Weights and compute precision while training: `auto` is bf16 autocast on GPUs that support it, else fp32.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to train; `auto` takes CUDA, then MPS, then CPU.")
     eval_batch_size: int = Field(64, ge=1, description="Rows per forward pass when predicting.")
 
@@ -186,7 +199,7 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """How models are scored."""
 
-    primary: Metric = Field("macro_f1", description="Metric that early stopping, the gate and the report lead with.")
+    primary: Metric = Field("macro_f1", description="Metric that the gate and the report lead with (classification also stops early on it). Classification: `macro_f1` (default), `accuracy`, `macro_precision`, `macro_recall`, `balanced_accuracy`, `mcc`. Generation: `rouge_l` (default), `exact_match`, `bleu`, `chrf` (all 0-1).")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the confidence intervals of metric differences.")
     calibrate: bool = Field(True, description="Fit temperature scaling on validation; the server then returns calibrated probabilities.")
     slice_columns: list[str] = Field([], description="Metadata columns (from `data.metadata_columns`) to slice test metrics by; slices where the fine-tuned model is worse than the baseline are flagged.")
@@ -195,6 +208,10 @@ class EvalConfig(_Section):
     suite: str | None = Field(None, description="YAML file of behavioural test cases (must_predict, must_not_predict, invariant_pairs), relative to the config file.")
     explain_samples: int = Field(5, ge=0, description="Test rows whose word attributions (occlusion) are shown in the report.")
     label_noise: bool = Field(True, description="List training rows whose label a cross-validated baseline confidently contradicts, for review.")
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation only: longest generated answer when scoring (greedy decoding, the same for the baseline and the fine-tuned model).")
+    k_shot: int = Field(3, ge=0, le=32, description="Generation only: worked examples (drawn from train with the split seed) shown to the few-shot baseline; 0 runs only the zero-shot baseline.")
+    max_test_rows: int | None = Field(None, gt=0, description="Generation only: score generation on a seeded sample of this many test rows (decoding is the slow part); loss and perplexity use every test row.")
+    side_by_side: int = Field(8, ge=0, description="Generation only: test rows shown in the report with prompt, reference, baseline and fine-tuned answers.")
 
 
 class GateConfig(_Section):
@@ -246,7 +263,7 @@ class TunekitConfig(_Section):
     """A tunekit task: data, base model, method, training, evaluation and promotion gate."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
-    task: Literal["classification"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair).")
+    task: Literal["classification", "generation"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
     workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the directory tunekit runs in.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
@@ -260,8 +277,21 @@ class TunekitConfig(_Section):
     _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _cwd: Path = PrivateAttr(default_factory=Path.cwd)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """Generation scores text, so its default primary metric is ROUGE-L rather than macro F1."""
+        if isinstance(raw, dict) and raw.get("task") == "generation":
+            ev = raw.get("eval")
+            if ev is None or (isinstance(ev, dict) and "primary" not in ev):
+                raw = {**raw, "eval": {**(ev or {}), "primary": "rouge_l"}}
+        return raw
+
     @model_validator(mode="after")
     def _cross_section_checks(self) -> TunekitConfig:
+        allowed = GENERATION_METRICS if self.task == "generation" else CLASSIFICATION_METRICS
+        if self.eval.primary not in allowed:
+            raise ValueError(f"`eval.primary` is {self.eval.primary!r}, which does not apply to task {self.task}; use one of {', '.join(allowed)}")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
         unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]

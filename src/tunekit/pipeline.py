@@ -39,6 +39,8 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     console = console or Console()
     run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     run_dir = cfg.workspace_dir / "runs" / run_id
+    if cfg.task == "generation":
+        return _run_generation(cfg, console, resume, run_id, run_dir)
 
     console.rule("[bold]1/5 data")
     tokenizer = models.load_tokenizer(cfg.model.base, cfg.model.revision)
@@ -96,6 +98,105 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
         mlc.log_artifact(mlflow_run, str(path), "report")
     _print_summary(console, cfg, card, page)
     return RunOutcome(run_id, run_dir, version, decision, card)
+
+
+def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, run_id: str, run_dir: Path) -> RunOutcome:
+    """The same lifecycle for ``task: generation``: conversations, the prompted base model as
+    baseline, SFT of a causal LM, decoding-based evaluation, and the same registry and gate."""
+    from tunekit.baseline.prompted import run_prompted
+    from tunekit.data import conversations
+    from tunekit.evaluate.generation import best_baseline, run_generation
+    from tunekit.models import templates
+    from tunekit.models.causal import Generator, load_causal_base, load_generator
+
+    console.rule("[bold]1/5 data")
+    base_model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=cfg.method.kind == "qlora")
+    template = templates.resolve(tokenizer, cfg.model.template)
+    data = conversations.prepare_conversations(cfg, tokenizer, template)
+    console.print(conversations.summary(data), markup=False, highlight=False)
+
+    console.rule("[bold]2/5 baseline")
+    device = models.pick_device(cfg.train.device)
+    base_gen = Generator(model=base_model.to(device) if cfg.method.kind != "qlora" else base_model, tokenizer=tokenizer,
+                         template=template, info=_generator_info(cfg, template), path=Path(models.resolve_base(cfg.model.base)), device=device)
+    baselines = run_prompted(cfg, data, base_gen, console)
+    for b in baselines:
+        console.print(f"{b.name}: test {cfg.eval.primary} {b.metrics[cfg.eval.primary]:.4f}, exact match {b.metrics['exact_match']:.4f} ({b.seconds:.1f} s)")
+    base = best_baseline(baselines, cfg.eval.primary)
+    del base_gen, base_model
+
+    console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
+    trained = train.run(cfg, data, run_dir / "adapter", console, resume=resume is not None)
+
+    console.rule("[bold]4/5 evaluate")
+    generator = load_generator(run_dir / "adapter", cfg.train.device)  # score exactly what was saved, as the server will load it
+    result = run_generation(cfg, data, generator, baselines, run_dir, trained.history, console)
+    train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics))
+
+    console.rule("[bold]5/5 register")
+    mlc = registry.client(cfg.tracking, cfg.workspace_dir)
+    champion = _generation_champion(mlc, cfg, data, console)
+    decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
+                               cfg.gate.min_improvement, champion, cfg.gate.beat_champion, None)
+    tags = _tags(cfg, data, run_id)
+    mlflow_run = registry.log_run(
+        mlc, cfg.name, cfg.workspace_dir, params=_flatten(cfg.model_dump(mode="json")),
+        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
+                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
+                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds,
+                 "train_tokens_per_second": trained.train_tokens_per_second, "best_epoch": trained.best_epoch},
+        tags=tags, history=trained.history,
+        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
+                   *(("evaluation", p) for p in result.files.values())],
+    )
+    version = registry.register(mlc, cfg.name, mlflow_run, {
+        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint, "task": "generation",
+        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
+        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
+    })
+    registry.set_alias(mlc, cfg.name, version, decision)
+
+    card = _generation_card(cfg, run_id, run_dir, data, baselines, base, trained, result, decision, version, mlflow_run, tags)
+    md, js, page = report.write(card, run_dir)
+    for path in (md, js, page):
+        mlc.log_artifact(mlflow_run, str(path), "report")
+    _print_summary(console, cfg, card, page)
+    return RunOutcome(run_id, run_dir, version, decision, card)
+
+
+def _generator_info(cfg: TunekitConfig, template) -> dict:
+    return {"task": "generation", "name": cfg.name, "base_model": {"id": cfg.model.base, "revision": cfg.model.revision},
+            "max_length": cfg.model.max_length, "template": template.to_json(), "system_prompt": cfg.data.system_prompt}
+
+
+def _generation_champion(mlc, cfg: TunekitConfig, data, console) -> registry.ChampionScore | None:
+    """The champion's primary metric on this run's scored test rows: recorded when it was tested on
+    the same rows with the same decoding, else decoded now."""
+    mv = registry.champion_version(mlc, cfg.name)
+    if mv is None:
+        return None
+    tags = mv.tags or {}
+    recorded = tags.get(f"test_{cfg.eval.primary}")
+    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
+        return registry.ChampionScore(str(mv.version), float(recorded), "recorded")
+    from tunekit.evaluate.generation import score_generator
+    from tunekit.models.causal import load_generator
+
+    resolved = registry.resolve(f"{cfg.name}/{mv.version}", cfg.tracking)
+    metrics, _ = score_generator(cfg, data, load_generator(resolved.path, cfg.train.device), console)
+    return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
+
+
+def _generation_card(cfg, run_id, run_dir, data, baselines, base, trained, result, decision, version, mlflow_run, tags) -> dict:
+    card = _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags)
+    card["task"] = "generation"
+    card["data"] = {"fingerprint": data.fingerprint, "test_fingerprint": data.test_fingerprint, "reused": data.reused,
+                    "rows": {k: len(v) for k, v in data.rows.items()}, "report_path": str(data.directory / "report.md"),
+                    "template": data.template.name, "overlength": data.report["overlength"]}
+    card["baselines"] = [{"name": b.name, "metrics": b.metrics, "seconds": b.seconds} for b in baselines]
+    card["train"]["best_score"] = -trained.best_score  # the validation loss of the kept epoch
+    card["train"]["train_tokens_per_second"] = trained.train_tokens_per_second
+    return card
 
 
 def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | None:
@@ -211,6 +312,13 @@ def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page
 def _evidence_lines(card: dict) -> list[str]:
     """The statistics behind the table, one line each (details in the report card)."""
     a, primary, lines = card["analysis"], card["primary"], []
+    if card.get("task") == "generation":
+        r, m = a["versus_baseline"][primary], card["model"]["metrics"]
+        lines.append(f"{primary} difference {r['diff']:+.4f}, 95% interval [{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap "
+                     f"against {card['baseline']['name']}, {m['scored_rows']} test rows, greedy decoding)")
+        lines.append(f"test loss {m['test_loss']:.4f} (perplexity {m['test_perplexity']:.2f}); baselines: "
+                     + ", ".join(f"{b['name']} {b['metrics'][primary]:.4f}" for b in card["baselines"]))
+        return lines
     r = a["versus_baseline"].get(primary) or a["versus_baseline"]["accuracy"]
     lines.append(f"{primary if primary in a['versus_baseline'] else 'accuracy'} difference {r['diff']:+.4f}, 95% interval "
                  f"[{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap); McNemar p = {a['mcnemar']['p_value']:.3g}")

@@ -53,7 +53,8 @@ def per_class_f1(tuned: dict[str, float], baseline: dict[str, float], path: Path
 
 
 def training_curve(history: list[dict], primary: str, path: Path) -> Path:
-    """Train loss and validation primary metric per epoch."""
+    """Train loss and a validation column per epoch: ``val_<primary>`` of each history row
+    (classification passes its primary metric; generation passes ``"loss"`` to plot ``val_loss``)."""
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="#d62728", label="train loss")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunekit.evaluate.textgen import GENERATION_METRICS
+
 METRIC_ORDER = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
 
 
@@ -26,16 +28,16 @@ def write(card: dict, out_dir: Path) -> tuple[Path, Path, Path]:
 def comparison_rows(card: dict) -> list[tuple[str, float, float, float]]:
     """(metric, baseline, fine-tuned, difference) for the headline metrics."""
     base, tuned = card["baseline"]["metrics"], card["model"]["metrics"]
-    return [(m, base[m], tuned[m], tuned[m] - base[m]) for m in METRIC_ORDER]
+    return [(m, base[m], tuned[m], tuned[m] - base[m]) for m in _headline_metrics(card)]
 
 
 def render_markdown(card: dict) -> str:
+    if _is_generation(card):
+        return _render_generation(card)
     primary = card["primary"]
-    data, train, reg = card["data"], card["train"], card["registry"]
+    data, train = card["data"], card["train"]
     lines = [
-        f"# Report card: {card['name']} (run {card['run_id']})",
-        "",
-        f"**Verdict:** version {reg['version']} is **{reg['alias']}**: {reg['reason']}",
+        *_verdict(card),
         "",
         "## Test metrics: fine-tuned vs baseline (same test rows)",
         "",
@@ -46,35 +48,136 @@ def render_markdown(card: dict) -> str:
         mark = " **(primary)**" if metric == primary else ""
         lines.append(f"| {metric}{mark} | {b:.4f} | {t:.4f} | {d:+.4f} |")
     lines += _analysis_sections(card)
-    champion = reg.get("champion")
-    if champion:
-        lines += ["", f"Champion before this run: v{champion['version']}, {primary} {champion['score']:.4f} ({champion['how']})."]
+    lines += _champion(card)
     lines += [
         "",
         "## Data",
         "",
-        f"- dataset fingerprint `{data['fingerprint'][:16]}` ({'reused frozen splits' if data['reused'] else 'splits frozen now'}), test fingerprint `{data['test_fingerprint'][:16]}`",
+        _fingerprints(data),
         f"- rows: train {data['rows']['train']}, validation {data['rows']['validation']}, test {data['rows']['test']}; {data['n_labels']} labels",
         f"- full data report: `{data['report_path']}`",
-        "",
-        "## Training",
-        "",
-        f"- base model `{card['base_model']}`, method `{card['method']}`: {train['trainable_params']:,} of {train['total_params']:,} parameters trained ({100 * train['trainable_params'] / train['total_params']:.2f}%)",
-        f"- {len(train['history'])} epoch(s), best epoch {train['best_epoch']} (validation {primary} {train['best_score']:.4f}){', stopped early' if train['stopped_early'] else ''}",
-        f"- {train['seconds']:.0f} s, {train['train_examples_per_second']:.1f} training examples/s, peak memory {train['peak_memory_mb']:.0f} MB",
-        "",
-        "| epoch | train loss | validation " + primary + " | seconds |",
-        "|---:|---:|---:|---:|",
     ]
-    lines += [f"| {h['epoch']} | {h['train_loss']:.4f} | {h[f'val_{primary}']:.4f} | {h['seconds']} |" for h in train["history"]]
+    lines += _training(card, primary, f"{train['train_examples_per_second']:.1f} training examples/s")
     worst = sorted(card["model"]["metrics"]["per_class_f1"].items(), key=lambda kv: kv[1])[:10]
     lines += ["", "## Weakest classes (test F1)", "", "| label | fine-tuned F1 | baseline F1 |", "|---|---:|---:|"]
     lines += [f"| {label} | {f1:.3f} | {card['baseline']['metrics']['per_class_f1'].get(label, 0.0):.3f} |" for label, f1 in worst]
     lines += _label_noise_section(card.get("label_noise"))
-    lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({Path(path).name})" for name, path in card["plots"].items()]
-    lineage = card["lineage"]
+    return "\n".join(lines + _plots_and_lineage(card))
+
+
+def _render_generation(card: dict) -> str:
+    """The card of a ``task: generation`` run: text metrics against the best base-model baseline,
+    every baseline, the language-model loss, answers side by side, then training as for labels."""
+    data, train, analysis = card["data"], card["train"], card["analysis"]
+    primary, versus = card["primary"], analysis.get("versus_baseline", {})
+    decoding = analysis.get("decoding")
+    lines = [
+        *_verdict(card),
+        "",
+        "## Test metrics: fine-tuned vs best baseline (same test rows)",
+        "",
+        f"| metric | best baseline ({card['baseline']['name']}) | fine-tuned ({card['method']}) | difference | 95% interval | p |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for metric, b, t, d in comparison_rows(card):
+        mark = " **(primary)**" if metric == primary else ""
+        r = versus.get(metric)
+        interval = f"[{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])}" if r else "n/a | n/a"
+        lines.append(f"| {metric}{mark} | {b:.4f} | {t:.4f} | {d:+.4f} | {interval} |")
+    lines += ["", ("Exact match and ROUGE-L are means over test rows; BLEU and chrF are corpus scores; all in [0, 1]. "
+                   "Intervals: paired bootstrap over test rows of fine-tuned minus baseline.")]
+    if decoding:
+        lines.append(f"Decoding: {decoding['strategy']}, at most {decoding['max_new_tokens']} new tokens.")
+    lines += _champion(card)
+    lines += _baselines(card)
+    lines += _lm_loss(card["model"]["metrics"])
+    lines += _side_by_side(analysis.get("side_by_side") or [])
+    over = data["overlength"]
     lines += [
+        "",
+        "## Data",
+        "",
+        _fingerprints(data),
+        f"- rows: train {data['rows']['train']}, validation {data['rows']['validation']}, test {data['rows']['test']}; chat template `{data['template']}`",
+        f"- over-length rows (policy `{over['policy']}`): {over['over']} over the maximum length, {over['truncated']} truncated, {over['dropped']} dropped",
+        f"- full data report: `{data['report_path']}`",
+    ]
+    lines += _training(card, "loss", f"{train['train_tokens_per_second']:,.0f} training tokens/s")
+    return "\n".join(lines + _plots_and_lineage(card))
+
+
+def _baselines(card: dict) -> list[str]:
+    """Every baseline tried (zero- and few-shot base model), the one in the headline marked."""
+    lines = ["", "## Baselines (same test rows)", "", "| baseline | " + " | ".join(GENERATION_METRICS) + " |",
+             "|---|" + "---:|" * len(GENERATION_METRICS)]
+    for b in card.get("baselines") or [card["baseline"]]:
+        mark = " **(best, in the headline)**" if b["name"] == card["baseline"]["name"] else ""
+        lines.append(f"| {b['name']}{mark} | " + " | ".join(f"{b['metrics'][m]:.4f}" for m in GENERATION_METRICS) + " |")
+    return lines
+
+
+def _lm_loss(metrics: dict) -> list[str]:
+    """Validation and test loss (mean token cross-entropy on the reference answers) and perplexity."""
+    lines = ["", "## Language-model loss on the reference answers", "", "| split | loss | perplexity |", "|---|---:|---:|"]
+    for split in ("val", "test"):
+        if f"{split}_loss" in metrics:
+            name = "validation" if split == "val" else "test"
+            lines.append(f"| {name} | {metrics[f'{split}_loss']:.4f} | {metrics[f'{split}_perplexity']:.3f} |")
+    if "scored_rows" in metrics:
+        lines += ["", f"Text metrics scored on {metrics['scored_rows']} test rows."]
+    return lines
+
+
+def _side_by_side(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", f"## Side by side ({len(rows)} sampled test rows)", "",
+             "| prompt | reference | baseline | fine-tuned | ROUGE-L baseline / fine-tuned |", "|---|---|---|---|---:|"]
+    lines += [f"| {_text_cell(r['prompt'])} | {_text_cell(r['reference'])} | {_text_cell(r['baseline'])} | "
+              f"{_text_cell(r['fine_tuned'])} | {r['rouge_l_baseline']:.2f} / {r['rouge_l_fine_tuned']:.2f} |" for r in rows]
+    return lines
+
+
+def _verdict(card: dict) -> list[str]:
+    reg = card["registry"]
+    return [f"# Report card: {card['name']} (run {card['run_id']})", "",
+            f"**Verdict:** version {reg['version']} is **{reg['alias']}**: {reg['reason']}"]
+
+
+def _champion(card: dict) -> list[str]:
+    champion = card["registry"].get("champion")
+    if not champion:
+        return []
+    return ["", f"Champion before this run: v{champion['version']}, {card['primary']} {champion['score']:.4f} ({champion['how']})."]
+
+
+def _fingerprints(data: dict) -> str:
+    return (f"- dataset fingerprint `{data['fingerprint'][:16]}` ({'reused frozen splits' if data['reused'] else 'splits frozen now'}), "
+            f"test fingerprint `{data['test_fingerprint'][:16]}`")
+
+
+def _training(card: dict, val_metric: str, speed: str) -> list[str]:
+    """Parameters, epochs and speed, then one row per epoch with ``val_<val_metric>`` from the history."""
+    train = card["train"]
+    lines = [
+        "",
+        "## Training",
+        "",
+        f"- base model `{card['base_model']}`, method `{card['method']}`: {train['trainable_params']:,} of {train['total_params']:,} parameters trained ({100 * train['trainable_params'] / train['total_params']:.2f}%)",
+        f"- {len(train['history'])} epoch(s), best epoch {train['best_epoch']} (validation {val_metric} {train['best_score']:.4f}){', stopped early' if train['stopped_early'] else ''}",
+        f"- {train['seconds']:.0f} s, {speed}, peak memory {train['peak_memory_mb']:.0f} MB",
+        "",
+        "| epoch | train loss | validation " + val_metric + " | seconds |",
+        "|---:|---:|---:|---:|",
+    ]
+    return lines + [f"| {h['epoch']} | {h['train_loss']:.4f} | {h[f'val_{val_metric}']:.4f} | {h['seconds']} |" for h in train["history"]]
+
+
+def _plots_and_lineage(card: dict) -> list[str]:
+    reg, lineage = card["registry"], card["lineage"]
+    lines = ["", "## Plots", ""]
+    lines += [f"![{name}]({Path(path).name})" for name, path in card["plots"].items()]
+    return lines + [
         "",
         "## Lineage",
         "",
@@ -84,7 +187,14 @@ def render_markdown(card: dict) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in lineage["versions"].items()),
         "",
     ]
-    return "\n".join(lines)
+
+
+def _is_generation(card: dict) -> bool:
+    return card.get("task") == "generation"
+
+
+def _headline_metrics(card: dict) -> tuple[str, ...]:
+    return GENERATION_METRICS if _is_generation(card) else METRIC_ORDER
 
 
 def _analysis_sections(card: dict) -> list[str]:
@@ -167,6 +277,21 @@ def _label_noise_section(result: dict | None) -> list[str]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")[:120]
+
+
+MARKDOWN_SPECIAL = "\\`*_[]<>&|#!~"
+
+
+def _text_cell(text: str, limit: int = 200) -> str:
+    """Generated or reference text in a table cell, shown as written: cut to ``limit`` characters
+    (before escaping, so no escape is cut in half), every Markdown and HTML character escaped with
+    a backslash (``|`` stays text, ``<b>`` is not rendered in report.html), newlines as ``<br>``,
+    and an empty answer visibly so."""
+    if not text:
+        return "*(empty)*"
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    escaped = "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in cut)
+    return escaped.replace("\r\n", "\n").replace("\n", "<br>")
 
 
 def p_value(p: float) -> str:

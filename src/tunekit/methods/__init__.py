@@ -29,9 +29,14 @@ def check(method, device) -> None:
         lora.check_qlora(device)
 
 
-def apply(model, method):
-    """Wrap ``model`` for ``method``; afterwards only the method's parameters require grad."""
-    return _APPLY[method.kind](model, method)
+def apply(model, method, task: str = "classification"):
+    """Wrap ``model`` for ``method``; afterwards only the method's parameters require grad.
+
+    ``task`` picks PEFT's task type: a sequence classifier keeps its new head trainable and saved
+    (``SEQ_CLS``); a causal LM keeps its own output layer and PEFT shifts labels past virtual tokens
+    (``CAUSAL_LM``).
+    """
+    return _APPLY[method.kind](model, method, task_type="CAUSAL_LM" if task == "generation" else "SEQ_CLS")
 
 
 def count_parameters(model) -> tuple[int, int]:

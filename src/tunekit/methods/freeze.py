@@ -22,7 +22,7 @@ def blocks(model) -> torch.nn.ModuleList:
     return max(lists, key=len)
 
 
-def apply(model, method):
+def apply(model, method, task_type: str = "SEQ_CLS"):
     for param in model.parameters():
         param.requires_grad_(False)
     stack = blocks(model)

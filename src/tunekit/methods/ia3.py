@@ -7,9 +7,9 @@ the dense output layers), so tunekit does not keep a second table that could dri
 from __future__ import annotations
 
 
-def apply(model, method):
+def apply(model, method, task_type: str = "SEQ_CLS"):
     from peft import IA3Config, TaskType, get_peft_model
 
-    config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=method.target_modules,
+    config = IA3Config(task_type=TaskType[task_type], target_modules=method.target_modules,
                        feedforward_modules=method.feedforward_modules)
     return get_peft_model(model, config)

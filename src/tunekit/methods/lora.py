@@ -40,7 +40,7 @@ def check_qlora(device) -> None:
         raise ModelError("method.kind qlora needs bitsandbytes: pip install bitsandbytes") from None
 
 
-def apply(model, method):
+def apply(model, method, task_type: str = "SEQ_CLS"):
     """LoRA, DoRA (``use_dora``), rsLoRA (``use_rslora``) or QLoRA (LoRA on a 4-bit base)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -49,7 +49,7 @@ def apply(model, method):
 
         model = prepare_model_for_kbit_training(model)
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType[task_type],
         r=method.r,
         lora_alpha=method.alpha,
         lora_dropout=method.dropout,

@@ -10,13 +10,13 @@ from __future__ import annotations
 from tunekit.errors import ConfigError
 
 
-def apply(model, method):
+def apply(model, method, task_type: str = "SEQ_CLS"):
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and method.num_virtual_tokens >= limit:
         raise ConfigError(f"method.num_virtual_tokens {method.num_virtual_tokens} leaves no room for text: the base model takes {limit} positions")
-    common = {"task_type": TaskType.SEQ_CLS, "num_virtual_tokens": method.num_virtual_tokens}
+    common = {"task_type": TaskType[task_type], "num_virtual_tokens": method.num_virtual_tokens}
     if method.kind == "prompt_tuning":
         config = PromptTuningConfig(**common)
     elif method.kind == "prefix_tuning":

@@ -48,6 +48,7 @@ class TrainResult:
     seconds: float
     train_examples_per_second: float
     peak_memory_mb: float = field(default=0.0)
+    train_tokens_per_second: float = field(default=0.0)  # generation: real (non-padding) tokens per second
 
 
 @dataclass
@@ -74,7 +75,12 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     to ``checkpoint.pt`` beside ``out_dir``; ``resume=True`` continues from it (after any crash,
     even ``kill -9``) and ends with the same weights and metrics as an uninterrupted run.
     ``on_epoch(epoch, score)`` is called after each validation (hyperparameter search prunes there).
+    ``task: generation`` trains a causal LM on packed conversations instead (``train.causal``).
     """
+    if cfg.task == "generation":
+        from tunekit.train.causal import run_causal
+
+        return run_causal(cfg, data, out_dir, console, resume, on_epoch)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
     methods.check(cfg.method, device)  # before any weights load

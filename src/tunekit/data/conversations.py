@@ -1,0 +1,281 @@
+"""The data stage for ``task: generation``: conversation files to frozen splits, tokens and loss masks.
+
+``prepare_conversations(cfg, tokenizer, template)`` reads every file (``data.chat``: OpenAI chat
+JSONL, Alpaca or prompt/completion, all canonicalised to messages), drops exact duplicates so one
+example can never sit in both train and test, splits with a seeded shuffle, freezes the splits
+under their fingerprint like classification data, and encodes every example with the model's
+template (``models.templates.encode``). Then it is loud about the failure modes that silently ruin
+chat fine-tuning: an example longer than ``model.max_length`` follows ``data.overlength`` (an error
+naming each one by default), and an example left with no trained token is always an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tunekit.config import TunekitConfig
+from tunekit.data import store
+from tunekit.data.chat import read_conversations
+from tunekit.data.problems import Problems
+from tunekit.errors import DataError
+from tunekit.models import templates
+
+SPLITS = store.SPLITS
+
+
+@dataclass
+class Encoded:
+    """One example as the model sees it: token ids and the 0/1 mask of trained tokens."""
+
+    ids: list[int]
+    mask: list[int]
+
+    @property
+    def trained(self) -> int:
+        return sum(self.mask)
+
+
+@dataclass
+class PreparedConversations:
+    """Frozen splits of conversations with their encodings; every later generation stage reads this."""
+
+    rows: dict[str, list[dict]]          # split -> [{id, messages, origin}]
+    encoded: dict[str, list[Encoded]]    # split -> encodings, aligned with rows
+    template: templates.Template
+    fingerprint: str
+    test_fingerprint: str
+    directory: Path
+    report: dict
+    reused: bool
+    labels: list[str] = field(default_factory=list)  # none: lets task-agnostic code treat both kinds alike
+
+    @property
+    def train(self) -> list[dict]:
+        return self.rows["train"]
+
+    @property
+    def validation(self) -> list[dict]:
+        return self.rows["validation"]
+
+    @property
+    def test(self) -> list[dict]:
+        return self.rows["test"]
+
+
+def prepare_conversations(cfg: TunekitConfig, tokenizer, template: templates.Template) -> PreparedConversations:
+    """Frozen, encoded splits for ``cfg.data`` (made now or reused) and the data report."""
+    sources = store.source_files(cfg)
+    key = store.source_key(cfg, sources)
+    directory = _frozen_directory(cfg, key)
+    reused = directory is not None
+    if directory is None:
+        rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
+        directory = _freeze(cfg, key, sources, rows, duplicates)
+    rows, meta = _load(directory)
+    encoded, overlength = _encode_all(cfg, tokenizer, template, rows)
+    report = _report(cfg, rows, encoded, overlength, meta, template)
+    store.write_json(directory / "report.json", report)
+    (directory / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    return PreparedConversations(rows=rows, encoded=encoded, template=template, fingerprint=meta["fingerprint"],
+                                 test_fingerprint=meta["test_fingerprint"], directory=directory, report=report, reused=reused)
+
+
+def prompt_and_reference(row: dict) -> tuple[list[dict], str]:
+    """The conversation up to its last assistant turn (what the model is asked) and that turn (the reference)."""
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
+
+
+def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], int]:
+    d = cfg.data
+    read = {role: read_conversations(path, d.layout, d.system_prompt, d.prompt_column, d.completion_column, d.encoding,
+                                     min_examples=10 if role == "train" else 1)
+            for role, path in paths.items()}
+    seen: set[str] = set()
+    duplicates = 0
+    for role in ("test", "validation", "train"):  # a duplicate is kept where it is evaluated, removed from training
+        kept = []
+        for row in read.get(role, []):
+            if row["id"] in seen:
+                duplicates += 1
+                continue
+            seen.add(row["id"])
+            kept.append({"id": row["id"], "messages": row["messages"], "origin": f"{paths[role].name} line {row['line']}"})
+        if role in read:
+            read[role] = kept
+    train = read["train"]
+    rng = np.random.default_rng(cfg.data.split.seed)
+    order = list(rng.permutation(len(train)))
+    out: dict[str, list[dict]] = {}
+    for role in ("test", "validation"):
+        if role in read:
+            out[role] = read[role]
+        else:
+            n = max(1, round(getattr(cfg.data.split, role) * len(train)))
+            out[role], order = [train[i] for i in order[:n]], order[n:]
+    out["train"] = [train[i] for i in sorted(order)]
+    if cfg.data.max_train_rows and len(out["train"]) > cfg.data.max_train_rows:
+        pick = sorted(rng.choice(len(out["train"]), cfg.data.max_train_rows, replace=False))
+        out["train"] = [out["train"][i] for i in pick]
+    if len(out["train"]) < 10:
+        raise DataError(f"data.train: only {len(out['train'])} training examples remain after splitting off validation and test "
+                        "rows; give at least 10 (more is better) or pass data.validation and data.test files")
+    return out, duplicates
+
+
+def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
+    fp = store._read_index(store.datasets_root(cfg)).get(key)
+    directory = store.datasets_root(cfg) / fp[:16] if fp else None
+    return directory if directory is not None and (directory / "meta.json").is_file() else None
+
+
+def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], duplicates: int) -> Path:
+    canonical = {name: [{"id": r["id"], "messages": r["messages"]} for r in rows[name]] for name in SPLITS}
+    fp = store.fingerprint(canonical, [])
+    test_fp = store.split_fingerprint(canonical["test"])
+    meta = {
+        "store_version": store.STORE_VERSION, "task": "generation", "fingerprint": fp, "test_fingerprint": test_fp,
+        "source_key": key, "sources": [{"role": s.role, "path": str(s.path), "sha256": s.sha256, "bytes": s.size} for s in sources],
+        "data_config": cfg.data.model_dump(mode="json"), "rows": {n: len(rows[n]) for n in SPLITS}, "duplicates_removed": duplicates,
+    }
+    root = store.datasets_root(cfg)
+    directory = root / fp[:16]
+    if not (directory / "meta.json").is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in SPLITS:
+            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[name])
+            tmp = directory / f".{name}.jsonl.tmp"
+            tmp.write_text(body, encoding="utf-8")
+            tmp.replace(directory / f"{name}.jsonl")
+        store.write_json(directory / "meta.json", meta)  # written last: its presence marks a complete folder
+    store._update_index(root, key, fp)
+    return directory
+
+
+def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    rows = {name: [json.loads(line) for line in (directory / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
+            for name in SPLITS}
+    canonical = {name: [{"id": r["id"], "messages": r["messages"]} for r in rows[name]] for name in SPLITS}
+    if store.fingerprint(canonical, []) != meta["fingerprint"]:
+        raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
+                        "(were files in it edited?); delete this folder to make them again from the source files")
+    return rows, meta
+
+
+def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
+    """Encode every example; apply ``data.overlength``; every example must keep a trained token."""
+    limit, policy = cfg.model.max_length, cfg.data.overlength
+    problems = Problems()
+    counts = {"policy": policy, "max_length": limit, "over": 0, "truncated": 0, "dropped": 0}
+    out: dict[str, list[Encoded]] = {}
+    for name in SPLITS:
+        kept_rows, kept = [], []
+        for row in rows[name]:
+            ids, mask = templates.encode(tokenizer, template, row["messages"])
+            if not any(mask):
+                problems.add(f"{row['origin']}: no token of this example is trained (the assistant turns render empty or all "
+                             "have weight 0); give it an assistant answer with weight 1")
+                continue
+            if len(ids) > limit:
+                counts["over"] += 1
+                if policy == "error":
+                    problems.add(f"{row['origin']}: {len(ids)} tokens, more than model.max_length {limit}; raise model.max_length, "
+                                 "shorten the example, or set data.overlength to truncate or drop")
+                    continue
+                if policy == "drop":
+                    counts["dropped"] += 1
+                    continue
+                ids, mask = ids[:limit], mask[:limit]
+                counts["truncated"] += 1
+                if not any(mask):
+                    problems.add(f"{row['origin']}: truncated to model.max_length {limit} tokens, no assistant token is left to train on; "
+                                 "raise model.max_length or set data.overlength: drop")
+                    continue
+            kept_rows.append(row)
+            kept.append(Encoded(ids, mask))
+        rows[name], out[name] = kept_rows, kept
+    problems.raise_if_any("the generation data")
+    for name in SPLITS:
+        if not out[name]:
+            raise DataError(f"no {name} example is left after data.overlength {policy!r} dropped {counts['dropped']} over "
+                            f"model.max_length {limit}; raise model.max_length")
+    return out, counts
+
+
+def _report(cfg, rows, encoded, overlength, meta, template) -> dict:
+    def stats(values: list[int]) -> dict:
+        a = np.asarray(values) if values else np.zeros(1)
+        return {"p50": int(np.percentile(a, 50)), "p95": int(np.percentile(a, 95)), "max": int(a.max()), "mean": round(float(a.mean()), 1)}
+
+    warnings = []
+    if overlength["over"]:
+        warnings.append(f"{overlength['over']} examples are longer than model.max_length {overlength['max_length']} "
+                        f"tokens ({overlength['truncated']} truncated, {overlength['dropped']} dropped)")
+    if meta.get("duplicates_removed"):
+        warnings.append(f"{meta['duplicates_removed']} duplicate examples removed (kept once, in the evaluated split when they were in one)")
+    turns = [sum(m["role"] == "assistant" for m in r["messages"]) for r in rows["train"]]
+    return {
+        "name": cfg.name, "task": "generation", "fingerprint": meta["fingerprint"], "test_fingerprint": meta["test_fingerprint"],
+        "rows": {n: len(rows[n]) for n in SPLITS}, "template": template.name, "max_length": cfg.model.max_length,
+        "duplicates_removed": meta.get("duplicates_removed", 0), "overlength": overlength,
+        "tokens": {n: stats([len(e.ids) for e in encoded[n]]) for n in SPLITS},
+        "trained_tokens": {n: stats([e.trained for e in encoded[n]]) for n in SPLITS},
+        "train_tokens_total": int(sum(len(e.ids) for e in encoded["train"])),
+        "multi_turn": int(sum(t > 1 for t in turns)), "with_system": int(sum(r["messages"][0]["role"] == "system" for r in rows["train"])),
+        "warnings": warnings,
+    }
+
+
+def report_markdown(report: dict) -> str:
+    rows = report["rows"]
+    lines = [f"# Data report: {report['name']} (generation)", "",
+             f"Fingerprint `{report['fingerprint'][:16]}`; template `{report['template']}`; model.max_length {report['max_length']}.", "",
+             "| split | examples | tokens p50 | p95 | max | trained tokens p50 | p95 |", "|---|---|---|---|---|---|---|"]
+    for n in SPLITS:
+        t, a = report["tokens"][n], report["trained_tokens"][n]
+        lines.append(f"| {n} | {rows[n]} | {t['p50']} | {t['p95']} | {t['max']} | {a['p50']} | {a['p95']} |")
+    o = report["overlength"]
+    lines += ["", f"Over model.max_length: {o['over']} (policy `{o['policy']}`: {o['truncated']} truncated, {o['dropped']} dropped). "
+              f"Duplicates removed: {report['duplicates_removed']}. Multi-turn training examples: {report['multi_turn']}; "
+              f"with a system message: {report['with_system']}.", ""]
+    lines += [f"- Warning: {w}" for w in report["warnings"]] or ["No warnings."]
+    return "\n".join(lines) + "\n"
+
+
+def summary(prepared: PreparedConversations) -> str:
+    r = prepared.report
+    state = "reused frozen splits" if prepared.reused else "froze new splits"
+    t = r["tokens"]["train"]
+    lines = [f"Data {r['name']}: {r['rows']['train']} train / {r['rows']['validation']} validation / {r['rows']['test']} test conversations, "
+             f"template {r['template']}",
+             f"Fingerprint {prepared.fingerprint[:16]} ({state} in {prepared.directory})",
+             f"Train tokens per example: p50 {t['p50']}, p95 {t['p95']}, max {t['max']} (limit {r['max_length']}); "
+             f"{r['train_tokens_total']} in all"]
+    return "\n".join(lines + [f"Warning: {w}" for w in r["warnings"]] or ["No warnings."])
+
+
+def preview(tokenizer, prepared: PreparedConversations, n: int = 3) -> list[list[tuple[str, bool]]]:
+    """The first ``n`` training examples as (text, trained) pieces, decoded token run by token run,
+    so a person sees exactly which tokens the loss covers (and that EOS is among them)."""
+    out = []
+    for enc in prepared.encoded["train"][:n]:
+        pieces: list[tuple[str, bool]] = []
+        start = 0
+        for i in range(1, len(enc.ids) + 1):
+            if i == len(enc.ids) or enc.mask[i] != enc.mask[start]:
+                pieces.append((tokenizer.decode(enc.ids[start:i], skip_special_tokens=False), bool(enc.mask[start])))
+                start = i
+        out.append(pieces)
+    return out
+
+
+def fingerprint_of(messages: list[dict]) -> str:
+    """The id of an example: its content hash (what ``data.chat`` assigns)."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]

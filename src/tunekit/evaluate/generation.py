@@ -1,0 +1,77 @@
+"""Evaluate stage for generation: decode the test prompts, score them beside the base model's answers.
+
+The fine-tuned model answers the same scored test rows as the zero- and k-shot baselines, with the
+same template and greedy decoding; ``textgen`` gives exact match, ROUGE-L, BLEU and chrF with
+paired bootstrap intervals against the best baseline. Loss and perplexity on validation and on
+every test row come from the same token loss training minimised. Every answer is written to
+``predictions.jsonl`` beside the report, so any number in it can be recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tunekit.baseline.prompted import GenerationBaseline, scored_rows
+from tunekit.data.conversations import prompt_and_reference
+from tunekit.evaluate import plots, textgen
+from tunekit.evaluate import EvalResult
+
+__all__ = ["best_baseline", "run_generation", "score_generator"]
+
+
+def best_baseline(baselines: list[GenerationBaseline], primary: str) -> GenerationBaseline:
+    """The baseline to beat: the best of zero- and k-shot on the primary metric."""
+    return max(baselines, key=lambda b: b.metrics[primary])
+
+
+def score_generator(cfg, data, generator, console=None) -> tuple[dict, list[str]]:
+    """Generation metrics and answers of ``generator`` on the scored test rows."""
+    rows = [prompt_and_reference(data.test[i]) for i in scored_rows(cfg, data)]
+    answers = generator.chat([p for p, _ in rows], max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.train.eval_batch_size,
+                             progress=console)
+    preds = [a.text for a in answers]
+    return textgen.generation_metrics(preds, [r for _, r in rows]), preds
+
+
+def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], out_dir: Path, history: list[dict],
+                   console=None) -> EvalResult:
+    from tunekit.train.causal import mean_loss
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics, preds = score_generator(cfg, data, generator, console)
+    pad = generator.tokenizer.pad_token_id
+    with generator.lock:
+        val_loss = mean_loss(generator.model, data.encoded["validation"], cfg, pad, generator.device)
+        test_loss = mean_loss(generator.model, data.encoded["test"], cfg, pad, generator.device)
+    metrics.update({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)), "test_loss": test_loss,
+                    "test_perplexity": math.exp(min(test_loss, 50)), "scored_rows": len(preds)})
+    base = best_baseline(baselines, cfg.eval.primary)
+    idx = scored_rows(cfg, data)
+    rows = [prompt_and_reference(data.test[i]) for i in idx]
+    refs = [r for _, r in rows]
+    prompts = [_last_user(p) for p, _ in rows]
+    files = {"predictions": _write_predictions(out_dir / "predictions.jsonl", [data.test[i]["id"] for i in idx], prompts, refs,
+                                               {b.name: b.predictions for b in baselines}, preds)}
+    if history:
+        files["training_curve"] = plots.training_curve(history, "loss", out_dir / "training_curve.png")
+    analysis = {
+        "versus_baseline": textgen.compare(base.predictions, preds, refs, cfg.eval.bootstrap_resamples, seed=cfg.train.seed),
+        "side_by_side": textgen.side_by_side(prompts, refs, base.predictions, preds, cfg.eval.side_by_side, seed=cfg.train.seed),
+        "decoding": {"max_new_tokens": cfg.eval.max_new_tokens, "strategy": "greedy"},
+    }
+    return EvalResult(metrics=metrics, baseline=base.metrics, probs=None, files=files, analysis=analysis)
+
+
+def _last_user(prompt: list[dict]) -> str:
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def _write_predictions(path: Path, ids, prompts, refs, baselines: dict[str, list[str]], preds) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, row_id in enumerate(ids):
+            fh.write(json.dumps({"id": row_id, "prompt": prompts[i], "reference": refs[i], "fine_tuned": preds[i],
+                                 **{name: answers[i] for name, answers in baselines.items()}}, ensure_ascii=False) + "\n")
+    return path
