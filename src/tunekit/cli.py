@@ -187,7 +187,7 @@ def data_preview(config: ConfigArg, n: Annotated[int, typer.Option("-n", help="H
 def models_tiny(out: Annotated[Path, typer.Option(help="Folder to write the model and tokenizer to.")],
                 data: Annotated[Optional[Path], typer.Option(help="A JSONL/JSON conversation file whose text trains the tokenizer.")] = None,
                 hidden_size: Annotated[int, typer.Option(help="Width of the model.")] = 128,
-                layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 4,
+                layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
                 seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0) -> None:
     """Write a tiny Llama-style causal LM with random weights and its tokenizer, for tests and demos."""
     from tunekit.models.tiny import build_tiny_llama

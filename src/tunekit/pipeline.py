@@ -17,7 +17,7 @@ from rich.table import Table
 
 from tunekit import baseline, evaluate, models, registry, train
 from tunekit import data as data_stage
-from tunekit.config import TunekitConfig
+from tunekit.config import GENERATION_METRICS, TunekitConfig
 from tunekit.evaluate import report
 from tunekit.evaluate.metrics import headline
 from tunekit.lineage import git_commit, package_versions
@@ -109,6 +109,9 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     from tunekit.models import templates
     from tunekit.models.causal import Generator, load_causal_base, load_generator
 
+    from tunekit import methods
+
+    methods.check(cfg.method, models.pick_device(cfg.train.device))  # QLoRA without CUDA fails here, before any weights load
     console.rule("[bold]1/5 data")
     base_model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=cfg.method.kind == "qlora")
     template = templates.resolve(tokenizer, cfg.model.template)
@@ -121,7 +124,7 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
                          template=template, info=_generator_info(cfg, template), path=Path(models.resolve_base(cfg.model.base)), device=device)
     baselines = run_prompted(cfg, data, base_gen, console)
     for b in baselines:
-        console.print(f"{b.name}: test {cfg.eval.primary} {b.metrics[cfg.eval.primary]:.4f}, exact match {b.metrics['exact_match']:.4f} ({b.seconds:.1f} s)")
+        console.print(f"{b.name}: test " + ", ".join(f"{k} {b.metrics[k]:.4f}" for k in GENERATION_METRICS) + f" ({b.seconds:.1f} s)")
     base = best_baseline(baselines, cfg.eval.primary)
     del base_gen, base_model
 

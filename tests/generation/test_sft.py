@@ -80,3 +80,40 @@ def test_tiny_llama_learns_to_reverse_lists(reverse_config):
     manifest = json.loads((outcome.run_dir / "adapter" / "tunekit.json").read_text())
     assert manifest["task"] == "generation" and manifest["template"]["name"] == "chatml"
     assert (outcome.run_dir / "report.html").is_file()
+
+
+def test_lora_adapter_exports_merged_and_verified(reverse_config, tmp_path):
+    """A LoRA run, merged: the standalone model gives the adapter's logits; a bad tolerance keeps nothing."""
+    from rich.console import Console
+
+    from tunekit.data.conversations import prepare_conversations
+    from tunekit.errors import ModelError
+    from tunekit.export import export_merged
+    from tunekit.models import load_tokenizer, templates
+    from tunekit.train import run
+
+    cfg = reverse_config(method={"kind": "lora", "r": 4, "alpha": 8}, train={"epochs": 1})
+    tokenizer = load_tokenizer(cfg.model.base)
+    data = prepare_conversations(cfg, tokenizer, templates.resolve(tokenizer, "auto"))
+    adapter = tmp_path / "run" / "adapter"
+    run(cfg, data, adapter, Console(quiet=True))
+    assert (adapter / "adapter_config.json").is_file()
+    result = export_merged(adapter, tmp_path / "merged")
+    assert result.max_abs_diff <= 1e-3 and result.prompts == 5
+    manifest = json.loads((tmp_path / "merged" / "tunekit.json").read_text())
+    assert manifest["method"] == "full" and manifest["merged_from"]["method"] == "lora"
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    with pytest.raises(ModelError, match="not empty"):
+        export_merged(adapter, tmp_path / "merged")
+
+
+def test_qlora_without_cuda_fails_before_loading(reverse_config):
+    from rich.console import Console
+
+    from tunekit import pipeline
+    from tunekit.errors import ModelError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal is for machines without it")
+    with pytest.raises(ModelError, match="qlora needs a CUDA GPU"):
+        pipeline.run(reverse_config(method={"kind": "qlora"}), Console(quiet=True))
