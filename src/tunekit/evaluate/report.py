@@ -6,6 +6,7 @@ The card is assembled by the pipeline from every stage's results; this module on
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tunekit.evaluate.textgen import GENERATION_METRICS
@@ -287,8 +288,9 @@ def _text_cell(text: str, limit: int = 200) -> str:
     (before escaping, so no escape is cut in half), every Markdown and HTML character escaped with
     a backslash (``|`` stays text, ``<b>`` is not rendered in report.html), newlines as ``<br>``,
     and an empty answer visibly so."""
-    if not text:
-        return "*(empty)*"
+    if not text.strip():
+        return "*(empty)*" if not text else f"*(only whitespace: {len(text)} characters)*"
+    text = re.sub(r"\n{3,}", "\n\n", text.strip())  # a model stuck emitting newlines should not make a row a page tall
     cut = text[:limit] + ("..." if len(text) > limit else "")
     escaped = "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in cut)
     return escaped.replace("\r\n", "\n").replace("\n", "<br>")
