@@ -117,3 +117,20 @@ def test_qlora_without_cuda_fails_before_loading(reverse_config):
         pytest.skip("this machine has CUDA; the refusal is for machines without it")
     with pytest.raises(ModelError, match="qlora needs a CUDA GPU"):
         pipeline.run(reverse_config(method={"kind": "qlora"}), Console(quiet=True))
+
+
+def test_packing_check_detects_a_model_that_mixes_examples(tiny_llama):
+    """A model that ignores restarting position ids (here: forced to a plain causal mask) is caught."""
+    from transformers import AutoModelForCausalLM
+
+    from tunekit.train.causal import packing_isolates
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert packing_isolates(model, torch.device("cpu"))
+    original = model.forward
+
+    def leaky(*args, position_ids=None, **kwargs):  # drops the position ids: one long causal sequence
+        return original(*args, **kwargs)
+
+    model.forward = leaky
+    assert not packing_isolates(model, torch.device("cpu"))

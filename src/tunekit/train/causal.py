@@ -53,7 +53,7 @@ def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bo
         model.to(device)
     trainable, total = methods.count_parameters(model)
     model._tunekit_trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    packing = cfg.train.packing and cfg.method.kind not in PROMPT_METHODS
+    packing = cfg.train.packing and cfg.method.kind not in PROMPT_METHODS and packing_isolates(model, device, console)
     autocast = _autocast(cfg, device)
 
     train = data.encoded["train"]
@@ -116,6 +116,27 @@ def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bo
         seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
         peak_memory_mb=_peak_memory_mb(device), train_tokens_per_second=round(tokens_seen / max(st.train_seconds, 1e-9), 1),
     )
+
+
+@torch.no_grad()
+def packing_isolates(model, device: torch.device, console=None) -> bool:
+    """Whether this model keeps packed examples apart: the loss of two short examples packed in
+    one row must equal their losses computed apart. Models whose attention ignores restarting
+    position ids would let examples attend to each other; they train on padded batches instead."""
+    from tunekit.data.conversations import Encoded
+
+    vocab = model.get_input_embeddings().num_embeddings
+    a = Encoded([t % vocab for t in (3, 17, 29, 41, 53)], [0, 0, 1, 1, 1])
+    b = Encoded([t % vocab for t in (7, 19, 31, 43)], [0, 1, 1, 1])
+    was_training = model.training
+    model.eval()
+    together = token_loss(model, collate([a, b], 16, 0, packing=True), device).item()
+    apart = sum(token_loss(model, collate([e], 16, 0, packing=True), device).item() for e in (a, b))
+    model.train(was_training)
+    ok = math.isclose(together, apart, rel_tol=1e-3, abs_tol=1e-3)
+    if not ok and console is not None:
+        console.print("  packing off: this model lets packed examples attend to each other; training on padded batches instead")
+    return ok
 
 
 def pack(lengths: list[int], capacity: int) -> list[list[int]]:
