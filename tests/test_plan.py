@@ -101,10 +101,10 @@ def test_unknown_gpu_lists_the_known_ones(tiny_config):
 def test_method_that_fails_on_meta_is_built_on_cpu(tiny_config, monkeypatch):
     apply = methods.apply
 
-    def picky(model, method):
+    def picky(model, method, task="classification"):
         if next(model.parameters()).is_meta:
             raise NotImplementedError("needs real tensors")
-        return apply(model, method)
+        return apply(model, method, task)
 
     monkeypatch.setattr(methods, "apply", picky)
     cfg = load_config(tiny_config(method={"kind": "lora", "r": 4}))

@@ -107,7 +107,8 @@ def plan(config: ConfigArg, gpu: Annotated[Optional[str], typer.Option(help="GPU
     from tunekit import plan as planning
 
     cfg = _load(config, set_)
-    labels = len(data.prepare(cfg).labels)  # reads (and freezes) the splits: the head's size is part of the plan
+    # classification reads (and freezes) the splits: the head's size is part of the plan
+    labels = None if cfg.task == "generation" else len(data.prepare(cfg).labels)
     console.print(planning.render_markdown(planning.plan(cfg, gpu, num_labels=labels)), markup=False, highlight=False)
 
 

@@ -57,13 +57,17 @@ def plan(cfg: TunekitConfig, gpu: str | None = None, num_labels: int | None = No
         raise ConfigError(f"num_labels must be at least 1, got {num_labels}")
     labels = num_labels or DEFAULT_NUM_LABELS
     result = _estimate(cfg, cfg.method, labels, cfg.train.batch_size)
-    notes = [] if num_labels else [f"The classification head assumes {labels} labels; pass the task's label count for its exact size."]
+    generation = cfg.task == "generation"
+    notes = [] if num_labels or generation else [f"The classification head assumes {labels} labels; pass the task's label count for its exact size."]
+    if generation:
+        notes.append("Generation: activations include the output logits (sequence x vocabulary, twice: logits and the float copy the loss reads); "
+                     "packing fills every row to model.max_length, so the estimate is for full rows.")
     notes.append("Weights, gradients and optimizer state are exact counts at fp32; activations are an estimate (Korthikanti et al. 2022, at fp32).")
     if result["built_on"] == "cpu":
         notes.append(f"method.kind {cfg.method.kind} could not be applied to a weightless (meta) model, so the model was built on CPU to count it.")
     if result["activation_checkpointing"]:
         notes.append("QLoRA turns on activation checkpointing: only each layer's input is kept, and one layer is recomputed at a time.")
-    result.update(num_labels=labels, num_labels_assumed=num_labels is None, notes=notes,
+    result.update(num_labels=0 if generation else labels, num_labels_assumed=num_labels is None and not generation, notes=notes,
                   gpu=gpu, gpu_memory_gib=gpu_gib, fits=None, headroom_gib=None, recommendations=[])
     if gpu_gib is not None:
         headroom = _headroom(result["memory"]["total"], gpu_gib)
@@ -79,8 +83,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     share = result["trainable_params"] / result["total_params"]
     out = [
         f"### Plan: `{result['method']}` on `{result['base']}`", "",
-        f"Parameters: {result['total_params']:,} total, {result['trainable_params']:,} trainable ({share:.2%}); "
-        f"head for {result['num_labels']} labels{' (assumed)' if result['num_labels_assumed'] else ''}.", "",
+        f"Parameters: {result['total_params']:,} total, {result['trainable_params']:,} trainable ({share:.2%})"
+        + (f"; head for {result['num_labels']} labels{' (assumed)' if result['num_labels_assumed'] else ''}." if result["num_labels"] else "."), "",
         "| component | memory |", "|---|---:|",
         f"| weights | {_human(mem['weights'])} |",
         f"| gradients | {_human(mem['gradients'])} |",
@@ -102,14 +106,16 @@ def render_markdown(result: dict[str, Any]) -> str:
 def _estimate(cfg: TunekitConfig, method, num_labels: int, batch_size: int) -> dict[str, Any]:
     """Build ``cfg.model.base`` with ``method`` on meta and count parameters and bytes."""
     hf_config = _hf_config(cfg, num_labels)
-    model, built_on = _build(hf_config, method)
+    model, built_on = _build(hf_config, method, cfg.task)
     trainable, total = methods.count_parameters(model)
     weights = _weight_bytes(model, quantized=method.kind == "qlora")
     trainable_tensors = sum(1 for p in model.parameters() if p.requires_grad)
     shape = _shape(hf_config)
-    checkpointing = method.kind == "qlora" or _checkpointing(model)
+    checkpointing = method.kind == "qlora" or cfg.train.gradient_checkpointing or _checkpointing(model)
     seq_len = cfg.model.max_length + (method.num_virtual_tokens if method.kind in PROMPT_KINDS else 0)
     per_row = _activation_bytes(shape, method, seq_len, checkpointing)
+    if cfg.task == "generation":
+        per_row += 2 * 4 * seq_len * hf_config.vocab_size  # fp32 logits and the copy cross-entropy reads
     memory = {
         "weights": weights,
         "gradients": trainable * 4,
@@ -136,25 +142,26 @@ def _hf_config(cfg: TunekitConfig, num_labels: int):
                          "a local folder saved with save_pretrained, or a hub id this machine can download.") from None
 
 
-def _build(hf_config, method):
-    """The sequence classifier with ``method`` applied, on meta; on CPU if the method needs real tensors."""
-    from transformers import AutoModelForSequenceClassification
+def _build(hf_config, method, task: str = "classification"):
+    """The model with ``method`` applied, on meta; on CPU if the method needs real tensors."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    auto = AutoModelForCausalLM if task == "generation" else AutoModelForSequenceClassification
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(hf_config)
+        model = auto.from_config(hf_config)
     size = methods.count_parameters(model)[1]
     try:
         with torch.device("meta"), warnings.catch_warnings():
             # peft 0.21 still calls transformers 5's deprecated name (as in pyproject's test filters)
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-            return methods.apply(model, method), "meta"
+            return methods.apply(model, method, task), "meta"
     except TunekitError:
         raise  # the config is wrong (targets that match nothing, too many layers): say so
     except Exception as exc:  # noqa: BLE001 - any failure on shape-only tensors
         if size > CPU_FALLBACK_PARAMS:
             raise ModelError(f"method.kind {method.kind} cannot be applied to a weightless (meta) copy of this model ({exc}), "
                              f"and at {size:,} parameters it is too big to build on CPU just to plan") from None
-    return methods.apply(AutoModelForSequenceClassification.from_config(hf_config), method), "cpu"
+    return methods.apply(auto.from_config(hf_config), method, task), "cpu"
 
 
 def _shape(hf_config) -> dict[str, int]:

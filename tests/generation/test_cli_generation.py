@@ -53,3 +53,19 @@ def test_bad_generation_data_names_the_line(tmp_path, tiny_llama):
                                       "data": {"train": "train.jsonl"}, "model": {"base": str(tiny_llama)}}))
     proc = tunekit("data", "check", str(config))
     assert proc.returncode != 0 and "line 5" in proc.stderr and "robot" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plan_for_a_causal_lm_counts_logits(tmp_path, tiny_llama):
+    from tunekit.config import load_config
+    from tunekit.plan import plan
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"name": "rev", "task": "generation", "data": {"train": "train.jsonl"},
+                                      "model": {"base": str(tiny_llama), "max_length": 64}, "method": {"kind": "lora", "r": 4}}))
+    result = plan(load_config(config), "t4-16gb")
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(tiny_llama).vocab_size
+    assert result["num_labels"] == 0 and result["fits"]
+    assert result["activation_bytes_per_row"] > 2 * 4 * 64 * vocab  # the logits are part of it
+    assert 0 < result["trainable_params"] < result["total_params"]
