@@ -228,6 +228,45 @@ def _model_dir(model: str, tracking_uri: str | None) -> Path:
     return Path(registry.resolve(model, _tracking(tracking_uri)).path)
 
 
+keys_app = typer.Typer(help="Create, list and revoke the server's API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+WorkspaceOpt = Annotated[Path, typer.Option(help="Workspace folder; the keys live in WORKSPACE/keys.db.")]
+
+
+def _keys(workspace: Path):
+    from tunekit.serve.keys import FILENAME, KeyStore
+
+    return KeyStore(workspace / FILENAME)
+
+
+@keys_app.command("create")
+def keys_create(scope: Annotated[str, typer.Option(help="`inference` (call models) or `admin` (everything, incl. loading adapters).")],
+                name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "",
+                workspace: WorkspaceOpt = Path("tunekit-workspace")) -> None:
+    """Create an API key. It is printed once; only its hash is stored."""
+    token, info = _keys(workspace).create(scope, name)
+    err_console.print(f"Created {info.scope} key {info.key_id}; copy it now, it is not shown again:")
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(workspace: WorkspaceOpt = Path("tunekit-workspace")) -> None:
+    """List API keys: id, scope, name, created, revoked (never the secrets)."""
+    table = Table("key id", "scope", "name", "created (UTC)", "revoked (UTC)")
+    for k in _keys(workspace).list():
+        table.add_row(k.key_id, k.scope, k.name, k.created_at, k.revoked_at or "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id, as `tunekit keys list` shows it.")],
+                workspace: WorkspaceOpt = Path("tunekit-workspace")) -> None:
+    """Revoke an API key; requests with it get 401 from now on."""
+    if not _keys(workspace).revoke(key_id):
+        raise typer.BadParameter(f"no active key {key_id!r} in {workspace}; see `tunekit keys list`")
+    console.print(f"Revoked key {key_id}")
+
+
 @registry_app.command("list")
 def registry_list(name: Annotated[Optional[str], typer.Argument(help="Registered model; all models when omitted.")] = None,
                   tracking_uri: TrackingOpt = None) -> None:
