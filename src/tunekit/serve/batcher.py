@@ -1,0 +1,204 @@
+"""Dynamic micro-batching: concurrent requests share one forward pass.
+
+    batcher = MicroBatcher(model_fn, max_batch_size=32, max_wait_ms=5, name="classify", on_batch=...)
+    batcher.start()                              # in the server's event loop (the lifespan)
+    probs = await batcher.submit_many(rows)      # one request's rows, kept together
+    await batcher.stop()                         # on shutdown: runs everything still queued
+
+One worker task collects queued items into a batch and calls ``fn(batch)`` in a worker thread,
+exactly one batch at a time (concurrent passes would only fight over the same cores), so the event
+loop keeps answering while the model runs. A batch closes when it holds ``max_batch_size`` rows or
+``max_wait_ms`` after its first item was queued, whichever comes first; while one batch runs the
+next fills, so under load batches are full and no item waits longer than the batch ahead of it.
+
+Items carry a ``key`` (default ``None``); only items with the same key share a batch, so
+generation requests group by compatible decoding settings. Each caller gets its own result, or
+the exception ``fn`` raised for its batch; the worker keeps running either way. A caller that is
+cancelled (its client hung up) is dropped from the queue, or, if its batch already runs, its
+result is discarded; the rest of the batch is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger("tunekit.serve")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Entry:
+    """One caller's items (one for ``submit``, all of a request's rows for ``submit_many``)."""
+
+    items: list[Any]
+    future: asyncio.Future[Any]
+    queued_at: float
+    many: bool  # the caller wants a list back (submit_many) rather than one result
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = len(self.items)
+
+
+class MicroBatcher(Generic[T, R]):
+    """Batches items from concurrent callers for ``fn``, which maps a list of items to a list of results.
+
+    ``fn`` must return exactly one result per item, in order. ``on_batch(size)`` is called with the
+    rows of each batch before it runs (e.g. ``ServerMetrics.observe_batch``).
+    """
+
+    def __init__(self, fn: Callable[[list[T]], list[R]], max_batch_size: int, max_wait_ms: float, name: str,
+                 on_batch: Callable[[int], None] | None = None):
+        if max_batch_size < 1:
+            raise ValueError(f"batcher {name!r}: max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"batcher {name!r}: max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.fn, self.max_batch_size, self.max_wait, self.name, self.on_batch = fn, max_batch_size, max_wait_ms / 1000, name, on_batch
+        self._queues: dict[Hashable, deque[_Entry]] = {}  # key -> entries in arrival order
+        self._depth = 0  # rows queued and not yet in a batch; a plain int, so other threads (a scrape) can read it
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows waiting for a batch (not counting the batch that runs now)."""
+        return self._depth
+
+    def start(self) -> None:
+        """Start the worker task in the running event loop; ``submit`` calls it when needed."""
+        if self._stopping:
+            raise RuntimeError(f"batcher {self.name!r} is stopped")
+        if self._worker is None:
+            self._wake = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"tunekit-batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse new items, run every queued item (without waiting for batches to fill), then end the worker."""
+        self._stopping = True
+        if self._worker is None:
+            return
+        assert self._wake is not None
+        self._wake.set()
+        await self._worker
+
+    async def submit(self, item: T, key: Hashable = None) -> R:
+        """``fn``'s result for ``item``, batched with other callers' items of the same ``key``."""
+        return await self._enqueue([item], key, many=False)
+
+    async def submit_many(self, items: Sequence[T], key: Hashable = None) -> list[R]:
+        """``fn``'s results for ``items``, in order; they go into one batch together (alone if they
+        are more than ``max_batch_size``)."""
+        if not items:
+            return []
+        return await self._enqueue(list(items), key, many=True)
+
+    async def _enqueue(self, items: list[T], key: Hashable, many: bool) -> Any:
+        if self._stopping:
+            raise RuntimeError(f"batcher {self.name!r} is stopped; it takes no new items")
+        self.start()
+        loop = asyncio.get_running_loop()
+        entry = _Entry(items, loop.create_future(), loop.time(), many)
+        self._queues.setdefault(key, deque()).append(entry)
+        self._depth += entry.rows
+        assert self._wake is not None
+        self._wake.set()
+        return await entry.future  # cancelling the caller cancels the future; the worker skips it
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                await self._run(batch)
+        finally:  # empty unless the task was cancelled (the loop is closing): no caller may wait forever
+            for q in self._queues.values():
+                _fail(q, RuntimeError(f"batcher {self.name!r} was cancelled before this item ran"))
+            self._queues.clear()
+            self._depth = 0
+
+    async def _next_batch(self) -> list[_Entry] | None:
+        """Wait until some key's queue is full or its oldest item has waited ``max_wait``; take its batch.
+
+        Among ready keys, the one whose oldest item came first goes first. None once stopping and empty.
+        """
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            self._drop_cancelled()
+            now = loop.time()
+            ready = [
+                (q[0].queued_at, key) for key, q in self._queues.items()
+                if self._stopping or sum(e.rows for e in q) >= self.max_batch_size or now >= q[0].queued_at + self.max_wait
+            ]
+            if ready:
+                return self._take(min(ready, key=lambda r: r[0])[1])
+            if self._stopping:
+                return None
+            deadlines = [q[0].queued_at + self.max_wait for q in self._queues.values()]
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(deadlines) - now if deadlines else None)
+            except TimeoutError:
+                pass
+
+    def _drop_cancelled(self) -> None:
+        for key in list(self._queues):
+            q = self._queues[key]
+            for entry in [e for e in q if e.future.done()]:
+                q.remove(entry)
+                self._depth -= entry.rows
+            if not q:
+                del self._queues[key]
+
+    def _take(self, key: Hashable) -> list[_Entry]:
+        """The first entries of ``key``'s queue, up to ``max_batch_size`` rows; always at least one."""
+        q = self._queues[key]
+        batch = [q.popleft()]
+        rows = batch[0].rows
+        while q and rows + q[0].rows <= self.max_batch_size:
+            rows += q[0].rows
+            batch.append(q.popleft())
+        if not q:
+            del self._queues[key]
+        self._depth -= rows
+        return batch
+
+    async def _run(self, batch: list[_Entry]) -> None:
+        """Run ``fn`` on the batch's items in a worker thread and hand each caller its share."""
+        items = [item for entry in batch for item in entry.items]
+        if self.on_batch is not None:
+            try:
+                self.on_batch(len(items))
+            except Exception:  # a metrics hook must not fail the batch
+                logger.exception("batcher %s: on_batch hook failed", self.name)
+        try:
+            results = await asyncio.to_thread(self.fn, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batcher {self.name!r}: fn returned {len(results)} results for {len(items)} items")
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error; the worker goes on
+            _fail(batch, exc)
+            return
+        except BaseException:  # cancelled while fn ran
+            _fail(batch, RuntimeError(f"batcher {self.name!r} was cancelled while this item ran"))
+            raise
+        start = 0
+        for entry in batch:
+            share = list(results[start:start + entry.rows])
+            start += entry.rows
+            if not entry.future.done():
+                entry.future.set_result(share if entry.many else share[0])
+
+
+def _fail(entries: Sequence[_Entry] | deque[_Entry], exc: BaseException) -> None:
+    for entry in entries:
+        if not entry.future.done():
+            entry.future.set_exception(exc)
