@@ -1,12 +1,15 @@
 """Fixtures for the server tests: tiny models trained once per session, and app clients.
 
-Two real models are trained on a synthetic three-intent task (a few seconds each on CPU): a
-single-text classifier and a sentence-pair one. Most tests inject a loader that hands over the
-already loaded model, so each app starts in milliseconds; one test goes through the default loader.
+Two real classifiers are trained on a synthetic three-intent task (a few seconds each on CPU): a
+single-text classifier and a sentence-pair one. A generation model, the LoRA adapter `greeter` on
+a random tiny Llama, is trained to answer two chat prompts (``GREETINGS``). Most tests inject a
+loader that hands over the already loaded model, so each app starts in milliseconds; a few go
+through the default loader.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import types
@@ -60,6 +63,66 @@ def _train(root: Path, name: str, pairs: bool) -> Path:
     out = root / "model"
     train.run(cfg, data, out)
     return out
+
+
+GREETINGS = {"say hi": "hello there", "say bye": "goodbye my friend"}  # user prompt -> the answer the greeter learns
+
+
+def _train_greeter(root: Path) -> Path:
+    """A LoRA adapter (r=4 on q/v) on a random tiny Llama, overfitted on ``GREETINGS`` in ChatML; under a second of training."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunekit.models import templates
+    from tunekit.models.causal import load_causal_base
+    from tunekit.models.tiny import build_tiny_llama
+
+    base = build_tiny_llama(root / "base", [f"{q} {a}" for q, a in GREETINGS.items()]).resolve()
+    model, tokenizer = load_causal_base(str(base))
+    template = templates.resolve(tokenizer, "chatml")
+    rows = [templates.encode(tokenizer, template, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for q, a in GREETINGS.items()]
+    width = max(len(ids) for ids, _ in rows)
+    pad = [[0] * (width - len(ids)) for ids, _ in rows]
+    input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * len(p) for (ids, _), p in zip(rows, pad)])
+    labels = torch.tensor([[t if m else -100 for t, m in zip(ids, mask)] + [-100] * len(p) for (ids, mask), p in zip(rows, pad)])
+    attention = torch.tensor([[1] * len(ids) + p for (ids, _), p in zip(rows, pad)])
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-2)
+    peft_model.train()
+    for _ in range(150):
+        peft_model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = root / "adapter"
+    peft_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    manifest = {
+        "format_version": 1, "task": "generation", "name": "greeter", "method": "lora",
+        "base_model": {"id": str(base), "revision": None}, "max_length": 128,
+        "template": {"name": "chatml", "chat_template": templates.NAMED["chatml"]}, "system_prompt": None, "metrics": {},
+    }
+    (out / "tunekit.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def greeter_dir(tmp_path_factory) -> Path:
+    """A generation model directory: the LoRA adapter `greeter` on a tiny random Llama (its `base_model.id` is a folder)."""
+    return _train_greeter(tmp_path_factory.mktemp("greeter"))
+
+
+@pytest.fixture(scope="session")
+def greeter(greeter_dir) -> LoadedModel:
+    from tunekit.models.causal import load_generator
+
+    return LoadedModel(model=load_generator(greeter_dir), name="greeter", version="1", source="greeter/1")
+
+
+@pytest.fixture
+def gen_client(greeter) -> Iterator[TestClient]:
+    """A ready client serving the greeter as version 1, with max_new_tokens 64."""
+    yield from make_client(ServeSettings(model="greeter/1", max_new_tokens=64), lambda s: greeter)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
-"""The classification server: ``create_app(settings)`` builds the FastAPI app, ``serve`` runs it.
+"""The model server: ``create_app(settings)`` builds the FastAPI app, ``serve`` runs it.
 
 The model loads in a background thread started by the lifespan, so the process answers at once:
 ``/healthz`` is always 200, ``/readyz`` is 503 until the model is loaded (or with the load error),
-then 200. ``POST /v1/classify`` validates the inputs, runs one forward pass at a time in a worker
-thread (the event loop keeps answering), and returns one prediction per input in input order.
+then 200. For a classification model, ``POST /v1/classify`` validates the inputs, runs one forward
+pass at a time in a worker thread (the event loop keeps answering), and returns one prediction per
+input in input order. A generation model is served OpenAI-compatibly (``POST /v1/chat/completions``,
+``POST /v1/completions``, ``GET /v1/models``: see ``openai_routes``). A route for the other kind
+of model answers 400 (``wrong_task``).
 """
 
 from __future__ import annotations
@@ -17,15 +20,22 @@ import numpy as np
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from tunekit.serve import handlers
-from tunekit.serve.inputs import parse_inputs
+from tunekit.serve import handlers, openai_routes
+from tunekit.serve.inputs import RequestError, parse_inputs
 from tunekit.serve.loading import LoadedModel, Loader, ModelSlot, default_loader
 from tunekit.serve.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, Prediction, Ready
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
 
-ERRORS = {status: {"model": ErrorResponse} for status in (413, 422, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422, 503)}
+DESCRIPTION = """Serves the tunekit model `{model}`.
+
+- Classification models: `POST /v1/classify`.
+- Generation models, OpenAI-compatibly (the `openai` client works with `base_url` set to this server's `/v1`):
+  `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
+
+Errors have OpenAI's shape: `{{"error": {{"message", "type", "code", "param"}}}}`."""
 
 
 def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI:
@@ -37,9 +47,10 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         slot.start()
         yield
 
-    app = FastAPI(title="tunekit classifier", version="1", description=f"Classifies texts with the tunekit model `{settings.model}`.", lifespan=lifespan)
+    app = FastAPI(title="tunekit model server", version="1", description=DESCRIPTION.format(model=settings.model), lifespan=lifespan)
     app.state.settings, app.state.slot = settings, slot
     handlers.install(app)
+    openai_routes.install(app, slot, settings)
     app.middleware("http")(_log_request)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
@@ -54,6 +65,11 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs")
     async def classify(request: ClassifyRequest) -> ClassifyResponse:
         loaded = slot.require()
+        if loaded.task != "classification":
+            raise RequestError(
+                f"/v1/classify: this server serves {loaded.name!r}, a generation model; send its requests to POST /v1/chat/completions "
+                "or POST /v1/completions (OpenAI's API)", "wrong_task", None, 400,
+            )
         texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
         probs = await run_in_threadpool(_predict, slot, loaded, texts, pairs, settings.batch_size)
         return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=_predictions(probs, loaded.model.labels))

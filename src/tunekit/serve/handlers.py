@@ -19,11 +19,19 @@ from tunekit.errors import TunekitError
 logger = logging.getLogger("tunekit.serve")
 
 EXAMPLE = '{"inputs": ["some text"]}'
+EXAMPLES = {  # a valid body per route, for the messages about bodies that are not JSON objects
+    "/v1/chat/completions": '{"model": "MODEL", "messages": [{"role": "user", "content": "hi"}]}',
+    "/v1/completions": '{"model": "MODEL", "prompt": "Once upon a time"}',
+}
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    """The OpenAI error object; also sent as the last event of a stream that fails midway."""
+    return {"error": {"message": message, "type": _error_type(status), "code": code, "param": param}}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": _error_type(status), "code": code, "param": param}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 
 def _error_type(status: int) -> str:
@@ -44,19 +52,20 @@ def install(app: FastAPI) -> None:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
+    example = EXAMPLES.get(request.url.path, EXAMPLE)
     if any(err["type"] == "json_invalid" for err in errors):
         reason = next(err for err in errors if err["type"] == "json_invalid").get("ctx", {}).get("error", "")
-        message = f"the request body is not valid JSON ({reason}); send a JSON object such as {EXAMPLE}, with Content-Type: application/json"
+        message = f"the request body is not valid JSON ({reason}); send a JSON object such as {example}, with Content-Type: application/json"
         return error_response(422, message, "invalid_json", "body")
-    problems = [_describe(err) for err in errors]
+    problems = [_describe(err, example) for err in errors]
     first_param = _param(errors[0]["loc"]) if errors else None
     return error_response(422, "; ".join(problems), "invalid_request", first_param)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: dict, example: str) -> str:
     where = _param(err["loc"])
     if where is None and err["type"] in ("missing", "model_attributes_type"):
-        return f"the request body must be a JSON object such as {EXAMPLE}, sent with Content-Type: application/json"
+        return f"the request body must be a JSON object such as {example}, sent with Content-Type: application/json"
     if err["type"] == "missing":
         return f"{where}: required, but missing"
     if err["type"] == "extra_forbidden":

@@ -27,7 +27,7 @@ def parse_inputs(raw: Any, expects_pairs: bool, max_inputs: int, max_chars: int)
     """(texts, pairs) in input order; pairs is None for a single-text model."""
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list):
-        raise RequestError(f"inputs: expected a string or a list of inputs, got {_type(raw)}", "invalid_type")
+        raise RequestError(f"inputs: expected a string or a list of inputs, got {type_name(raw)}", "invalid_type")
     if not items:
         raise RequestError("inputs: empty list; send at least one text", "empty_inputs")
     if len(items) > max_inputs:
@@ -51,7 +51,7 @@ def _parse_item(item: Any, where: str, expects_pairs: bool, max_chars: int) -> t
         text, pair = item["text"], item.get("text_pair")
         parts = [(f"{where}.{key}", item[key]) for key in ("text", "text_pair") if key in item]
     else:
-        raise RequestError(f"{where}: expected {SHAPES}, got {_describe(item)}", "invalid_type", where)
+        raise RequestError(f"{where}: expected {SHAPES}, got {describe_value(item)}", "invalid_type", where)
     _check_kind(pair is not None or isinstance(item, list), where, expects_pairs)
     for param, value in parts:
         _check_text(value, param, max_chars)
@@ -70,7 +70,7 @@ def _check_kind(is_pair: bool, where: str, expects_pairs: bool) -> None:
 
 def _check_text(value: Any, param: str, max_chars: int) -> None:
     if not isinstance(value, str):
-        raise RequestError(f"{param}: expected a string, got {_type(value)}", "invalid_type", param)
+        raise RequestError(f"{param}: expected a string, got {type_name(value)}", "invalid_type", param)
     if not value.strip():
         raise RequestError(f"{param}: empty text", "empty_text", param)
     if len(value) > max_chars:
@@ -81,13 +81,15 @@ def _check_text(value: Any, param: str, max_chars: int) -> None:
         )
 
 
-def _describe(item: Any) -> str:
+def describe_value(item: Any) -> str:
+    """What ``item`` is, for a message: ``a list of 3 items``, ``an object with keys [...]``, ``a number``."""
     if isinstance(item, list):
         return f"a list of {len(item)} items"
     if isinstance(item, dict):
         return f"an object with keys {sorted(item)}"
-    return _type(item)
+    return type_name(item)
 
 
-def _type(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The JSON type of ``value``, for a message: ``a string``, ``null``, ``an object``."""
     return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,21 +1,26 @@
 """Loading the served model: resolve ``settings.model``, load it off the event loop, report state.
 
 ``settings.model`` is a path to a tunekit model directory or a registry reference; the default
-loader tells them apart and both end in ``tunekit.models.load_trained``, so a model is served
-exactly as it was evaluated. ``ModelSlot`` loads in a background thread so the server answers
-``/healthz`` at once and ``/readyz`` says when the model is there (or why it failed).
+loader tells them apart, reads the directory's ``task``, and ends in ``tunekit.models.load_trained``
+(classification) or ``tunekit.models.causal.load_generator`` (generation), the functions evaluation
+uses, so a model is served exactly as it was evaluated. ``ModelSlot`` loads in a background thread
+so the server answers ``/healthz`` at once and ``/readyz`` says when the model is there (or why it
+failed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit.errors import ModelError, TunekitError
-from tunekit.models import TrainedModel, load_trained
+from tunekit.models import MANIFEST, TrainedModel, load_trained
+from tunekit.models.causal import Generator, load_generator
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
@@ -23,12 +28,22 @@ logger = logging.getLogger("tunekit.serve")
 
 @dataclass
 class LoadedModel:
-    """A model ready to serve, with the name and version the server reports."""
+    """A model ready to serve, with the name and version the server reports.
 
-    model: TrainedModel
+    ``model`` is a ``TrainedModel`` (a classifier) or a ``Generator`` (``task: generation`` in its
+    manifest); ``task`` says which, and the routes check it before they use the model.
+    """
+
+    model: TrainedModel | Generator
     name: str
     version: str | None
     source: str  # the registry reference or path it was loaded from
+    created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded (`created` in GET /v1/models)
+
+    @property
+    def task(self) -> str:
+        """``generation`` or ``classification``, from the model's manifest."""
+        return "generation" if self.model.info.get("task") == "generation" else "classification"
 
     @property
     def expects_pairs(self) -> bool:
@@ -43,7 +58,7 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
     """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
     path = Path(settings.model).expanduser()
     if path.exists():
-        model = load_trained(path, settings.device)
+        model = _load(path, settings.device)
         return LoadedModel(model=model, name=model.info["name"], version=None, source=str(path))
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
@@ -55,8 +70,16 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
 
         tracking_uri = default_tracking_uri()
     ref = resolve(settings.model, tracking_uri)
-    model = load_trained(ref.path, settings.device)
+    model = _load(Path(ref.path), settings.device)
     return LoadedModel(model=model, name=ref.name, version=str(ref.version), source=settings.model)
+
+
+def _load(path: Path, device: str) -> TrainedModel | Generator:
+    """A generation model when the directory's manifest says ``task: generation``, else a classifier."""
+    manifest = path / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()).get("task") == "generation":
+        return load_generator(path, device)
+    return load_trained(path, device)  # also the one that explains a directory without a manifest
 
 
 class NotReady(TunekitError):
@@ -84,7 +107,7 @@ class ModelSlot:
         self._loader = loader
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
-        self.lock = threading.Lock()  # one forward pass at a time
+        self.lock = threading.Lock()  # one classifier forward pass at a time (a Generator has its own lock)
 
     @property
     def source(self) -> str:

@@ -1,4 +1,4 @@
-"""Settings of the classification server: which model to serve, where, and the request limits."""
+"""Settings of the server: which model to serve, where, and the request limits."""
 
 from __future__ import annotations
 
@@ -17,4 +17,5 @@ class ServeSettings(BaseModel):
     max_inputs: int = Field(64, ge=1, description="Most texts (or text pairs) one request may send; more are answered with 413.")
     max_chars: int = Field(10_000, ge=1, description="Most characters in one text; a longer text is answered with 413.")
     batch_size: int = Field(32, ge=1, description="Rows per forward pass of the model.")
+    max_new_tokens: int = Field(512, ge=1, description="Generation models: most tokens one request may ask for (`max_tokens`, `max_completion_tokens`); more is answered with 400. Also the default for a chat request that names no limit.")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
