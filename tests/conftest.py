@@ -82,3 +82,12 @@ def tiny_config(tmp_path, tiny_bert):
         return path
 
     return make
+
+
+def local_settings(**fields):
+    """Server settings for tests: auth off (as for local use) and the request log in a fresh temporary folder."""
+    import tempfile
+
+    from tunekit.serve import ServeSettings
+
+    return ServeSettings(**{"auth": False, "workspace": tempfile.mkdtemp(prefix="tunekit-serve-"), **fields})

@@ -90,7 +90,7 @@ def test_server_answers_with_the_registered_version(demo):
 
     tmp, _, _ = demo
     mlc_uri = f"sqlite:///{tmp / 'tunekit-workspace' / 'mlflow.db'}"
-    app = create_app(ServeSettings(model="banking77-intent/1", tracking_uri=mlc_uri))
+    app = create_app(local_settings(model="banking77-intent/1", tracking_uri=mlc_uri))
     with TestClient(app) as client:
         deadline = time.time() + 120
         while client.get("/readyz").status_code != 200:

@@ -25,3 +25,30 @@ def test_champion_must_not_be_worse():
     assert not below.passed and "below champion v3's 0.8500" in below.summary()
     assert decide("macro_f1", 0.85, 0.70, 0.0, champ).passed
     assert decide("macro_f1", 0.80, 0.70, 0.0, champ, beat_champion=False).passed
+
+
+def test_error_metrics_are_better_when_lower():
+    # rmse: the model's 3.0 against the baseline's 4.0 is an improvement of 1.0
+    d = decide("rmse", 3.0, 4.0, 0.0, None)
+    assert d.passed and "beats the baseline's 4.0000 by +1.0000 (lower is better; required +0.0000)" in d.summary()
+    assert not decide("rmse", 4.5, 4.0, 0.0, None).passed  # a higher error never beats the baseline
+    assert not decide("mae", 4.0, 4.0, 0.0, None).passed   # equal is not beating it
+    assert decide("mse", 3.0, 4.0, 0.5, None).passed        # improvement 1.0 >= required 0.5
+    margin = decide("mse", 3.8, 4.0, 0.5, None)
+    assert not margin.passed and "margin +0.2000" in margin.summary()
+    assert decide("rmse", 4.1, 4.0, -0.2, None).passed      # a negative margin knowingly accepts a small loss
+
+
+def test_error_metric_champion_must_not_be_higher():
+    champ = ChampionScore("2", 3.0, "recorded")
+    above = decide("rmse", 3.5, 5.0, 0.0, champ)
+    assert not above.passed and "above champion v2's 3.0000" in above.summary()
+    level = decide("rmse", 3.0, 5.0, 0.0, champ)
+    assert level.passed and "not above champion v2's 3.0000" in level.summary()
+    assert decide("rmse", 2.5, 5.0, 0.0, champ).passed
+
+
+def test_r2_is_better_when_higher():
+    assert decide("r2", 0.8, 0.6, 0.1, None).passed
+    assert not decide("r2", 0.6, 0.8, 0.0, None).passed
+    assert not decide("r2", 0.85, 0.6, 0.0, ChampionScore("1", 0.9, "recorded")).passed

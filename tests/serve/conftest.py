@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import local_settings
 from tunekit.serve import LoadedModel, ServeSettings, create_app
 
 LABELS = ["card", "refund", "transfer"]
@@ -122,7 +123,7 @@ def greeter(greeter_dir) -> LoadedModel:
 @pytest.fixture
 def gen_client(greeter) -> Iterator[TestClient]:
     """A ready client serving the greeter as version 1, with max_new_tokens 64."""
-    yield from make_client(ServeSettings(model="greeter/1", max_new_tokens=64), lambda s: greeter)
+    yield from make_client(local_settings(model="greeter/1", max_new_tokens=64), lambda s: greeter)
 
 
 @pytest.fixture(scope="session")
@@ -172,13 +173,13 @@ def make_client(settings: ServeSettings, loader: Callable[[ServeSettings], Loade
 @pytest.fixture
 def client(loaded) -> Iterator[TestClient]:
     """A ready client serving the single-text model as version 7, with small limits."""
-    yield from make_client(ServeSettings(model="tiny-intent/7", max_inputs=4, max_chars=50), lambda s: loaded)
+    yield from make_client(local_settings(model="tiny-intent/7", max_inputs=4, max_chars=50), lambda s: loaded)
 
 
 @pytest.fixture
 def pair_client(loaded_pair) -> Iterator[TestClient]:
     """A ready client serving the sentence-pair model."""
-    yield from make_client(ServeSettings(model="tiny-pair@champion"), lambda s: loaded_pair)
+    yield from make_client(local_settings(model="tiny-pair@champion"), lambda s: loaded_pair)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import local_settings
 from tunekit.serve import ServeSettings, create_app
 
 GREETINGS = {"say hi": "hello there", "say bye": "goodbye my friend"}  # what the greeter fixture learnt (conftest.GREETINGS)
@@ -289,7 +290,7 @@ def test_generation_routes_are_503_while_loading(greeter):
         assert release.wait(10)
         return greeter
 
-    with TestClient(create_app(ServeSettings(model="greeter/1"), loader)) as client:
+    with TestClient(create_app(local_settings(model="greeter/1"), loader)) as client:
         try:
             assert error_of(client.post("/v1/chat/completions", json={"model": "greeter", "messages": HI}), 503)["code"] == "model_loading"
             assert error_of(client.get("/v1/models"), 503)["code"] == "model_loading"
@@ -310,7 +311,7 @@ def test_openapi_documents_the_openai_routes(gen_client):
 
 
 def test_default_loader_serves_a_generation_directory(greeter_dir, wait_ready):
-    with TestClient(create_app(ServeSettings(model=str(greeter_dir)))) as client:
+    with TestClient(create_app(local_settings(model=str(greeter_dir)))) as client:
         assert wait_ready(client, 60) == {"status": "ready", "model": "greeter", "version": None}
         assert chat(client)["choices"][0]["message"]["content"] == "hello there"
 
@@ -320,7 +321,7 @@ def test_default_loader_resolves_a_registry_reference_to_a_generation_model(gree
         return types.SimpleNamespace(path=greeter_dir, name="greeter", version="4", alias="champion")
 
     monkeypatch.setitem(sys.modules, "tunekit.registry", types.SimpleNamespace(resolve=resolve))
-    with TestClient(create_app(ServeSettings(model="greeter@champion", tracking_uri="sqlite:///x.db"))) as client:
+    with TestClient(create_app(local_settings(model="greeter@champion", tracking_uri="sqlite:///x.db"))) as client:
         assert wait_ready(client, 60) == {"status": "ready", "model": "greeter", "version": "4"}
         assert chat(client, messages=BYE)["choices"][0]["message"]["content"] == "goodbye my friend"
 
@@ -352,7 +353,7 @@ def server_url(greeter) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(ServeSettings(model="greeter/1", port=port, max_new_tokens=1000), lambda s: greeter)
+    app = create_app(local_settings(model="greeter/1", port=port, max_new_tokens=1000), lambda s: greeter)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import tunekit.serve
+from tests.conftest import local_settings
 from tunekit.serve import LoadedModel, ServeSettings, create_app
 
 
@@ -20,13 +21,13 @@ def test_public_api_is_pinned():
 
 def test_settings_reject_unknown_keys_and_describe_every_field():
     with pytest.raises(ValueError, match="max_input"):
-        ServeSettings(model="x", max_input=3)
+        local_settings(model="x", max_input=3)
     assert all(field.description for field in ServeSettings.model_fields.values())
 
 
 def test_readyz_is_503_while_loading_then_200(gated_loader, wait_ready):
     release, loader = gated_loader
-    with TestClient(create_app(ServeSettings(model="tiny-intent/7"), loader)) as client:
+    with TestClient(create_app(local_settings(model="tiny-intent/7"), loader)) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         waiting = client.get("/readyz")
         assert waiting.status_code == 503
@@ -73,7 +74,7 @@ def test_classify_pairs_as_lists_and_objects(pair_client, loaded_pair, labels):
 
 
 def test_default_loader_serves_a_model_directory(model_dir, wait_ready):
-    with TestClient(create_app(ServeSettings(model=str(model_dir)))) as client:
+    with TestClient(create_app(local_settings(model=str(model_dir)))) as client:
         assert wait_ready(client) == {"status": "ready", "model": "tiny-intent", "version": None}
         body = client.post("/v1/classify", json={"inputs": ["refund my order"]}).json()
     assert body["model"] == "tiny-intent" and body["version"] is None
@@ -84,7 +85,7 @@ def test_batch_size_does_not_change_predictions(loaded, wait_ready):
     texts = ["my card was declined", "refund my order", "cancel the transfer", "I lost my card", "where is my refund"]
     results = []
     for batch_size in (1, 32):
-        settings = ServeSettings(model="m", batch_size=batch_size)
+        settings = local_settings(model="m", batch_size=batch_size)
         with TestClient(create_app(settings, lambda s: loaded)) as client:
             wait_ready(client)
             results.append(client.post("/v1/classify", json={"inputs": texts}).json()["predictions"])
@@ -127,7 +128,7 @@ def test_default_loader_resolves_a_registry_reference(model_dir, wait_ready, mon
         return types.SimpleNamespace(path=model_dir, name="tiny-intent", version="3", alias="champion")
 
     monkeypatch.setitem(sys.modules, "tunekit.registry", types.SimpleNamespace(resolve=resolve))
-    settings = ServeSettings(model="tiny-intent@champion", tracking_uri="sqlite:///x.db")
+    settings = local_settings(model="tiny-intent@champion", tracking_uri="sqlite:///x.db")
     with TestClient(create_app(settings)) as client:
         assert wait_ready(client) == {"status": "ready", "model": "tiny-intent", "version": "3"}
         assert client.post("/v1/classify", json={"inputs": "I lost my card"}).json()["predictions"][0]["label"] == "card"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import local_settings
 from tunekit.errors import ModelError
 from tunekit.serve import ServeSettings, create_app
 
@@ -82,7 +83,7 @@ def test_load_failure_is_503_with_the_reason():
     def broken(settings):
         raise ModelError("runs/x: not a tunekit model directory: tunekit.json is missing")
 
-    with TestClient(create_app(ServeSettings(model="runs/x"), broken)) as client:
+    with TestClient(create_app(local_settings(model="runs/x"), broken)) as client:
         assert client.get("/healthz").status_code == 200
         error = _poll_failed(client)
         assert error["code"] == "model_load_failed" and "tunekit.json is missing" in error["message"]
@@ -92,7 +93,7 @@ def test_load_failure_is_503_with_the_reason():
 
 
 def test_missing_model_path_fails_to_load_with_a_clear_message(tmp_path):
-    with TestClient(create_app(ServeSettings(model=str(tmp_path / "nope")))) as client:
+    with TestClient(create_app(local_settings(model=str(tmp_path / "nope")))) as client:
         error = _poll_failed(client)
     assert "no such folder" in error["message"]
 
@@ -101,7 +102,7 @@ def test_unexpected_loader_crash_is_reported_not_hidden():
     def crashing(settings):
         raise RuntimeError("disk on fire")
 
-    with TestClient(create_app(ServeSettings(model="m"), crashing)) as client:
+    with TestClient(create_app(local_settings(model="m"), crashing)) as client:
         assert "RuntimeError: disk on fire" in _poll_failed(client)["message"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
+from tests.conftest import local_settings
 from tunekit.models import TrainedModel
 from tunekit.serve import LoadedModel, ServeSettings, create_app, serve
 
@@ -36,7 +37,7 @@ def test_inference_leaves_the_event_loop_free_and_runs_one_pass_at_a_time(wait_r
     gate = threading.Event()
     slow = SlowModel(gate)
     loaded = LoadedModel(model=slow, name="slow", version="1", source="slow/1")
-    with TestClient(create_app(ServeSettings(model="slow/1"), lambda s: loaded)) as client, ThreadPoolExecutor(3) as pool:
+    with TestClient(create_app(local_settings(model="slow/1"), lambda s: loaded)) as client, ThreadPoolExecutor(3) as pool:
         wait_ready(client)
         try:
             calls = [pool.submit(client.post, "/v1/classify", json={"inputs": [f"text {i}"]}) for i in range(2)]
@@ -55,7 +56,7 @@ def test_serve_runs_uvicorn_and_prints_the_urls(monkeypatch, capsys):
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
-    serve(ServeSettings(model="intent@champion", host="0.0.0.0", port=8123))
+    serve(local_settings(model="intent@champion", host="0.0.0.0", port=8123))
     out = capsys.readouterr().out
     assert "http://0.0.0.0:8123" in out and "http://0.0.0.0:8123/docs" in out
     assert seen["host"] == "0.0.0.0" and seen["port"] == 8123

@@ -12,23 +12,35 @@ of model answers 400 (``wrong_task``).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.inputs import RequestError, parse_inputs
-from tunekit.serve.loading import LoadedModel, Loader, ModelSlot, default_loader
-from tunekit.serve.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, Health, Prediction, Ready
+from tunekit.serve.loading import Loader, ModelSlot, default_loader
+from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware, record
+from tunekit.serve.schemas import (
+    AdapterList,
+    AdapterLoad,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    FeedbackAck,
+    FeedbackRequest,
+    Health,
+    Prediction,
+    Ready,
+)
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 413, 422, 429, 503, 504)}
 DESCRIPTION = """Serves the tunekit model `{model}`.
 
 - Classification models: `POST /v1/classify`.
@@ -41,17 +53,22 @@ Errors have OpenAI's shape: `{{"error": {{"message", "type", "code", "param"}}}}
 def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI:
     """The FastAPI app serving ``settings.model``; ``loader`` replaces the default one in tests."""
     slot = ModelSlot(settings, loader or default_loader)
+    runtime = Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        slot.start()
+        slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.get("base_model", {}).get("id")))
+        runtime.start(partial(_classify_batch, slot), partial(_generate_batch, slot))
         yield
+        await runtime.stop()  # uvicorn has stopped accepting and drained in-flight requests by now
 
     app = FastAPI(title="tunekit model server", version="1", description=DESCRIPTION.format(model=settings.model), lifespan=lifespan)
-    app.state.settings, app.state.slot = settings, slot
+    app.state.settings, app.state.slot, app.state.runtime = settings, slot, runtime
     handlers.install(app)
-    openai_routes.install(app, slot, settings)
-    app.middleware("http")(_log_request)
+    inference, admin = runtime.require("inference"), runtime.require("admin")
+    openai_routes.install(app, slot, settings, runtime, [inference])
+    app.middleware("http")(observe_middleware(runtime))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
     async def healthz() -> Health:
@@ -62,24 +79,102 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         loaded = slot.require()
         return Ready(model=loaded.name, version=loaded.version)
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs")
-    async def classify(request: ClassifyRequest) -> ClassifyResponse:
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        body, content_type = runtime.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs", dependencies=[inference])
+    async def classify(request: ClassifyRequest, http: Request) -> ClassifyResponse:
         loaded = slot.require()
+        rec = record(http)
+        rec.model, rec.version = loaded.name, loaded.version
         if loaded.task != "classification":
             raise RequestError(
                 f"/v1/classify: this server serves {loaded.name!r}, a generation model; send its requests to POST /v1/chat/completions "
                 "or POST /v1/completions (OpenAI's API)", "wrong_task", None, 400,
             )
         texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
-        probs = await run_in_threadpool(_predict, slot, loaded, texts, pairs, settings.batch_size)
-        return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=_predictions(probs, loaded.model.labels))
+        rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
+        runtime.check_input(http, texts + (pairs or []))
+        probs = await runtime.classify(list(zip(texts, pairs or [None] * len(texts))))
+        predictions = _predictions(np.asarray(probs), loaded.model.labels)
+        rec.response = [{"label": p.label, "score": round(p.score, 4)} for p in predictions]
+        return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id,
+                                flags=[f.to_json() for f in rec.flags])
+
+    @app.post("/v1/feedback", response_model=FeedbackAck, responses=ERRORS | {404: {"model": ErrorResponse}},
+              summary="Feedback on an answer: a rating, the correct label or answer", dependencies=[inference])
+    async def feedback(body: FeedbackRequest, http: Request) -> FeedbackAck:
+        if runtime.log is None:
+            raise RequestError("feedback needs the request log, which this server runs without (log_requests: false)", "feedback_disabled", None, 400)
+        rec = record(http)
+        rec.request = body.model_dump()
+        stored = await run_in_threadpool(runtime.log.add_feedback, body.request_id, body.rating, body.label, body.answer, body.comment, rec.key_id)
+        return FeedbackAck(id=stored, request_id=body.request_id)
+
+    @app.get("/v1/adapters", response_model=AdapterList, summary="Adapters loaded on the base model", dependencies=[admin])
+    async def list_adapters() -> AdapterList:
+        gen = _generator(slot)
+        return AdapterList(base_model=gen.base_model, adapters={k: str(v) for k, v in gen.adapters.items()})
+
+    @app.post("/v1/adapters", response_model=AdapterList, responses=ERRORS, summary="Load an adapter (admin)", dependencies=[admin])
+    async def load_adapter(body: AdapterLoad) -> AdapterList:
+        gen = _generator(slot)
+        if body.name in gen.adapters or body.name == gen.base_model:
+            raise RequestError(f"name: {body.name!r} is already served; unload it first (DELETE /v1/adapters/{body.name}) or pick another name",
+                               "adapter_exists", "name", 409)
+        path = await run_in_threadpool(_model_path, body.source, settings)
+        await runtime.within_timeout(run_in_threadpool(gen.add_adapter, body.name, path))
+        return AdapterList(base_model=gen.base_model, adapters={k: str(v) for k, v in gen.adapters.items()})
+
+    @app.delete("/v1/adapters/{name}", response_model=AdapterList, responses=ERRORS | {404: {"model": ErrorResponse}},
+                summary="Unload an adapter (admin)", dependencies=[admin])
+    async def unload_adapter(name: str) -> AdapterList:
+        gen = _generator(slot)
+        if name not in gen.adapters:
+            raise RequestError(f"no adapter {name!r} is loaded; loaded: {', '.join(gen.adapters)}", "adapter_not_found", "name", 404)
+        await run_in_threadpool(gen.remove_adapter, name)
+        return AdapterList(base_model=gen.base_model, adapters={k: str(v) for k, v in gen.adapters.items()})
 
     return app
 
 
-def _predict(slot: ModelSlot, loaded: LoadedModel, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list[np.ndarray]:
+    """One forward pass over the rows of every request in the micro-batch."""
+    loaded = slot.require()
+    texts = [t for t, _ in rows]
+    pairs = [p for _, p in rows] if rows and rows[0][1] is not None else None
     with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
-        return loaded.model.predict_proba(texts, pairs, batch_size)
+        return list(loaded.model.predict_proba(texts, pairs, slot.batch_size))
+
+
+def _generate_batch(slot: ModelSlot, items: list[tuple[list[int], dict]]):
+    """One batched ``generate`` over the prompts of every request in the micro-batch (same decoding options)."""
+    gen = slot.require().model
+    options = items[0][1]
+    with gen.lock:
+        return gen.generate([p for p, _ in items], **options, batch_size=len(items))
+
+
+def _generator(slot: ModelSlot):
+    loaded = slot.require()
+    if loaded.task != "generation" or not loaded.model.adapters:
+        raise RequestError(f"{loaded.name!r} is not a PEFT generation model; only those hold several adapters", "no_adapters", None, 400)
+    return loaded.model
+
+
+def _model_path(source: str, settings: ServeSettings) -> str:
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if path.exists():
+        return str(path)
+    if source.startswith((".", "/", "~")):
+        raise RequestError(f"source: no such folder {source!r}", "adapter_not_found", "source", 404)
+    from tunekit.registry import default_tracking_uri, resolve
+
+    return str(resolve(source, settings.tracking_uri or default_tracking_uri()).path)
 
 
 def _predictions(probs: np.ndarray, labels: list[str]) -> list[Prediction]:
@@ -88,18 +183,6 @@ def _predictions(probs: np.ndarray, labels: list[str]) -> list[Prediction]:
         Prediction(label=labels[i], score=float(row[i]), probabilities={label: float(p) for label, p in zip(labels, row)})
         for row, i in zip(probs, best)
     ]
-
-
-async def _log_request(request: Request, call_next):
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        ms = (time.perf_counter() - started) * 1000
-        logger.info("%s %s %d %.1f ms", request.method, request.url.path, status, ms)
 
 
 def serve(settings: ServeSettings) -> None:
@@ -112,4 +195,7 @@ def serve(settings: ServeSettings) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
     print(f"tunekit: serving {settings.model} at {url}  (API docs: {url}/docs)", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info")
+    # On SIGTERM uvicorn stops accepting, waits for in-flight requests (up to 30 s), then runs the
+    # lifespan's shutdown, which finishes queued batches and commits the request log.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info",
+                timeout_graceful_shutdown=30)

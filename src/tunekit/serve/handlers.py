@@ -34,11 +34,13 @@ def error_response(status: int, message: str, code: str | None = None, param: st
     return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 
+ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
+               503: "service_unavailable", 504: "timeout_error"}
+
+
 def _error_type(status: int) -> str:
-    if status == 404:
-        return "not_found_error"
-    if status == 503:
-        return "service_unavailable"
+    if status in ERROR_TYPES:
+        return ERROR_TYPES[status]
     return "invalid_request_error" if status < 500 else "server_error"
 
 
@@ -85,7 +87,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _tunekit_error(request: Request, exc: TunekitError) -> JSONResponse:
-    return error_response(exc.http_status, str(exc), getattr(exc, "code", None), getattr(exc, "param", None))
+    return error_response(exc.http_status, str(exc), getattr(exc, "code", None), getattr(exc, "param", None),
+                          headers=getattr(exc, "headers", None))  # Retry-After on 429, WWW-Authenticate on 401
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -113,13 +113,19 @@ class ModelSlot:
     def source(self) -> str:
         return self._settings.model
 
+    @property
+    def batch_size(self) -> int:
+        return self._settings.batch_size
+
     def require(self) -> LoadedModel:
         """The loaded model, or ``NotReady`` (503) while it loads or after loading failed."""
         if self.loaded is None:
             raise NotReady.of(self)
         return self.loaded
 
-    def start(self) -> threading.Thread:
+    def start(self, on_loaded: Callable[[LoadedModel], None] | None = None) -> threading.Thread:
+        """Load in a background thread; ``on_loaded(model)`` runs once it is there (the server sets its model-info metric)."""
+        self._on_loaded = on_loaded
         thread = threading.Thread(target=self._load, name="tunekit-model-loader", daemon=True)
         thread.start()
         return thread
@@ -137,5 +143,7 @@ class ModelSlot:
             logger.exception("model %s failed to load", self._settings.model)
             return
         self.loaded = loaded
+        if getattr(self, "_on_loaded", None) is not None:
+            self._on_loaded(loaded)
         logger.info("model %s version %s ready (%s)", loaded.name, loaded.version, loaded.source)
 

@@ -55,6 +55,7 @@ from tunekit.serve.openai_schemas import (
     Usage,
 )
 from tunekit.serve.schemas import ErrorResponse
+from tunekit.serve.runtime import Record, Runtime, record
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
@@ -88,9 +89,10 @@ COMPLETION_REFUSED: Refusals = {
 }
 
 
-def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings) -> None:
-    """Add ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` to ``app``."""
-    router = APIRouter(tags=["OpenAI-compatible"])
+def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Runtime, dependencies: list) -> None:
+    """Add ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` to ``app``;
+    ``dependencies`` (auth and rate limit) guard each of them."""
+    router = APIRouter(tags=["OpenAI-compatible"], dependencies=dependencies)
     warned: set[str] = set()  # unknown request fields already reported in the log
 
     @router.get("/v1/models", response_model=ModelList, responses={503: {"model": ErrorResponse}}, summary="The models a request's `model` may name")
@@ -100,36 +102,50 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings) -> None:
 
     @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS | STREAMED, summary="Answer a conversation (OpenAI chat completions)")
     async def chat_completions(request: ChatCompletionRequest, http: Request):
-        gen, adapter = _target(slot.require(), request.model, http.url.path)
+        loaded = slot.require()
+        gen, adapter = _target(loaded, request.model, http.url.path)
         _check(request, CHAT_REFUSED, http.url.path, warned)
         messages = conversation(request.messages)
+        head = _head("chatcmpl", request.model)
+        rec = _record(http, loaded, adapter, head, runtime, {"messages": messages, "context": request.context})
+        runtime.check_input(http, [m["content"] for m in messages if m["role"] == "user"])
         prompt = await run_in_threadpool(_encode_chat, gen, messages)
+        _input_limit([prompt], settings.max_input_tokens, "messages")
         requested, param = (request.max_completion_tokens, "max_completion_tokens") if request.max_completion_tokens else (request.max_tokens, "max_tokens")
         budget = _max_tokens(gen, [prompt], requested, param, "messages", settings.max_new_tokens, settings.max_new_tokens)
         options = _options(request, adapter, budget)
-        head = _head("chatcmpl", request.model)
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
-            return _EventStream(_chat_chunks(gen, prompt, options, head, usage))
-        [answer] = await run_in_threadpool(_generate, gen, [prompt], options)
-        choice = ChatChoice(index=0, message=AssistantMessage(content=answer.text), finish_reason=answer.finish_reason)
-        return ChatCompletion(**head, choices=[choice], usage=_usage([answer]))
+            rec.deferred = True
+            return _EventStream(_logged(_chat_chunks(gen, prompt, options, head, usage), runtime, rec, http, request.context, loaded.name))
+        [answer] = await runtime.generate([prompt], options)
+        text = runtime.check_output(http, answer.text, request.context)
+        _finish(runtime, rec, loaded.name, [answer], [text])
+        choice = ChatChoice(index=0, message=AssistantMessage(content=text), finish_reason=answer.finish_reason)
+        return ChatCompletion(**head, choices=[choice], usage=_usage([answer]), flags=[f.to_json() for f in rec.flags])
 
     @router.post("/v1/completions", response_model=Completion, responses=ERRORS | STREAMED, summary="Continue raw text (OpenAI completions)")
     async def completions(request: CompletionRequest, http: Request):
-        gen, adapter = _target(slot.require(), request.model, http.url.path)
+        loaded = slot.require()
+        gen, adapter = _target(loaded, request.model, http.url.path)
         _check(request, COMPLETION_REFUSED, http.url.path, warned)
         texts = prompt_texts(request.prompt)
+        head = _head("cmpl", request.model)
+        rec = _record(http, loaded, adapter, head, runtime, {"prompt": texts, "context": request.context})
+        runtime.check_input(http, texts)
         prompts = await run_in_threadpool(lambda: [gen.encode_text(text) for text in texts])
+        _input_limit(prompts, settings.max_input_tokens, "prompt")
         budget = _max_tokens(gen, prompts, request.max_tokens, "max_tokens", "prompt", settings.max_new_tokens, COMPLETIONS_MAX_TOKENS)
         options = _options(request, adapter, budget)
-        head = _head("cmpl", request.model)
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
-            return _EventStream(_completion_chunks(gen, prompts, options, head, usage))
-        answers = await run_in_threadpool(_generate, gen, prompts, options)
-        choices = [CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(answers)]
-        return Completion(**head, choices=choices, usage=_usage(answers))
+            rec.deferred = True
+            return _EventStream(_logged(_completion_chunks(gen, prompts, options, head, usage), runtime, rec, http, request.context, loaded.name))
+        answers = await runtime.generate(prompts, options)
+        outputs = [runtime.check_output(http, a.text, request.context) for a in answers]
+        _finish(runtime, rec, loaded.name, answers, outputs)
+        choices = [CompletionChoice(index=i, text=t, finish_reason=a.finish_reason) for i, (a, t) in enumerate(zip(answers, outputs))]
+        return Completion(**head, choices=choices, usage=_usage(answers), flags=[f.to_json() for f in rec.flags])
 
     app.include_router(router)
 
@@ -267,9 +283,69 @@ def _options(request: ChatCompletionRequest | CompletionRequest, adapter: str | 
             "adapter": adapter, "seed": request.seed}
 
 
-def _generate(gen: Generator, prompts: list[list[int]], options: dict) -> list[Generation]:
-    with gen.lock:  # one generation at a time: concurrent ones only fight over the same device
-        return gen.generate(prompts, **options)
+def _input_limit(prompts: list[list[int]], limit: int, param: str) -> None:
+    longest = max(len(p) for p in prompts)
+    if longest > limit:
+        raise RequestError(f"{param}: {longest} prompt tokens, more than this server's limit of {limit} (setting max_input_tokens); "
+                           "shorten the prompt", "context_length_exceeded", param, 400)
+
+
+def _record(http: Request, loaded: LoadedModel, adapter: str | None, head: dict, runtime: Runtime, request: dict) -> Record:
+    """The request's log record, under the answer's id (so feedback can name it)."""
+    rec = record(http)
+    rec.id, rec.model, rec.version, rec.adapter = head["id"], loaded.name, loaded.version, adapter
+    rec.request = {k: _for_log(v, runtime) for k, v in request.items() if v is not None}
+    return rec
+
+
+def _for_log(value: Any, runtime: Runtime) -> Any:
+    if isinstance(value, str):
+        return runtime.guardrails.for_log(value)
+    if isinstance(value, list):
+        return [_for_log(v, runtime) for v in value]
+    if isinstance(value, dict):
+        return {k: _for_log(v, runtime) for k, v in value.items()}
+    return value
+
+
+def _finish(runtime: Runtime, rec: Record, model: str, answers: list[Generation], texts: list[str], ttft: float | None = None) -> None:
+    rec.prompt_tokens = sum(a.prompt_tokens for a in answers)
+    rec.completion_tokens = sum(a.completion_tokens for a in answers)
+    rec.response = [{"text": runtime.guardrails.for_log(t), "finish_reason": a.finish_reason} for a, t in zip(answers, texts)]
+    runtime.metrics.observe_generation(model, rec.prompt_tokens, rec.completion_tokens, ttft)
+
+
+async def _logged(chunks: AsyncIterator[dict], runtime: Runtime, rec: Record, http: Request, context: str | None,
+                  model: str) -> AsyncIterator[dict]:
+    """A stream that measures time to first token and writes its own log record when it ends.
+
+    Output guardrails can only flag here: the text has left by the time it is checked. Requests
+    whose answers must be blocked or redacted should not stream.
+    """
+    started = time.perf_counter()
+    ttft, texts, answers, status = None, {}, [], 200
+    try:
+        async for chunk in chunks:
+            for choice in chunk.get("choices", []):
+                piece = choice.get("text") or (choice.get("delta") or {}).get("content")
+                if piece:
+                    ttft = ttft if ttft is not None else time.perf_counter() - started
+                    texts[choice["index"]] = texts.get(choice["index"], "") + piece
+            if chunk.get("usage"):
+                answers.append(chunk["usage"])
+            yield chunk
+    except BaseException:
+        status = 499  # the client went away (or the stream failed) before the end
+        raise
+    finally:
+        outputs = [texts.get(i, "") for i in range(max(texts, default=-1) + 1)]
+        flags = [f for t in outputs for f in runtime.guardrails.check_output(t, context)[1]]
+        rec.flags.extend(flags)
+        for flag in flags:
+            runtime.metrics.guardrail_flag(flag.kind, flag.where, "flag")
+        rec.response = [{"text": runtime.guardrails.for_log(t)} for t in outputs]
+        runtime.metrics.observe_generation(model, 0, 0, ttft)
+        runtime.write(rec, http.url.path, status, (time.perf_counter() - started) * 1000)
 
 
 def _head(prefix: str, model: str) -> dict:

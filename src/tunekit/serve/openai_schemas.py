@@ -59,6 +59,7 @@ class _Sampling(BaseModel):
     seed: int | None = Field(None, description="Seed for sampling: the same request with the same seed gets the same answer.")
     stream: bool | None = Field(False, description="Send the answer as server-sent events (`data: {chunk}`), ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Options of a streamed answer.")
+    context: str | None = Field(None, description="tunekit extension: the source text the answer must be grounded in; the grounding guardrail checks the answer against it.")
     user: Ignored = Field(None, description=IGNORED)
     presence_penalty: Ignored = Field(None, description=IGNORED)
     frequency_penalty: Ignored = Field(None, description=IGNORED)
@@ -140,6 +141,7 @@ class ChatCompletion(BaseModel):
     model: str = Field(..., description="The `model` of the request.")
     choices: list[ChatChoice]
     usage: Usage
+    flags: list[dict] = Field(default_factory=list, description="tunekit extension: guardrail flags raised by the request or the answer (kind, where, detail, action).")
 
 
 class CompletionChoice(BaseModel):
@@ -160,6 +162,7 @@ class Completion(BaseModel):
     model: str = Field(..., description="The `model` of the request.")
     choices: list[CompletionChoice]
     usage: Usage
+    flags: list[dict] = Field(default_factory=list, description="tunekit extension: guardrail flags raised by the request or the answers (kind, where, detail, action).")
 
 
 class ModelCard(BaseModel):

@@ -395,11 +395,6 @@ def _redact_text(text: str) -> str:
 
 def _digits_kind(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    return "[CARD]" if 13 <= len(digits) <= 19 and _luhn(digits) else "[PHONE]"
+    from tunekit.serve.guardrails import luhn_valid
 
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(int(c) for c in reversed(digits)):
-        total += d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
-    return total % 10 == 0
+    return "[CARD]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else "[PHONE]"

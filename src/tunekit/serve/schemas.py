@@ -58,6 +58,8 @@ class ClassifyResponse(BaseModel):
     model: str = Field(..., description="Name of the served model.")
     version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
     predictions: list[Prediction] = Field(..., description="One prediction per input, in input order.")
+    id: str | None = Field(None, description="Request id (also the `x-request-id` header); send it with `POST /v1/feedback`.")
+    flags: list[dict] = Field(default_factory=list, description="Guardrail flags raised by the inputs (kind, where, detail, action).")
 
 
 class Health(BaseModel):
@@ -72,6 +74,41 @@ class Ready(BaseModel):
     status: str = Field("ready", description="Always `ready`.")
     model: str = Field(..., description="Name of the served model.")
     version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
+
+
+class FeedbackRequest(BaseModel):
+    """Feedback on an earlier answer: a rating, the correct label, or the correct answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(..., description="The `id` of the answer (the `x-request-id` response header).")
+    rating: int | None = Field(None, description="-1 (bad) to 5 (excellent).")
+    label: str | None = Field(None, description="Classification: the correct label.")
+    answer: str | None = Field(None, description="Generation: the answer that should have been given.")
+    comment: str | None = Field(None, description="Free text for a reviewer.")
+
+
+class FeedbackAck(BaseModel):
+    """The feedback is stored (committed to `serving.db`)."""
+
+    id: int = Field(..., description="Id of the stored feedback.")
+    request_id: str = Field(..., description="The request it is about.")
+
+
+class AdapterLoad(BaseModel):
+    """Load an adapter trained on the served base model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, description="Name requests use in `model` to pick this adapter.")
+    source: str = Field(..., description="A tunekit model directory or a registry reference (`NAME@ALIAS`, `NAME/VERSION`).")
+
+
+class AdapterList(BaseModel):
+    """The adapters loaded on the served base model."""
+
+    base_model: str = Field(..., description="The base model id.")
+    adapters: dict[str, str] = Field(..., description="Adapter name -> the directory it was loaded from.")
 
 
 class ErrorDetail(BaseModel):

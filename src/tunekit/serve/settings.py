@@ -1,12 +1,19 @@
-"""Settings of the server: which model to serve, where, and the request limits."""
+"""Settings of the server: which model to serve, where, who may call it, and the request limits."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunekit.errors import ConfigError
+from tunekit.serve.guardrails import GuardrailsConfig
 
 
 class ServeSettings(BaseModel):
-    """How ``tunekit serve`` runs. Each field is also a CLI option (``max_inputs`` is ``--max-inputs``)."""
+    """How ``tunekit serve`` runs. Each top-level field is also a CLI option (``max_inputs`` is
+    ``--max-inputs``); all of them, ``guardrails`` included, can come from a YAML file (``--config``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -14,8 +21,41 @@ class ServeSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI used to resolve registry references. Default: the registry's own default.")
     host: str = Field("127.0.0.1", description="Interface to listen on; `0.0.0.0` listens on every interface.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    workspace: str = Field("tunekit-workspace", description="Folder of `keys.db` (API keys) and `serving.db` (request log and feedback).")
+    auth: bool = Field(True, description="Require an API key (`Authorization: Bearer KEY` or `x-api-key: KEY`, made with `tunekit keys create`). Turn off only for local use (`--no-auth`); the server says so at start.")
+    rate_limit_per_minute: float = Field(600, ge=0, description="Requests per minute per API key (per client address without auth); more get 429 with `Retry-After`. 0 turns the limit off.")
+    rate_limit_burst: int | None = Field(None, ge=1, description="Requests a key may send at once before the per-minute rate applies. Default: one minute's worth.")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body; a larger one is answered with 413.")
     max_inputs: int = Field(64, ge=1, description="Most texts (or text pairs) one request may send; more are answered with 413.")
     max_chars: int = Field(10_000, ge=1, description="Most characters in one text; a longer text is answered with 413.")
-    batch_size: int = Field(32, ge=1, description="Rows per forward pass of the model.")
+    max_input_tokens: int = Field(4096, ge=1, description="Generation models: most prompt tokens in one request; more are answered with 400 (`context_length_exceeded`).")
     max_new_tokens: int = Field(512, ge=1, description="Generation models: most tokens one request may ask for (`max_tokens`, `max_completion_tokens`); more is answered with 400. Also the default for a chat request that names no limit.")
+    request_timeout_s: float = Field(60.0, gt=0, description="A request still waiting for the model after this many seconds is answered with 504.")
+    batch_size: int = Field(32, ge=1, description="Most rows in one forward pass: concurrent requests are micro-batched up to this.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a micro-batch waits for others to join it.")
+    log_requests: bool = Field(True, description="Log every request and response (PII-redacted unless `guardrails.redact_logs` is false) to `serving.db`.")
+    durable_log: bool = Field(False, description="Commit each logged request before answering (no loss even on `kill -9`, at the cost of a disk sync per request).")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output guardrails.")
+
+    @property
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace).expanduser()
+
+
+def load_settings(path: str | Path | None, **overrides) -> ServeSettings:
+    """Settings from a YAML file (if given) with ``overrides`` (CLI options that were set) on top."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: server config not found")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the server config must be a YAML mapping of settings (model, port, guardrails, ...)")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeSettings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or 'server settings'}: {exc.error_count()} problem(s):\n" + "\n".join(lines)) from None
