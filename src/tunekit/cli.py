@@ -325,18 +325,31 @@ def registry_rollback(name: Annotated[str, typer.Argument(help="Registered model
 
 
 @app.command()
-def serve(model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+def serve(model: Annotated[Optional[str], typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")] = None,
+          config: Annotated[Optional[Path], typer.Option(help="YAML file of server settings (every option below, and `guardrails`).")] = None,
           tracking_uri: TrackingOpt = None,
-          host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-          max_inputs: Annotated[int, typer.Option(help="Most texts in one request (more: HTTP 413).")] = 64,
-          max_chars: Annotated[int, typer.Option(help="Longest text in characters (longer: HTTP 413).")] = 10_000) -> None:
-    """Serve a model over HTTP: POST /v1/classify, GET /healthz, GET /readyz, docs at /docs."""
-    from tunekit.serve import ServeSettings
+          host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port to listen on (default 8000).")] = None,
+          workspace: Annotated[Optional[str], typer.Option(help="Folder of keys.db and serving.db (default tunekit-workspace).")] = None,
+          no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys: for local use only.")] = False,
+          rate_limit: Annotated[Optional[float], typer.Option(help="Requests per minute per key (default 600; 0: no limit).")] = None,
+          max_body_bytes: Annotated[Optional[int], typer.Option(help="Largest request body (default 1000000; larger: HTTP 413).")] = None,
+          max_inputs: Annotated[Optional[int], typer.Option(help="Most texts in one request (default 64; more: HTTP 413).")] = None,
+          max_chars: Annotated[Optional[int], typer.Option(help="Longest text in characters (default 10000; longer: HTTP 413).")] = None,
+          max_new_tokens: Annotated[Optional[int], typer.Option(help="Generation: most tokens per answer (default 512).")] = None,
+          request_timeout: Annotated[Optional[float], typer.Option(help="Seconds before a request is answered 504 (default 60).")] = None,
+          batch_size: Annotated[Optional[int], typer.Option(help="Most rows per micro-batched forward pass (default 32).")] = None,
+          max_wait_ms: Annotated[Optional[float], typer.Option(help="How long a micro-batch waits for company (default 5 ms).")] = None,
+          device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, mps or auto (default cpu).")] = None) -> None:
+    """Serve a model over HTTP: /v1/classify or OpenAI's /v1/chat/completions, with keys, limits, guardrails, /metrics."""
     from tunekit.serve import serve as run_server
+    from tunekit.serve.settings import load_settings
 
-    run_server(ServeSettings(model=model, tracking_uri=_tracking(tracking_uri), host=host, port=port,
-                             max_inputs=max_inputs, max_chars=max_chars))
+    settings = load_settings(config, model=model, tracking_uri=tracking_uri or (None if config else _tracking(None)), host=host,
+                             port=port, workspace=workspace, auth=False if no_auth else None, rate_limit_per_minute=rate_limit,
+                             max_body_bytes=max_body_bytes, max_inputs=max_inputs, max_chars=max_chars, max_new_tokens=max_new_tokens,
+                             request_timeout_s=request_timeout, batch_size=batch_size, max_wait_ms=max_wait_ms, device=device)
+    run_server(settings)
 
 
 WorkspaceOpt = Annotated[Path, typer.Option(help="Workspace holding runs/.")]

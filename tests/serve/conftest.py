@@ -9,6 +9,8 @@ through the default loader.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import threading
 import time
@@ -204,3 +206,35 @@ def wait_ready() -> Callable[..., dict]:
 @pytest.fixture
 def labels() -> list[str]:
     return list(LABELS)
+
+
+@contextlib.contextmanager
+def live_server(make_app: Callable[[int], object]) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port (``make_app(port)`` builds the app), run in a thread until the block ends."""
+    import socket
+
+    import httpx
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(make_app(port), log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become ready"
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -348,29 +348,10 @@ def test_a_stream_closed_early_stops_generating_before_it_frees_the_model(greete
 @pytest.fixture(scope="module")
 def server_url(greeter) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, serving the greeter, run in a thread."""
-    import uvicorn
+    from tests.serve.conftest import live_server
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(local_settings(model="greeter/1", port=port, max_new_tokens=1000), lambda s: greeter)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with live_server(lambda port: create_app(local_settings(model="greeter/1", port=port, max_new_tokens=1000), lambda s: greeter)) as url:
+        yield url
 
 
 @pytest.fixture
