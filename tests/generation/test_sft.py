@@ -61,14 +61,27 @@ def reverse_config(tmp_path, tiny_llama):
     return make
 
 
-@pytest.mark.slow
-def test_tiny_llama_learns_to_reverse_lists(reverse_config):
+@pytest.fixture(scope="module")
+def reverse_run(tiny_llama, tmp_path_factory):
+    """The whole pipeline once on the reverse task (full fine-tuning of the tiny Llama, ~15 s)."""
     from rich.console import Console
 
     from tunekit import pipeline
 
-    cfg = reverse_config()
-    outcome = pipeline.run(cfg, Console(width=120, record=True))
+    root = tmp_path_factory.mktemp("reverse")
+    write_jsonl(root / "train.jsonl", reverse_rows(360))
+    raw = {"name": "reverse", "task": "generation", "workspace": str(root / "ws"),
+           "data": {"train": "train.jsonl", "split": {"validation": 0.1, "test": 0.15, "seed": 3}},
+           "model": {"base": str(tiny_llama), "max_length": 48}, "method": {"kind": "full"},
+           "train": {"epochs": 30, "batch_size": 16, "learning_rate": 3e-3, "weight_decay": 0.0, "early_stopping_patience": 0, "checkpoint_every": 0},
+           "eval": {"max_new_tokens": 12, "k_shot": 2, "bootstrap_resamples": 200}}
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    return pipeline.run(load_config(root / "config.yaml"), Console(width=120, record=True))
+
+
+@pytest.mark.slow
+def test_tiny_llama_learns_to_reverse_lists(reverse_run):
+    outcome = reverse_run
     card = outcome.card
     tuned, baselines = card["model"]["metrics"], {b["name"]: b["metrics"] for b in card["baselines"]}
     assert tuned["exact_match"] >= 0.95, card["analysis"]["side_by_side"]
@@ -80,6 +93,26 @@ def test_tiny_llama_learns_to_reverse_lists(reverse_config):
     manifest = json.loads((outcome.run_dir / "adapter" / "tunekit.json").read_text())
     assert manifest["task"] == "generation" and manifest["template"]["name"] == "chatml"
     assert (outcome.run_dir / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_served_model_reverses_lists_through_the_openai_client(reverse_run, tmp_path):
+    """The registered champion behind the real server, asked by the official client: the same exact match."""
+    from openai import OpenAI
+
+    from tests.conftest import local_settings
+    from tests.serve.conftest import live_server
+    from tunekit.serve import create_app
+
+    rows = [json.loads(line) for line in (reverse_run.run_dir / "predictions.jsonl").read_text().splitlines()]
+    tracking = f"sqlite:///{reverse_run.run_dir.parents[1] / 'mlflow.db'}"
+    make = lambda port: create_app(local_settings(model="reverse@champion", tracking_uri=tracking, port=port, workspace=str(tmp_path)))  # noqa: E731
+    with live_server(make) as url, OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=60) as client:
+        answers = [client.chat.completions.create(model="reverse", temperature=0, max_tokens=12,
+                                                  messages=[{"role": "user", "content": row["prompt"]}]).choices[0].message.content
+                   for row in rows]
+    exact = sum(a.strip() == row["reference"] for a, row in zip(answers, rows)) / len(rows)
+    assert exact >= 0.95 and answers == [row["fine_tuned"] for row in rows]  # served exactly as evaluated
 
 
 def test_lora_adapter_exports_merged_and_verified(reverse_config, tmp_path):
