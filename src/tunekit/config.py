@@ -23,9 +23,17 @@ from tunekit.errors import ConfigError
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
 GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
-PRIMARY_METRICS = CLASSIFICATION_METRICS + GENERATION_METRICS
+REGRESSION_METRICS = ("rmse", "mae", "mse", "r2")
+PRIMARY_METRICS = CLASSIFICATION_METRICS + GENERATION_METRICS + REGRESSION_METRICS
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "generation": GENERATION_METRICS, "regression": REGRESSION_METRICS}
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse"})  # errors: every other metric is a score, higher is better
 Metric = Literal["accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc",
-                 "exact_match", "rouge_l", "bleu", "chrf"]
+                 "exact_match", "rouge_l", "bleu", "chrf", "rmse", "mae", "mse", "r2"]
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is the better one (the error metrics of regression)."""
+    return metric in LOWER_IS_BETTER
 
 
 class _Section(BaseModel):
@@ -37,7 +45,7 @@ class SplitConfig(_Section):
 
     validation: float = Field(0.1, gt=0, lt=0.5, description="Fraction of training rows held out for validation (early stopping) when `data.validation` is not given.")
     test: float = Field(0.2, gt=0, lt=0.5, description="Fraction of training rows held out for the final test when `data.test` is not given.")
-    seed: int = Field(13, description="Seed of the stratified split; the same data and seed always give the same split.")
+    seed: int = Field(13, description="Seed of the stratified split (by label; for `task: regression` by quantile bins of the target); the same data and seed always give the same split.")
 
 
 class DataConfig(_Section):
@@ -56,7 +64,7 @@ class DataConfig(_Section):
     overlength: Literal["error", "truncate", "drop"] = Field("error", description="Generation only: what to do with an example longer than `model.max_length` tokens: `error` names each one; `truncate` cuts the conversation (keeping at least one trained token); `drop` leaves it out. Counted in the data report either way.")
     text_column: str = Field("text", description="Column holding the text to classify.")
     text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
-    label_column: str = Field("label", description="Column holding the label.")
+    label_column: str = Field("label", description="Column holding the label; for `task: regression` the target, a finite number.")
     metadata_columns: list[str] = Field([], description="Extra columns kept with every row (e.g. channel, language, customer tier) so the evaluation can be sliced by them (`eval.slice_columns`). Empty values are kept as empty strings.")
     encoding: str = Field("utf-8", description="Text encoding of the data files, e.g. `utf-8`, `latin-1`, `cp1252`.")
     max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded, stratified sample of this many training rows (for quick runs); validation and test rows are never sampled.")
@@ -76,7 +84,7 @@ class ModelConfig(_Section):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
     template: Literal["auto", "chatml", "llama2", "alpaca", "plain"] = Field("auto", description="Generation only: how conversations become text. `auto`: the tokenizer's own chat template when it has one, else `chatml`. The template is saved with the model, so training, evaluation and serving render identically.")
-    init_from: str | None = Field(None, description="A tunekit model directory (e.g. an earlier run's `adapter/`) whose trained weights start this run: transfer to a related task. Same base model and method; the head is kept when the labels match, else trained afresh.")
+    init_from: str | None = Field(None, description="A tunekit model directory (e.g. an earlier run's `adapter/`) whose trained weights start this run: transfer to a related task. Same base model and method; the head is kept when the labels match (regression: when both are regression models), else trained afresh.")
 
 
 KIND = "Adaptation method: `full`, `lora`, `dora`, `rslora`, `qlora` (CUDA), `ia3`, `prompt_tuning`, `prefix_tuning`, `p_tuning` or `freeze`."
@@ -204,15 +212,15 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """How models are scored."""
 
-    primary: Metric = Field("macro_f1", description="Metric that the gate and the report lead with (classification also stops early on it). Classification: `macro_f1` (default), `accuracy`, `macro_precision`, `macro_recall`, `balanced_accuracy`, `mcc`. Generation: `rouge_l` (default), `exact_match`, `bleu`, `chrf` (all 0-1).")
+    primary: Metric = Field("macro_f1", description="Metric that the gate and the report lead with (classification and regression also stop early on it). Classification: `macro_f1` (default), `accuracy`, `macro_precision`, `macro_recall`, `balanced_accuracy`, `mcc`. Generation: `rouge_l` (default), `exact_match`, `bleu`, `chrf` (all 0-1). Regression: `rmse` (default), `mae`, `mse` (errors in the target's units: lower is better), `r2` (higher is better).")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the confidence intervals of metric differences.")
-    calibrate: bool = Field(True, description="Fit temperature scaling on validation; the server then returns calibrated probabilities.")
+    calibrate: bool = Field(True, description="Classification only: fit temperature scaling on validation; the server then returns calibrated probabilities.")
     slice_columns: list[str] = Field([], description="Metadata columns (from `data.metadata_columns`) to slice test metrics by; slices where the fine-tuned model is worse than the baseline are flagged.")
     length_buckets: list[int] = Field([5, 10, 20], description="Word-count edges of the text-length slices, e.g. [5, 10, 20] gives <=5, 6-10, 11-20, >20 words.")
-    robustness_sample: int = Field(300, ge=0, description="Test rows perturbed (typos, casing, punctuation, whitespace) to measure prediction flip rates; 0 skips it.")
-    suite: str | None = Field(None, description="YAML file of behavioural test cases (must_predict, must_not_predict, invariant_pairs), relative to the config file.")
-    explain_samples: int = Field(5, ge=0, description="Test rows whose word attributions (occlusion) are shown in the report.")
-    label_noise: bool = Field(True, description="List training rows whose label a cross-validated baseline confidently contradicts, for review.")
+    robustness_sample: int = Field(300, ge=0, description="Classification only: test rows perturbed (typos, casing, punctuation, whitespace) to measure prediction flip rates; 0 skips it.")
+    suite: str | None = Field(None, description="Classification only: YAML file of behavioural test cases (must_predict, must_not_predict, invariant_pairs), relative to the config file.")
+    explain_samples: int = Field(5, ge=0, description="Test rows whose word attributions (occlusion: the change in the predicted label's probability, or in the predicted value for regression, when a word is removed) are shown in the report.")
+    label_noise: bool = Field(True, description="Classification only: list training rows whose label a cross-validated baseline confidently contradicts, for review.")
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation only: longest generated answer when scoring (greedy decoding, the same for the baseline and the fine-tuned model).")
     k_shot: int = Field(3, ge=0, le=32, description="Generation only: worked examples (drawn from train with the split seed) shown to the few-shot baseline; 0 runs only the zero-shot baseline.")
     max_test_rows: int | None = Field(None, gt=0, description="Generation only: score generation on a seeded sample of this many test rows (decoding is the slow part); loss and perplexity use every test row.")
@@ -222,8 +230,8 @@ class EvalConfig(_Section):
 class GateConfig(_Section):
     """When a newly trained version becomes `champion`."""
 
-    min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points).")
-    beat_champion: bool = Field(True, description="Also require the primary metric to be no lower than the current champion's on the same test rows.")
+    min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points). For the error metrics `rmse`, `mae` and `mse` lower is better, so the improvement is the baseline's error minus the model's (in the target's units).")
+    beat_champion: bool = Field(True, description="Also require the primary metric to be no worse than the current champion's on the same test rows (no lower; for `rmse`, `mae`, `mse` no higher).")
     require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
 
 
@@ -268,7 +276,7 @@ class TunekitConfig(_Section):
     """A tunekit task: data, base model, method, training, evaluation and promotion gate."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
-    task: Literal["classification", "generation"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
+    task: Literal["classification", "generation", "regression"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `regression`: one number per text (or text pair) with an encoder (a score, a price, a rating); the label column holds the target and the baseline is TF-IDF + ridge. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
     workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the directory tunekit runs in.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
@@ -285,18 +293,23 @@ class TunekitConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, raw: Any) -> Any:
-        """Generation scores text, so its default primary metric is ROUGE-L rather than macro F1."""
-        if isinstance(raw, dict) and raw.get("task") == "generation":
+        """Generation scores text, so its default primary metric is ROUGE-L rather than macro F1;
+        regression scores numbers, so its default is RMSE (in the target's units, lower is better)."""
+        task = raw.get("task") if isinstance(raw, dict) else None
+        default = {"generation": "rouge_l", "regression": "rmse"}.get(task) if isinstance(task, str) else None
+        if default is not None:
             ev = raw.get("eval")
             if ev is None or (isinstance(ev, dict) and "primary" not in ev):
-                raw = {**raw, "eval": {**(ev or {}), "primary": "rouge_l"}}
+                raw = {**raw, "eval": {**(ev or {}), "primary": default}}
         return raw
 
     @model_validator(mode="after")
     def _cross_section_checks(self) -> TunekitConfig:
-        allowed = GENERATION_METRICS if self.task == "generation" else CLASSIFICATION_METRICS
+        allowed = TASK_METRICS[self.task]
         if self.eval.primary not in allowed:
             raise ValueError(f"`eval.primary` is {self.eval.primary!r}, which does not apply to task {self.task}; use one of {', '.join(allowed)}")
+        if self.task == "regression" and self.eval.suite:
+            raise ValueError("`eval.suite` holds label cases (must_predict, ...), which do not apply to task regression; remove it")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
         unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]

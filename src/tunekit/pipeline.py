@@ -3,6 +3,8 @@
 ``run`` is what ``tunekit run CONFIG`` does. Each step calls one stage's entry function; the order
 matters only where a later stage reads an earlier one's output (the baseline and the model are
 scored on the frozen test split that ``data.prepare`` made; the gate needs the MLflow version).
+``task: regression`` takes the same path: each stage branches on the task where numbers differ from
+labels (TF-IDF + ridge baseline, standardised MSE training, error metrics, direction-aware gate).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rich.table import Table
 
 from tunekit import baseline, evaluate, models, registry, train
 from tunekit import data as data_stage
-from tunekit.config import GENERATION_METRICS, TunekitConfig
+from tunekit.config import GENERATION_METRICS, REGRESSION_METRICS, TunekitConfig, lower_is_better
 from tunekit.evaluate import report
 from tunekit.evaluate.metrics import headline
 from tunekit.lineage import git_commit, package_versions
@@ -53,7 +55,10 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
 
     console.rule("[bold]2/5 baseline")
     base = baseline.run(cfg, data)
-    console.print(f"{base.name}: test {cfg.eval.primary} {base.metrics[cfg.eval.primary]:.4f}, accuracy {base.metrics['accuracy']:.4f} ({base.seconds:.1f} s)")
+    if data.regression:
+        console.print(f"{base.name}: test " + ", ".join(f"{k} {base.metrics[k]:.4f}" for k in REGRESSION_METRICS) + f" ({base.seconds:.1f} s)")
+    else:
+        console.print(f"{base.name}: test {cfg.eval.primary} {base.metrics[cfg.eval.primary]:.4f}, accuracy {base.metrics['accuracy']:.4f} ({base.seconds:.1f} s)")
 
     console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
     trained = train.run(cfg, data, run_dir / "adapter", console, resume=resume is not None)
@@ -62,7 +67,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     model = models.load_trained(run_dir / "adapter")  # score exactly what was saved, as the server will load it
     result = evaluate.run(cfg, data, model, base, run_dir, trained.history)
     train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics),
-                          temperature=model.info.get("temperature", 1.0))
+                          **({} if data.regression else {"temperature": model.info.get("temperature", 1.0)}))
 
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)
@@ -86,6 +91,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     )
     version = registry.register(mlc, cfg.name, mlflow_run, {
         "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint,
+        **({"task": "regression"} if data.regression else {}),
         "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
         f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
     })
@@ -93,6 +99,8 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
 
     card = _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags)
     card["label_noise"] = noise
+    if data.regression:
+        _regression_card(card, data, model)
     md, js, page = report.write(card, run_dir)
     for path in (md, js, page):
         mlc.log_artifact(mlflow_run, str(path), "report")
@@ -214,8 +222,8 @@ def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | No
         return registry.ChampionScore(str(mv.version), float(recorded), "recorded")
     resolved = registry.resolve(f"{cfg.name}/{mv.version}", cfg.tracking)
     champ = models.load_trained(resolved.path)
-    if champ.labels != data.labels:
-        return None  # a different label set: the scores are not comparable, and decide() says there is no champion to beat
+    if champ.task != cfg.task or champ.labels != data.labels:
+        return None  # a different task or label set: the scores are not comparable, and decide() says there is no champion to beat
     metrics, _ = evaluate.score(champ, data, cfg.train.eval_batch_size)
     return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
 
@@ -233,7 +241,7 @@ def _versus_champion(mlc, cfg: TunekitConfig, champion: registry.ChampionScore, 
 
 
 def _label_noise(cfg: TunekitConfig, data) -> dict | None:
-    if not cfg.eval.label_noise:
+    if not cfg.eval.label_noise or data.regression:  # a number has no label to contradict
         return None
     from tunekit.data import noise
 
@@ -291,6 +299,13 @@ def _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, 
     }
 
 
+def _regression_card(card: dict, data, model) -> None:
+    """What a regression card has instead of labels: the task, the target per split and the scaling."""
+    card["task"] = "regression"
+    card["data"]["target"] = data.report["target"]["per_split"]
+    card["train"]["target_scaling"] = model.info.get("target")
+
+
 def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page: Path) -> None:
     table = Table(title=f"{cfg.name}: test metrics on {card['data']['rows']['test']} rows")
     table.add_column("metric")
@@ -299,7 +314,10 @@ def _print_summary(console: Console, cfg: TunekitConfig, card: dict, report_page
     table.add_column("difference", justify="right")
     for metric, b, t, d in report.comparison_rows(card):
         style = "bold" if metric == cfg.eval.primary else None
-        table.add_row(metric, f"{b:.4f}", f"{t:.4f}", f"[{'green' if d > 0 else 'red'}]{d:+.4f}[/]", style=style)
+        word = report.change_word(metric, d)
+        colour = {"better": "green", "worse": "red"}.get(word, "default")
+        name = f"{metric} (lower is better)" if lower_is_better(metric) else metric
+        table.add_row(name, f"{b:.4f}", f"{t:.4f}", f"[{colour}]{d:+.4f} ({word})[/]", style=style)
     console.print(table)
     for line in _evidence_lines(card):
         console.print(line, highlight=False)
@@ -322,6 +340,8 @@ def _evidence_lines(card: dict) -> list[str]:
         lines.append(f"test loss {m['test_loss']:.4f} (perplexity {m['test_perplexity']:.2f}); baselines: "
                      + ", ".join(f"{b['name']} {b['metrics'][primary]:.4f}" for b in card["baselines"]))
         return lines
+    if card.get("task") == "regression":
+        return _regression_evidence(card)
     r = a["versus_baseline"].get(primary) or a["versus_baseline"]["accuracy"]
     lines.append(f"{primary if primary in a['versus_baseline'] else 'accuracy'} difference {r['diff']:+.4f}, 95% interval "
                  f"[{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap); McNemar p = {a['mcnemar']['p_value']:.3g}")
@@ -335,4 +355,22 @@ def _evidence_lines(card: dict) -> list[str]:
         lines.append("flip rate under edits: " + ", ".join(f"{k} {v['flip_rate']:.1%}" for k, v in a["robustness"].items()))
     if "suite" in a:
         lines.append(f"behavioural suite: {a['suite']['passed']} passed, {a['suite']['failed']} failed")
+    return lines
+
+
+def _regression_evidence(card: dict) -> list[str]:
+    """The regression statistics in words: which model is better on the primary error, how sure."""
+    a, primary = card["analysis"], card["primary"]
+    r, m, b = a["versus_baseline"][primary], card["model"]["metrics"], card["baseline"]["metrics"]
+    word = report.change_word(primary, r["diff"])
+    verdict = "the same as" if word == "same" else f"{word} than"
+    sure = "excludes 0" if r["low"] > 0 or r["high"] < 0 else "includes 0: not a clear difference"
+    lines = [f"{primary}: fine-tuned {r['b']:.4f} is {verdict} the baseline's {r['a']:.4f}"
+             + (" (lower is better)" if lower_is_better(primary) else "") + f"; the 95% interval of fine-tuned minus baseline "
+             f"[{r['low']:+.4f}, {r['high']:+.4f}] (paired bootstrap) {sure}"]
+    if primary != "r2":
+        lines.append(f"R² fine-tuned {m['r2']:.4f} vs baseline {b['r2']:.4f} (1 is perfect, 0 is predicting the mean)")
+    worse = [s["slice"] for s in a["slices"] if s["worse"]]
+    more = f" and {len(worse) - 6} more" if len(worse) > 6 else ""
+    lines.append(f"slices worse than the baseline: {', '.join(worse[:6]) + more if worse else 'none'}")
     return lines

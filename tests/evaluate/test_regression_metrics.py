@@ -82,7 +82,9 @@ def test_target_buckets_are_quartiles_named_by_range():
 
 
 def test_occlusion_value_attributes_the_change_in_the_prediction():
-    predict = lambda texts: np.array([10.0 * t.split().count("very") for t in texts])  # noqa: E731
+    def predict(texts):
+        return np.array([10.0 * t.split().count("very") for t in texts])
+
     e = occlusion_value(predict, "very very good")
     assert e["value"] == 20.0
     assert e["attributions"] == [("very", 10.0), ("very", 10.0), ("good", 0.0)]

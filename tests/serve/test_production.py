@@ -260,3 +260,24 @@ def test_no_500_for_any_request_the_schema_allows(loaded, workspace):
             check()
         assert not failures, failures[:3]
         assert np.isfinite(len(failures))
+
+
+def test_vllm_backend_command_loads_the_adapter_with_its_template(greeter_dir, tmp_path):
+    from tunekit.serve.vllm_backend import vllm_command
+
+    cmd = vllm_command(greeter_dir, "0.0.0.0", 8001, tmp_path / "template.jinja")
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--enable-lora" in cmd
+    assert cmd[cmd.index("--lora-modules") + 1] == f"greeter={greeter_dir.resolve()}"
+    assert "<|im_start|>" in (tmp_path / "template.jinja").read_text()
+
+
+def test_vllm_backend_without_vllm_or_cuda_says_what_is_missing(greeter_dir, tmp_path):
+    import importlib.util
+
+    from tunekit.errors import ModelError
+    from tunekit.serve.vllm_backend import run_vllm
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ModelError, match="pip install"):
+        run_vllm(greeter_dir, "127.0.0.1", 8001, tmp_path)

@@ -12,7 +12,7 @@ def render_report_markdown(report: dict) -> str:
         f"Dataset fingerprint `{report['fingerprint'][:16]}`, test fingerprint `{report['test_fingerprint'][:16]}`.",
         _warnings(report["warnings"]),
         _sources(report),
-        _labels(report),
+        _target(report) if "target" in report else _labels(report),
         _duplicates(report["duplicates"]),
         _leakage(report["leakage"]),
         _lengths(report["lengths"]),
@@ -57,13 +57,22 @@ def _labels(report: dict) -> str:
     return f"## Labels ({labels['count']})\n\n{body}\n\n{note}"
 
 
+def _target(report: dict) -> str:
+    """Regression: the target's distribution per split, where label counts would be."""
+    per_split = report["target"]["per_split"]
+    keys = ("mean", "std", "min", "p25", "p50", "p75", "max")
+    rows = [[name, per_split[name]["n"], *(f"{per_split[name][k]:.4g}" if k in per_split[name] else None for k in keys)] for name in SPLITS]
+    body = table(["split", "rows", "mean", "std", "min", "p25", "median", "p75", "max"], rows)
+    return f"## Target (regression)\n\n{body}\n\nSplits made off the training file are stratified by quantile bins of the target."
+
+
 def _duplicates(dup: dict) -> str:
     rows = [[kind, dup[kind]["rows"], dup[kind]["groups"], dup[kind]["conflicting_labels"]] for kind in ("exact", "normalised")]
     body = table(["kind", "repeated rows", "distinct texts", "with conflicting labels"], rows)
     examples = dup["normalised"]["examples"]
     if examples:
         body += "\n\nExamples (normalised):\n\n" + table(
-            ["text", "count", "labels", "ids"], [[e["text"], e["count"], ", ".join(e["labels"]), ", ".join(e["ids"])] for e in examples])
+            ["text", "count", "labels", "ids"], [[e["text"], e["count"], ", ".join(map(str, e["labels"])), ", ".join(e["ids"])] for e in examples])
     return "## Duplicates within train\n\nNormalised: lowercased, punctuation removed, whitespace collapsed.\n\n" + body
 
 

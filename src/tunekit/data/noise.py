@@ -114,8 +114,9 @@ def _candidates(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, fl
 def for_prepared(prepared, seed: int = 0) -> dict | None:
     """Candidates for the training split of ``prepared``, cached beside the frozen splits (they
     depend only on those rows and the seed) and appended to the data report. None for sentence
-    pairs, where the bag-of-words baseline says little about a label."""
-    if "text_pair" in prepared.train.column_names:
+    pairs, where the bag-of-words baseline says little about a label, and for regression, which
+    has no labels to confuse."""
+    if "text_pair" in prepared.train.column_names or not prepared.labels:
         return None
     cache = prepared.directory / f"label_noise-{seed}.json"
     if cache.is_file():

@@ -2,7 +2,8 @@
 
 The recipe: hash the inputs; if splits for exactly these inputs and settings were frozen before,
 load them, otherwise read and validate every file (all bad rows are errors), split, and freeze;
-then write the data report for the splits in force.
+then write the data report for the splits in force. For ``task: regression`` the label column
+holds a number (``labels`` is empty) and the report describes the target instead of label counts.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from tunekit.data.markdown import render_report_markdown
 from tunekit.data.read import read_table
 from tunekit.data.report import build_report
 from tunekit.data.split import make_splits
-from tunekit.data.validate import canonical_rows, label_set_error
+from tunekit.data.validate import canonical_rows, constant_target_error, label_set_error
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The frozen splits every later stage reads, with the label map and the dataset version id."""
+    """The frozen splits every later stage reads, with the label map and the dataset version id.
+
+    ``task`` is ``classification`` (``label`` holds label ids into ``labels``) or ``regression``
+    (``label`` holds the float target and ``labels`` is empty).
+    """
 
     train: datasets.Dataset
     validation: datasets.Dataset
@@ -34,6 +39,11 @@ class PreparedData:
     directory: Path
     report: dict
     reused: bool
+    task: str = "classification"
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
 
 def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
@@ -51,19 +61,22 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
     return PreparedData(
         train=frozen.datasets["train"], validation=frozen.datasets["validation"], test=frozen.datasets["test"],
         labels=frozen.labels, fingerprint=frozen.fingerprint, test_fingerprint=frozen.test_fingerprint,
-        directory=frozen.directory, report=report, reused=reused,
+        directory=frozen.directory, report=report, reused=reused, task=cfg.task,
     )
 
 
 def read_splits(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
-    """Read and validate the files, then split: (rows per split, labels sorted by name)."""
+    """Read and validate the files, then split: (rows per split, labels sorted by name; none for regression)."""
+    regression = cfg.task == "regression"
     train = read_rows(paths["train"], cfg, "data.train")
-    labels = sorted({row["label"] for row in train})
-    if len(labels) < 2:
+    labels = [] if regression else sorted({row["label"] for row in train})
+    if regression and len({row["label"] for row in train}) < 2:
+        raise constant_target_error(str(paths["train"]), train[0]["label"])
+    if not regression and len(labels) < 2:
         raise label_set_error(str(paths["train"]), labels)
     given = {role: read_rows(paths[role], cfg, f"data.{role}", labels) if role in paths else None
              for role in ("validation", "test")}
-    rows = make_splits(train, given["validation"], given["test"], cfg.data, paths["train"])
+    rows = make_splits(train, given["validation"], given["test"], cfg.data, paths["train"], regression)
     return rows, labels
 
 
@@ -71,21 +84,27 @@ def read_rows(path: str | Path, cfg: TunekitConfig, key: str = "data.train", kno
     """Canonical rows of one file (``{id, text, [text_pair], label, _at}``), every bad row an error.
 
     ``path`` is resolved like a config path (relative to the config file). With ``known_labels``, a
-    label outside them is an error; validation and test files are read that way.
+    label outside them is an error; validation and test files are read that way. For
+    ``task: regression`` the label is the float target.
     """
-    return canonical_rows(read_table(cfg.path(path), cfg.data, key), cfg.data, known_labels)
+    return canonical_rows(read_table(cfg.path(path), cfg.data, key), cfg.data, known_labels, cfg.task == "regression")
 
 
 def summary(prepared: PreparedData) -> str:
     """A few plain-text lines for the terminal: sizes, fingerprint, lengths and every warning."""
     report = prepared.report
-    rows, labels, train_len = report["rows"], report["labels"], report["lengths"]["splits"]["train"]
-    ratio = labels["imbalance_ratio"]
+    rows, train_len = report["rows"], report["lengths"]["splits"]["train"]
     state = "reused frozen splits" if prepared.reused else "froze new splits"
     unit = report["lengths"]["unit"]
+    if "target" in report:
+        t = report["target"]["per_split"]["train"]
+        what = f"target on train: mean {t['mean']:.4g}, std {t['std']:.4g}, min {t['min']:.4g}, median {t['p50']:.4g}, max {t['max']:.4g}"
+    else:
+        labels = report["labels"]
+        ratio = labels["imbalance_ratio"]
+        what = f"{labels['count']} labels" + (f" (largest / smallest train label: {ratio}x)" if ratio is not None else "")
     lines = [
-        f"Data {report['name']}: {rows['train']} train / {rows['validation']} validation / {rows['test']} test rows, "
-        f"{labels['count']} labels" + (f" (largest / smallest train label: {ratio}x)" if ratio is not None else ""),
+        f"Data {report['name']}: {rows['train']} train / {rows['validation']} validation / {rows['test']} test rows, {what}",
         f"Fingerprint {prepared.fingerprint[:16]} ({state} in {prepared.directory})",
         f"Train lengths ({unit}): p50 {train_len['p50']}, p95 {train_len['p95']}, max {train_len['max']}",
     ]

@@ -3,6 +3,8 @@
 Duplicates inflate a label's weight; a test row that also sits in train makes the test score
 optimistic; a rare label gets noisy metrics; truncated inputs lose information. None of these stop
 a run, so they are counted, given a few examples, and repeated as plain-language warnings.
+For ``task: regression`` the label section becomes target statistics per split (mean, spread,
+quantiles), and a validation or test split whose target sits far from train's is a warning.
 Everything here is JSON-serialisable; ``markdown.py`` renders it for people.
 """
 
@@ -17,6 +19,7 @@ from tunekit.data.lengths import length_report
 MAX_EXAMPLES = 5
 MAX_EXAMPLE_CHARS = 200
 IMBALANCE_WARNING = 10.0
+TARGET_SHIFT_WARNING = 0.5  # |split mean - train mean| in training standard deviations
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 
 
@@ -29,7 +32,7 @@ def build_report(cfg: TunekitConfig, rows: dict[str, list[dict]], labels: list[s
         "sources": meta["sources"],
         "split": meta["split"],
         "rows": {name: len(split) for name, split in rows.items()},
-        "labels": label_report(rows, labels),
+        **({"target": target_report(rows)} if cfg.task == "regression" else {"labels": label_report(rows, labels)}),
         "duplicates": duplicate_report(rows["train"]),
         "leakage": {name: leakage_report(rows["train"], rows[name]) for name in ("validation", "test")},
         "lengths": length_report(rows, cfg.model.max_length, tokenizer),
@@ -45,6 +48,23 @@ def label_report(rows: dict[str, list[dict]], labels: list[str]) -> dict:
     train = list(per_split["train"].values())
     ratio = round(max(train) / min(train), 2) if min(train) > 0 else None
     return {"names": labels, "count": len(labels), "per_split": per_split, "imbalance_ratio": ratio}
+
+
+def target_report(rows: dict[str, list[dict]]) -> dict:
+    """Statistics of the regression target per split: count, mean, std, min, quartiles, max."""
+    import numpy as np
+
+    per_split = {}
+    for name, split in rows.items():
+        values = np.asarray([row["label"] for row in split], dtype=float)
+        if not len(values):
+            per_split[name] = {"n": 0}
+            continue
+        p25, p50, p75 = np.percentile(values, [25, 50, 75])
+        per_split[name] = {"n": int(len(values)), "mean": float(values.mean()), "std": float(values.std()),
+                           "min": float(values.min()), "p25": float(p25), "p50": float(p50), "p75": float(p75),
+                           "max": float(values.max())}
+    return {"per_split": per_split}
 
 
 def normalise(text: str) -> str:
@@ -99,12 +119,13 @@ def warnings(report: dict) -> list[str]:
     if dup["exact"]["rows"]:
         out.append(f"{dup['exact']['rows']} training rows repeat an earlier training row exactly")
     if dup["normalised"]["conflicting_labels"]:
-        out.append(f"{dup['normalised']['conflicting_labels']} training texts appear with different labels")
+        what = "targets" if "target" in report else "labels"
+        out.append(f"{dup['normalised']['conflicting_labels']} training texts appear with different {what}")
     for name, leak in report["leakage"].items():
         if leak["normalised"]:
             out.append(f"{leak['normalised']} {name} rows also appear in train ({leak['exact']} exactly, the rest after "
                        f"normalising): {name} scores will be optimistic")
-    out += _label_warnings(report["labels"])
+    out += _target_warnings(report["target"]) if "target" in report else _label_warnings(report["labels"])
     lengths = report["lengths"]
     for name, split in lengths["splits"].items():
         if split.get("over_max_length"):
@@ -122,6 +143,20 @@ def _label_warnings(labels: dict) -> list[str]:
         if missing:
             shown = ", ".join(missing[:MAX_EXAMPLES]) + (", ..." if len(missing) > MAX_EXAMPLES else "")
             out.append(f"{len(missing)} label(s) have no {name} rows ({shown})")
+    return out
+
+
+def _target_warnings(target: dict) -> list[str]:
+    """A split whose target mean is far from train's: its scores measure another population."""
+    train, out = target["per_split"]["train"], []
+    for name in ("validation", "test"):
+        split = target["per_split"].get(name, {})
+        if not split.get("n") or not train.get("std"):
+            continue
+        shift = (split["mean"] - train["mean"]) / train["std"]
+        if abs(shift) >= TARGET_SHIFT_WARNING:
+            out.append(f"the {name} target mean {split['mean']:.4g} is {abs(shift):.1f} training standard deviations "
+                       f"{'above' if shift > 0 else 'below'} the train mean {train['mean']:.4g}: {name} scores describe other values than training saw")
     return out
 
 

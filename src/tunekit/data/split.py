@@ -4,6 +4,10 @@ Stratifying keeps every label's share the same in each split, so a rare label is
 the test set by bad luck. The same rows and seed always give the same split; rows keep their file
 order inside each split so a split can be read next to the source file. Test is split off first,
 then validation from the rest, so asking for a validation file later does not change the test rows.
+
+A regression target has no labels to stratify by, so its rows are stratified by quantile bins of
+the target instead: each split then spans the target's whole range, and a test set cannot end up
+holding only the small values by bad luck.
 """
 
 from __future__ import annotations
@@ -19,20 +23,29 @@ from tunekit.data.problems import Problems
 from tunekit.errors import DataError
 
 MAX_LOCATIONS_SHOWN = 3
+MAX_TARGET_BINS = 10
 
 
 def make_splits(train: list[dict], validation: list[dict] | None, test: list[dict] | None,
-                data: DataConfig, train_path: Path) -> dict[str, list[dict]]:
-    """The three splits: given files are used as they are, missing ones are split off ``train``."""
+                data: DataConfig, train_path: Path, regression: bool = False) -> dict[str, list[dict]]:
+    """The three splits: given files are used as they are, missing ones are split off ``train``.
+
+    ``regression``: the rows' labels are numbers; they are stratified by quantile bins of them.
+    """
     to_split = [name for name, rows in (("test", test), ("validation", validation)) if rows is None]
-    check_class_sizes(train, to_split, train_path)
+    if not regression:
+        check_class_sizes(train, to_split, train_path)
     held: dict[str, list[dict]] = {}
     rest = train
     for name in to_split:
         size = math.ceil(getattr(data.split, name) * len(train))
-        rest, held[name] = stratified_split(rest, size, name, data.split.seed, train_path)
+        if regression:
+            check_target_sizes(rest, size, name, train_path)
+        strata = target_bins([row["label"] for row in rest], min(size, len(rest) - size)) if regression else None
+        rest, held[name] = stratified_split(rest, size, name, data.split.seed, train_path, strata)
     if data.max_train_rows is not None:
-        rest = stratified_sample(rest, data.max_train_rows, data.split.seed)
+        strata = target_bins([row["label"] for row in rest], data.max_train_rows) if regression else None
+        rest = stratified_sample(rest, data.max_train_rows, data.split.seed, strata)
     return {
         "train": rest,
         "validation": validation if validation is not None else held["validation"],
@@ -61,11 +74,35 @@ def check_class_sizes(rows: list[dict], to_split: list[str], path: Path) -> None
     problems.raise_if_any(str(path))
 
 
-def stratified_split(rows: list[dict], size: int, name: str, seed: int, path: Path) -> tuple[list[dict], list[dict]]:
-    """Split ``size`` rows off ``rows`` (stratified by label); returns (rest, held out)."""
+def check_target_sizes(rows: list[dict], size: int, name: str, path: Path) -> None:
+    """A regression split needs rows on both sides, and two training rows to learn a spread from."""
+    if len(rows) - size < 2:
+        raise DataError(f"{path}: `data.split.{name}` holds out {size} of {len(rows)} rows, leaving fewer than 2 to train on; "
+                        f"add rows, lower `data.split.{name}`, or give an explicit `data.{name}` file")
+
+
+def target_bins(targets: list[float], max_bins: int) -> list[str]:
+    """Quantile bin of each target ("q0" lowest), at most ``max_bins`` and ``MAX_TARGET_BINS`` bins
+    of (nearly) equal size, so every bin can put at least one row on each side of a split.
+
+    Bins come from the rank of each value (ties broken by row order), not from cut points, so a
+    target with many equal values still gives equal-sized bins and the same rows always get the
+    same bins.
+    """
+    import numpy as np
+
+    n_bins = max(1, min(MAX_TARGET_BINS, max_bins, len(targets) // 2))
+    ranks = np.empty(len(targets), dtype=int)
+    ranks[np.argsort(np.asarray(targets, dtype=float), kind="stable")] = np.arange(len(targets))
+    return [f"q{int(r * n_bins // max(len(targets), 1))}" for r in ranks]
+
+
+def stratified_split(rows: list[dict], size: int, name: str, seed: int, path: Path,
+                     strata: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Split ``size`` rows off ``rows`` (stratified by label, or by ``strata`` when given); returns (rest, held out)."""
     from sklearn.model_selection import train_test_split
 
-    labels = [row["label"] for row in rows]
+    labels = strata if strata is not None else [row["label"] for row in rows]
     n_labels = len(set(labels))
     if size < n_labels or len(rows) - size < n_labels:
         raise DataError(
@@ -81,13 +118,13 @@ def stratified_split(rows: list[dict], size: int, name: str, seed: int, path: Pa
     return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
 
 
-def stratified_sample(rows: list[dict], size: int, seed: int) -> list[dict]:
-    """A seeded sample of ``size`` rows with each label's share kept, and every label kept if ``size`` allows."""
+def stratified_sample(rows: list[dict], size: int, seed: int, strata: list[str] | None = None) -> list[dict]:
+    """A seeded sample of ``size`` rows with each label's (or stratum's) share kept, and every label kept if ``size`` allows."""
     if len(rows) <= size:
         return rows
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        by_label[row["label"]].append(i)
+        by_label[strata[i] if strata is not None else row["label"]].append(i)
     quotas = allocate({label: len(idx) for label, idx in by_label.items()}, size)
     rng = random.Random(seed)
     chosen = [i for label in sorted(by_label) for i in rng.sample(by_label[label], quotas[label])]

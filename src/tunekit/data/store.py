@@ -7,6 +7,9 @@ that shape rows) to the fingerprint, so a later prepare on unchanged inputs load
 instead of re-reading and re-splitting; changed inputs get a new folder and old ones stay.
 The fingerprint is a sha256 over canonical rows, so it names the data itself, whatever file
 format or column names it came from.
+
+A ``task: regression`` dataset stores its target as a float ``label`` column (no label names,
+``labels.json`` is ``[]``) and says so in ``meta.json``; classification folders are unchanged.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def source_key(cfg: TunekitConfig, sources: list[SourceFile]) -> str:
     """sha256 over the input bytes and every data setting that changes the rows (not the paths)."""
     settings = cfg.data.model_dump(mode="json", exclude={"train", "validation", "test"})
     blob = {"version": STORE_VERSION, "settings": settings, "files": {s.role: s.sha256 for s in sources}}
+    if cfg.task == "regression":  # the same file read as numbers makes other rows; classification keys stay as they were
+        blob["task"] = "regression"
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -103,21 +108,24 @@ def _stored(key: str) -> bool:
     return key in ROW_FIELDS or key.startswith(META_PREFIX)
 
 
-def to_dataset(rows: list[dict], labels: list[str], with_pair: bool) -> datasets.Dataset:
-    """A ``datasets.Dataset`` with ``label`` as a ``ClassLabel`` id, so the names travel with it."""
+def to_dataset(rows: list[dict], labels: list[str], with_pair: bool, regression: bool = False) -> datasets.Dataset:
+    """A ``datasets.Dataset`` with ``label`` as a ``ClassLabel`` id, so the names travel with it;
+    for regression ``label`` is the float target."""
     features = {"id": datasets.Value("string"), "text": datasets.Value("string")}
     if with_pair:
         features["text_pair"] = datasets.Value("string")
-    features["label"] = datasets.ClassLabel(names=labels)
+    features["label"] = datasets.Value("float64") if regression else datasets.ClassLabel(names=labels)
     for key in (k for k in (rows[0] if rows else {}) if k.startswith(META_PREFIX)):
         features[key] = datasets.Value("string")
     index = {label: i for i, label in enumerate(labels)}
-    records = [{key: (index[row[key]] if key == "label" else row[key]) for key in features} for row in rows]
+    records = [{key: (index[row[key]] if key == "label" and not regression else row[key]) for key in features} for row in rows]
     return datasets.Dataset.from_list(records, features=datasets.Features(features))
 
 
-def dataset_rows(dataset: datasets.Dataset, labels: list[str]) -> list[dict]:
-    """Canonical rows (label names) back from a dataset with label ids."""
+def dataset_rows(dataset: datasets.Dataset, labels: list[str], regression: bool = False) -> list[dict]:
+    """Canonical rows (label names, or float targets) back from a dataset with label ids."""
+    if regression:
+        return dataset.to_list()
     return [{**row, "label": labels[row["label"]]} for row in dataset.to_list()]
 
 
@@ -140,7 +148,8 @@ def read_directory(directory: Path) -> Frozen:
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     dsets = {name: datasets.Dataset(pq.read_table(directory / f"{name}.parquet")) for name in SPLITS}
-    rows = {name: dataset_rows(dsets[name], labels) for name in SPLITS}
+    regression = meta.get("task") == "regression"
+    rows = {name: dataset_rows(dsets[name], labels, regression) for name in SPLITS}
     if fingerprint(rows, labels) != meta["fingerprint"]:
         raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
                         "(were files in it edited?); delete this folder to make them again from the source files")
@@ -152,7 +161,7 @@ def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[s
     rows = {name: [{f: v for f, v in row.items() if _stored(f)} for row in rows[name]] for name in SPLITS}  # drop "_at"
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
-    dsets = {name: to_dataset(rows[name], labels, with_pair) for name in SPLITS}
+    dsets = {name: to_dataset(rows[name], labels, with_pair, cfg.task == "regression") for name in SPLITS}
     meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels)
     root = datasets_root(cfg)
     directory = root / fp[:16]
@@ -176,6 +185,7 @@ def _meta(cfg: TunekitConfig, key: str, fp: str, test_fp: str, sources: list[Sou
         "rows": {name: len(rows[name]) for name in SPLITS},
         "labels": len(labels),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"task": "regression"} if cfg.task == "regression" else {}),
     }
 
 

@@ -3,7 +3,9 @@
 A silently dropped row changes what the model learns and what the test measures, so every bad row
 is an error that names the file, the line, the column and the fix. Labels become strings here, once
 (``3`` -> ``"3"``, ``1.0`` -> ``"1"``), so a label read from CSV and the same label read from
-Parquet are one class, not two.
+Parquet are one class, not two. For ``task: regression`` the label column holds the target, which
+becomes a float here; text that is not a number, NaN and infinity are errors (a NaN target turns
+the squared-error loss into NaN, and an infinite one makes every error metric infinite).
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ MAX_LABELS_SHOWN = 10
 META_PREFIX = "meta."  # metadata columns travel as "meta.<column>" so they never clash with id/text/label
 
 
-def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[str] | None = None) -> list[dict]:
+def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[str] | None = None,
+                   regression: bool = False) -> list[dict]:
     """Canonical rows ``{id, text, [text_pair], label, _at}`` of ``table``; ``_at`` is "line 12" etc.
 
     With ``known_labels`` (the training labels), a label outside them is an error: the model could
-    never predict it, and its rows would silently count as mistakes.
+    never predict it, and its rows would silently count as mistakes. With ``regression`` the label
+    is a finite float (the target) and ``known_labels`` is not used.
     """
     check_columns(table, data)
     known = set(known_labels) if known_labels is not None else None
     problems = table.problems  # malformed records found while reading come first
     rows = []
     for record in table.records:
-        row = _canonical(record, table, data, known, problems)
+        row = _canonical(record, table, data, known, problems, regression)
         if row is not None:
             rows.append(row)
     problems.raise_if_any(str(table.path))
@@ -65,12 +69,14 @@ def check_columns(table: RawTable, data: DataConfig) -> None:
     problems.raise_if_any(str(table.path))
 
 
-def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str] | None, problems: Problems) -> dict | None:
+def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str] | None, problems: Problems,
+               regression: bool = False) -> dict | None:
     where = f"{table.path} {record.location}"
     text = _text(record.values.get(data.text_column), where, data.text_column, problems)
     pair = _text(record.values.get(data.text_pair_column), where, data.text_pair_column, problems) if data.text_pair_column else ""
-    label = _label(record.values.get(data.label_column), where, data.label_column, problems)
-    if label is not None and known is not None and label not in known:
+    read_label = _target if regression else _label
+    label = read_label(record.values.get(data.label_column), where, data.label_column, problems)
+    if label is not None and known is not None and not regression and label not in known:
         problems.add(f'{where}: column "{data.label_column}" has label "{label}", which never appears in the training file; '
                      f"known labels: {_few(known)}. Fix the label, or add rows with it to the training file")
         return None
@@ -110,6 +116,34 @@ def _label(value: Any, where: str, column: str, problems: Problems) -> str | Non
     return str(value).strip()
 
 
+def _target(value: Any, where: str, column: str, problems: Problems) -> float | None:
+    """The regression target as a finite float; numbers written as text (" 3.5", "1e3") are accepted."""
+    if isinstance(value, (dict, list)):
+        problems.add(f'{where}: column "{column}" holds {type(value).__name__} data, not a number; put one number per row (task: regression)')
+        return None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        problems.add(f'{where}: column "{column}" (the target) is empty; every row needs a number (fill it in or remove the row)')
+        return None
+    if isinstance(value, bool):  # JSON true/false would pass as 1.0/0.0 and hide a wrong column
+        problems.add(f'{where}: column "{column}" holds the boolean {str(value).lower()}, not a number; task regression needs a numeric target')
+        return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        problems.add(f'{where}: column "{column}" holds {_short(value)!r}, which is not a number; task regression needs a numeric '
+                     "target (check `data.label_column`, or use task: classification for labels)")
+        return None
+    if not math.isfinite(number):
+        problems.add(f'{where}: column "{column}" is {number}; a regression target must be a finite number (fix or remove the row)')
+        return None
+    return number
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _is_missing(value: Any) -> bool:
     if value is None:
         return True
@@ -122,6 +156,12 @@ def _few(labels: Collection[str]) -> str:
     shown = sorted(labels)[:MAX_LABELS_SHOWN]
     more = f", ... ({len(labels)} in all)" if len(labels) > MAX_LABELS_SHOWN else ""
     return ", ".join(f'"{label}"' for label in shown) + more
+
+
+def constant_target_error(path: str, value: float) -> DataError:
+    """Training data whose target never varies gives a regression model nothing to learn."""
+    return DataError(f"{path}: every training row has the target {value:g}; regression needs targets that vary "
+                     "(check `data.label_column`)")
 
 
 def label_set_error(path: str, labels: list[str]) -> DataError:

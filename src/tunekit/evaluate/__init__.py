@@ -6,6 +6,8 @@ collects: paired bootstrap intervals and McNemar's test against the baseline, th
 fixed and broke, slices where it is worse, calibration before and after temperature scaling
 (fitted on validation, saved with the model, used by the server), one-vs-rest curves, flip rates
 under perturbations, the user's behavioural suite, and word attributions for a few rows.
+``task: regression`` is evaluated by ``evaluate.regression`` (error metrics, predicted-vs-true plot,
+paired bootstrap of each error, slices) and skips what only applies to labels.
 """
 
 from __future__ import annotations
@@ -27,18 +29,27 @@ __all__ = ["EvalResult", "run", "score", "classification_metrics", "headline"]
 class EvalResult:
     metrics: dict          # the fine-tuned model's metrics on test
     baseline: dict         # the baseline's metrics on the same rows
-    probs: np.ndarray      # fine-tuned test probabilities
+    probs: np.ndarray | None  # fine-tuned test probabilities (None for regression)
     files: dict[str, Path]
     analysis: dict = field(default_factory=dict)  # statistics, slices, calibration, robustness, suite, explanations
+    values: np.ndarray | None = None  # regression: fine-tuned test predictions
 
 
 def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
-    """Metrics and probabilities of a ``TrainedModel`` on ``data.test``."""
+    """Metrics and probabilities (regression: predicted values) of a ``TrainedModel`` on ``data.test``."""
+    if getattr(model, "task", "classification") == "regression":
+        from tunekit.evaluate.regression import score as score_regression
+
+        return score_regression(model, data, batch_size)
     probs = model.predict_proba(list(data.test["text"]), text_pairs(data.test), batch_size)
     return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
 
 
 def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalResult:
+    if cfg.task == "regression":
+        from tunekit.evaluate.regression import run_regression
+
+        return run_regression(cfg, data, model, baseline, out_dir, history)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, probs = score(model, data, cfg.train.eval_batch_size)
     y, pred, base_pred = np.asarray(list(data.test["label"])), probs.argmax(1), baseline.probs.argmax(1)

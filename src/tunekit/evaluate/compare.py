@@ -3,7 +3,8 @@
 Both runs' per-example predictions are joined on the row id, so the comparison is paired: the
 bootstrap resamples the same rows for both, and McNemar's test counts the rows where exactly one
 of them is right. Runs tested on different rows (different test fingerprints) are refused: their
-numbers cannot be compared.
+numbers cannot be compared. Regression runs (a ``target`` column in ``predictions.csv``) are
+compared on MSE, RMSE, MAE and R², with no McNemar test.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from tunekit.errors import TunekitError
 from tunekit.evaluate import stats
-from tunekit.evaluate.report import p_value
+from tunekit.evaluate.report import direction_note, p_value, verdict_word
 
 
 def load_card(run_dir: Path) -> dict:
@@ -42,6 +43,10 @@ def compare_predictions(path_a: Path, path_b: Path, resamples: int = 1000) -> di
     """Paired statistics of B's predictions against A's, joined on the row id."""
     rows_a, rows_b = _read(path_a), _read(path_b)
     ids = [i for i in rows_a if i in rows_b]
+    if ids and "target" in rows_a[ids[0]]:
+        y = np.array([float(rows_a[i]["target"]) for i in ids])
+        pa, pb = (np.array([float(rows[i]["predicted"]) for i in ids]) for rows in (rows_a, rows_b))
+        return {"rows": len(ids), "metrics": stats.compare_regression(y, pa, pb, resamples), "mcnemar": None}
     labels = sorted({rows_a[i]["label"] for i in ids} | {rows_a[i]["predicted"] for i in ids} | {rows_b[i]["predicted"] for i in ids})
     index = {name: k for k, name in enumerate(labels)}
     y = np.array([index[rows_a[i]["label"]] for i in ids])
@@ -61,8 +66,11 @@ def _markdown(result: dict, a: dict, b: dict) -> str:
              f"A: {a['method']} v{a['registry']['version']} ({a['registry']['alias']}); B: {b['method']} v{b['registry']['version']} ({b['registry']['alias']}).",
              "", "| metric | A | B | B - A | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
     for metric, r in result["metrics"].items():
-        lines.append(f"| {metric} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
+        lines.append(f"| {metric}{direction_note(r)} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f}{verdict_word(r)} | "
+                     f"[{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
     m = result["mcnemar"]
+    if m is None:
+        return "\n".join(lines + [""])
     lines += ["", f"McNemar ({m['method']}): B right where A is wrong on {m['a_wrong_b_right']} rows, "
                   f"wrong where A is right on {m['a_right_b_wrong']}; p = {m['p_value']:.3g}.", ""]
     return "\n".join(lines)

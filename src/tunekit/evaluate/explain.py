@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 PredictProba = Callable[[list[str]], np.ndarray]
+PredictValues = Callable[[list[str]], np.ndarray]
 
 
 def occlusion(predict_proba: PredictProba, text: str, labels: list[str], target: int | None = None) -> dict:
@@ -32,11 +33,33 @@ def occlusion(predict_proba: PredictProba, text: str, labels: list[str], target:
     }
 
 
+def occlusion_value(predict: PredictValues, text: str) -> dict:
+    """Regression: each word's attribution is how much the predicted value drops without it
+    (negative: the word pulls the prediction down). Returns the value and ``(word, attribution)``."""
+    words = text.split()
+    variants = [text] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
+    values = np.asarray(predict(variants), dtype=float)
+    base = float(values[0])
+    return {"text": text, "value": base, "attributions": [(word, round(base - float(v), 4)) for word, v in zip(words, values[1:])]}
+
+
 def render_markdown(explanation: dict, top: int = 3) -> str:
     """The text with its most influential words in bold, and their attributions."""
+    if "value" in explanation:
+        return _render_value(explanation, top)
     order = sorted(range(len(explanation["attributions"])), key=lambda i: -explanation["attributions"][i][1])[:top]
     strong = {i for i in order if explanation["attributions"][i][1] >= 0.01}
     text = " ".join(f"**{w}**" if i in strong else w for i, (w, _) in enumerate(explanation["attributions"]))
     ranked = [explanation["attributions"][i] for i in order]
     detail = ", ".join(f"{w} {a:+.2f}" for w, a in ranked)
     return f"{text} → `{explanation['label']}` ({explanation['probability']:.2f}; {detail})"
+
+
+def _render_value(explanation: dict, top: int) -> str:
+    """Regression: the words that move the prediction most, either way, in bold."""
+    attributions = explanation["attributions"]
+    order = sorted(range(len(attributions)), key=lambda i: -abs(attributions[i][1]))[:top]
+    strong = {i for i in order if attributions[i][1] != 0}
+    text = " ".join(f"**{w}**" if i in strong else w for i, (w, _) in enumerate(attributions))
+    detail = ", ".join(f"{attributions[i][0]} {attributions[i][1]:+.3g}" for i in order)
+    return f"{text} → {explanation['value']:.4g} ({detail})"

@@ -1,4 +1,5 @@
-"""Classification metrics, computed the same way for the baseline, the fine-tuned model and the champion."""
+"""Classification and regression metrics, computed the same way for the baseline, the fine-tuned
+model and the champion."""
 
 from __future__ import annotations
 
@@ -25,6 +26,39 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
         "per_class_f1": {labels[i]: float(f1[i]) for i in ids if present[i]},
         "n": int(len(y_true)),
     }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MSE, RMSE and MAE (in the target's units; lower is better) and R² (higher is better)."""
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    return {"mse": mse(y_true, y_pred), "rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred), "r2": r2(y_true, y_pred),
+            "n": int(len(y_true))}
+
+
+def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean((y_true - y_pred) ** 2))
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(y_true - y_pred)))
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """1 - SS_res / SS_tot: 1 for perfect predictions, 0 for always predicting the mean of ``y_true``,
+    negative for worse than that. Rows with one target value (a slice, a resample) have no spread
+    to explain: 1 when the predictions match it exactly, else 0 (sklearn's ``force_finite``)."""
+    ss_res = float(np.sum((y_true - y_pred) ** 2))
+    ss_tot = float(np.sum((y_true - np.mean(y_true)) ** 2))
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+REGRESSION_FNS = {"mse": mse, "rmse": rmse, "mae": mae, "r2": r2}
 
 
 def headline(m: dict) -> dict[str, float]:

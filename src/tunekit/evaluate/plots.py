@@ -68,3 +68,39 @@ def training_curve(history: list[dict], primary: str, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def predicted_vs_true(y_true: np.ndarray, pred: np.ndarray, base_pred: np.ndarray, path: Path, title: str) -> Path:
+    """Regression: predicted against true target for the fine-tuned model and the baseline, with the
+    y = x line a perfect model would sit on (points below it are under-predictions)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.scatter(y_true, base_pred, s=12, alpha=0.5, color="#999999", label="baseline", edgecolors="none")
+    ax.scatter(y_true, pred, s=12, alpha=0.7, color="#1f77b4", label="fine-tuned", edgecolors="none")
+    low = float(min(np.min(y_true), np.min(pred), np.min(base_pred)))
+    high = float(max(np.max(y_true), np.max(pred), np.max(base_pred)))
+    ax.plot([low, high], [low, high], "--", color="#d62728", linewidth=1, label="y = x (perfect)")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def residuals(y_true: np.ndarray, pred: np.ndarray, base_pred: np.ndarray, path: Path) -> Path:
+    """Regression: histogram of residuals (predicted - true) of both models on shared bins."""
+    res, base_res = pred - y_true, base_pred - y_true
+    bins = np.histogram_bin_edges(np.concatenate([res, base_res]), bins=min(40, max(10, len(res) // 5)))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(base_res, bins=bins, alpha=0.5, color="#999999", label="baseline")
+    ax.hist(res, bins=bins, alpha=0.6, color="#1f77b4", label="fine-tuned")
+    ax.axvline(0, color="#d62728", linestyle="--", linewidth=1)
+    ax.set_xlabel("residual (predicted - true)")
+    ax.set_ylabel("test rows")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

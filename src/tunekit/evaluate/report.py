@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from tunekit.config import REGRESSION_METRICS, lower_is_better
 from tunekit.evaluate.textgen import GENERATION_METRICS
 
 METRIC_ORDER = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
@@ -32,9 +33,31 @@ def comparison_rows(card: dict) -> list[tuple[str, float, float, float]]:
     return [(m, base[m], tuned[m], tuned[m] - base[m]) for m in _headline_metrics(card)]
 
 
+def change_word(metric: str, diff: float) -> str:
+    """``better``, ``worse`` or ``same`` for a fine-tuned-minus-baseline difference of ``metric``,
+    in the metric's own direction (a negative RMSE difference is better)."""
+    if diff == 0:
+        return "same"
+    return "better" if (diff < 0) == lower_is_better(metric) else "worse"
+
+
+def direction_note(r: dict) -> str:
+    """" (lower is better)" after an error metric's name in a comparison row that says so."""
+    return " (lower is better)" if r.get("lower_is_better") else ""
+
+
+def verdict_word(r: dict) -> str:
+    """" (better)" / " (worse)" after a difference in a comparison row that carries its direction."""
+    if "better" not in r:
+        return ""
+    return " (same)" if r["diff"] == 0 else (" (better)" if r["better"] else " (worse)")
+
+
 def render_markdown(card: dict) -> str:
     if _is_generation(card):
         return _render_generation(card)
+    if _is_regression(card):
+        return _render_regression(card)
     primary = card["primary"]
     data, train = card["data"], card["train"]
     lines = [
@@ -105,6 +128,82 @@ def _render_generation(card: dict) -> str:
     ]
     lines += _training(card, "loss", f"{train['train_tokens_per_second']:,.0f} training tokens/s")
     return "\n".join(lines + _plots_and_lineage(card))
+
+
+def _render_regression(card: dict) -> str:
+    """The card of a ``task: regression`` run: error metrics against TF-IDF + ridge with paired
+    intervals, which sections do not apply, slices, the target, training, and the plots."""
+    from tunekit.evaluate.regression import NOT_APPLICABLE
+
+    data, train, analysis = card["data"], card["train"], card["analysis"]
+    primary, versus = card["primary"], analysis.get("versus_baseline", {})
+    lines = [
+        *_verdict(card),
+        "",
+        "## Test metrics: fine-tuned vs baseline (same test rows)",
+        "",
+        f"| metric | baseline ({card['baseline']['name']}) | fine-tuned ({card['method']}) | difference | 95% interval | p |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for metric, b, t, d in comparison_rows(card):
+        mark = " **(primary)**" if metric == primary else ""
+        lower = " (lower is better)" if lower_is_better(metric) else ""
+        r = versus.get(metric)
+        interval = f"[{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])}" if r else "n/a | n/a"
+        lines.append(f"| {metric}{mark}{lower} | {b:.4f} | {t:.4f} | {d:+.4f} ({change_word(metric, d)}) | {interval} |")
+    lines += ["", "MSE, RMSE and MAE are errors in the target's units: lower is better. R² is the share of the target's variance "
+                  "explained: 1 is perfect, 0 is no better than always predicting the mean, higher is better. Differences are "
+                  "fine-tuned minus baseline; intervals: paired bootstrap over test rows.",
+              "", "Not computed for regression (they apply to labels): " + ", ".join(analysis.get("not_applicable", NOT_APPLICABLE)) + "."]
+    lines += _regression_champion(analysis.get("versus_champion"))
+    lines += _champion(card)
+    lines += _regression_slices(analysis.get("slices") or [], primary)
+    if analysis.get("explanations"):
+        from tunekit.evaluate.explain import render_markdown as explain_md
+
+        lines += ["", "## Why: word attributions (occlusion) on sample test rows", "",
+                  "Each number is how much the predicted value drops when the word is removed.", ""]
+        lines += [f"- {explain_md(e)}" for e in analysis["explanations"]]
+    target, scaling = data.get("target") or {}, train.get("target_scaling")
+    lines += [
+        "",
+        "## Data",
+        "",
+        _fingerprints(data),
+        f"- rows: train {data['rows']['train']}, validation {data['rows']['validation']}, test {data['rows']['test']}",
+    ]
+    if target:
+        lines.append("- target: " + "; ".join(f"{split} mean {s['mean']:.4g}, std {s['std']:.4g}, range {s['min']:.4g} to {s['max']:.4g}"
+                                              for split, s in target.items() if s.get("n")))
+    lines.append(f"- full data report: `{data['report_path']}`")
+    lines += _training(card, primary, f"{train['train_examples_per_second']:.1f} training examples/s")
+    if scaling:
+        lines += ["", f"The network learns the target standardised with the training mean {scaling['mean']:.4g} and standard deviation "
+                      f"{scaling['std']:.4g}; its outputs are mapped back (value x std + mean) before scoring and serving."]
+    return "\n".join(lines + _plots_and_lineage(card))
+
+
+def _regression_champion(vc: dict | None) -> list[str]:
+    if not vc:
+        return []
+    lines = ["", f"## Against the current champion v{vc['version']} (same {vc['rows']} test rows)", "",
+             "| metric | champion | this version | difference | 95% interval | p |", "|---|---:|---:|---:|---:|---:|"]
+    for metric, r in vc["metrics"].items():
+        lines.append(f"| {metric}{direction_note(r)} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f}{verdict_word(r)} | "
+                     f"[{r['low']:+.4f}, {r['high']:+.4f}] | {p_value(r['p_value'])} |")
+    return lines
+
+
+def _regression_slices(rows: list[dict], primary: str) -> list[str]:
+    if not rows:
+        return []
+    worse = sum(r["worse"] for r in rows)
+    lines = ["", "## Slices", "", f"Slices where the fine-tuned model is worse than the baseline on {primary}: {worse} of {len(rows)}.", "",
+             f"| slice | rows | fine-tuned {primary} | baseline {primary} | fine-tuned MAE | baseline MAE | |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        flag = "**worse than baseline**" if r["worse"] else ""
+        lines.append(f"| {r['slice']} | {r['n']} | {r[primary]:.4f} | {r['baseline_' + primary]:.4f} | {r['mae']:.4f} | {r['baseline_mae']:.4f} | {flag} |")
+    return lines
 
 
 def _baselines(card: dict) -> list[str]:
@@ -194,7 +293,13 @@ def _is_generation(card: dict) -> bool:
     return card.get("task") == "generation"
 
 
+def _is_regression(card: dict) -> bool:
+    return card.get("task") == "regression"
+
+
 def _headline_metrics(card: dict) -> tuple[str, ...]:
+    if _is_regression(card):
+        return REGRESSION_METRICS
     return GENERATION_METRICS if _is_generation(card) else METRIC_ORDER
 
 

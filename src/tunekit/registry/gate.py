@@ -1,13 +1,20 @@
 """The promotion gate: a pure decision, so it is easy to test and to explain.
 
 A new version becomes ``champion`` only when its primary metric beats the baseline's by
-``gate.min_improvement`` and is not below the current champion's on the same test rows. Every
+``gate.min_improvement`` and is not worse than the current champion's on the same test rows. Every
 check contributes a sentence to ``reasons``, passed or not, so the user reads *why*.
+
+"Beats" and "worse" follow the metric's direction. For scores (accuracy, F1, R², ROUGE, ...)
+higher is better and the improvement is ``candidate - baseline``; for the error metrics of
+regression (``rmse``, ``mae``, ``mse``) lower is better and the improvement is
+``baseline - candidate``, so ``min_improvement`` is always "how much better", never negative for a gain.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from tunekit.config import lower_is_better
 
 
 @dataclass
@@ -41,22 +48,26 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
            champion: ChampionScore | None, beat_champion: bool = True, suite: dict | None = None) -> GateDecision:
     """``suite``: the result of the behavioural suite when the gate requires it to pass."""
     reasons, passed = [], True
-    margin = candidate - baseline
+    lower = lower_is_better(primary)
+    margin = baseline - candidate if lower else candidate - baseline  # the improvement, > 0 when the candidate is better
+    note = "lower is better; " if lower else ""
     # "beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss
     if margin >= min_improvement and (margin > 0 or min_improvement < 0):
-        reasons.append(f"{primary} {candidate:.4f} beats the baseline's {baseline:.4f} by {margin:+.4f} (required {min_improvement:+.4f})")
+        reasons.append(f"{primary} {candidate:.4f} beats the baseline's {baseline:.4f} by {margin:+.4f} ({note}required {min_improvement:+.4f})")
     else:
         passed = False
-        reasons.append(f"{primary} {candidate:.4f} does not beat the baseline's {baseline:.4f} by the required {min_improvement:+.4f} (margin {margin:+.4f})")
+        reasons.append(f"{primary} {candidate:.4f} does not beat the baseline's {baseline:.4f} by the required {min_improvement:+.4f} "
+                       f"({note}margin {margin:+.4f})")
+    worse, not_worse = ("above", "not above") if lower else ("below", "not below")
     if champion is None:
         reasons.append("there is no current champion")
     elif not beat_champion:
         reasons.append(f"champion v{champion.version} not compared (gate.beat_champion is false)")
-    elif candidate >= champion.score:
-        reasons.append(f"{primary} is not below champion v{champion.version}'s {champion.score:.4f} ({champion.how} on the same test rows)")
+    elif (candidate <= champion.score) if lower else (candidate >= champion.score):
+        reasons.append(f"{primary} is {not_worse} champion v{champion.version}'s {champion.score:.4f} ({note}{champion.how} on the same test rows)")
     else:
         passed = False
-        reasons.append(f"{primary} is below champion v{champion.version}'s {champion.score:.4f} ({champion.how} on the same test rows)")
+        reasons.append(f"{primary} is {worse} champion v{champion.version}'s {champion.score:.4f} ({note}{champion.how} on the same test rows)")
     if suite is not None:
         if suite["failed"]:
             passed = False

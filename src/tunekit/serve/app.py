@@ -189,6 +189,11 @@ def serve(settings: ServeSettings) -> None:
     """Run the server with uvicorn until interrupted; prints where it listens and where the docs are."""
     import uvicorn
 
+    if settings.backend == "vllm":
+        from tunekit.serve.loading import model_directory
+        from tunekit.serve.vllm_backend import run_vllm
+
+        return run_vllm(model_directory(settings), settings.host, settings.port, settings.workspace_dir)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)

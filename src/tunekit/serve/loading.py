@@ -56,22 +56,27 @@ Loader = Callable[[ServeSettings], LoadedModel]
 
 def default_loader(settings: ServeSettings) -> LoadedModel:
     """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
+    path, name, version = resolve_model(settings)
+    model = _load(path, settings.device)
+    return LoadedModel(model=model, name=name or model.info["name"], version=version,
+                       source=str(path) if version is None else settings.model)
+
+
+def resolve_model(settings: ServeSettings) -> tuple[Path, str | None, str | None]:
+    """(directory, registered name, version) of ``settings.model``; name and version are None for a plain path."""
     path = Path(settings.model).expanduser()
     if path.exists():
-        model = _load(path, settings.device)
-        return LoadedModel(model=model, name=model.info["name"], version=None, source=str(path))
+        return path, None, None
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
-    from tunekit.registry import resolve  # the registry (and MLflow) only when a reference needs it
+    from tunekit.registry import default_tracking_uri, resolve  # the registry (and MLflow) only when a reference needs it
 
-    tracking_uri = settings.tracking_uri
-    if tracking_uri is None:
-        from tunekit.registry import default_tracking_uri
+    ref = resolve(settings.model, settings.tracking_uri or default_tracking_uri())
+    return Path(ref.path), ref.name, str(ref.version)
 
-        tracking_uri = default_tracking_uri()
-    ref = resolve(settings.model, tracking_uri)
-    model = _load(Path(ref.path), settings.device)
-    return LoadedModel(model=model, name=ref.name, version=str(ref.version), source=settings.model)
+
+def model_directory(settings: ServeSettings) -> Path:
+    return resolve_model(settings)[0]
 
 
 def _load(path: Path, device: str) -> TrainedModel | Generator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +36,7 @@ class ServeSettings(BaseModel):
     max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a micro-batch waits for others to join it.")
     log_requests: bool = Field(True, description="Log every request and response (PII-redacted unless `guardrails.redact_logs` is false) to `serving.db`.")
     durable_log: bool = Field(False, description="Commit each logged request before answering (no loss even on `kill -9`, at the cost of a disk sync per request).")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation models: `transformers` (tunekit's server, everything on this page) or `vllm` (vLLM's OpenAI server with the adapter loaded through its LoRA support; CUDA only, `pip install vllm`; auth by vLLM's single `$VLLM_API_KEY`, no tunekit guardrails or request log).")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output guardrails.")
 

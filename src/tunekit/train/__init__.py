@@ -4,6 +4,10 @@ A plain PyTorch loop, no Trainer: tokenise once, batch by length, AdamW with lin
 decay, validate every epoch on the primary metric, keep the best epoch's weights, stop early when
 validation stops improving, and write the adapter directory (PEFT's own files, the tokenizer and
 ``tunekit.json``), which ``PeftModel.from_pretrained`` loads unchanged.
+
+``task: regression`` runs the same loop with a one-output head and mean squared error on the
+target standardised with the training mean and std (see ``target_scaling``); early stopping then
+follows the primary metric in its own direction (lower RMSE, MAE, MSE is better; higher R²).
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tunekit import methods
-from tunekit.config import TunekitConfig
+from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
-from tunekit.evaluate.metrics import classification_metrics
+from tunekit.evaluate.metrics import classification_metrics, regression_metrics
 from tunekit.lineage import git_commit, package_versions
-from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, resolve_base
+from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, predict_values, resolve_base
 from tunekit.train import schedules
 
 __all__ = ["TrainResult", "run", "update_manifest"]
@@ -74,7 +78,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     With ``train.checkpoint_every`` the loop state is saved every N steps and at every epoch end
     to ``checkpoint.pt`` beside ``out_dir``; ``resume=True`` continues from it (after any crash,
     even ``kill -9``) and ends with the same weights and metrics as an uninterrupted run.
-    ``on_epoch(epoch, score)`` is called after each validation (hyperparameter search prunes there).
+    ``on_epoch(epoch, score)`` is called after each validation (hyperparameter search prunes there);
+    ``score`` is the primary metric as measured, so for ``rmse``, ``mae`` and ``mse`` lower is better.
     ``task: generation`` trains a causal LM on packed conversations instead (``train.causal``).
     """
     if cfg.task == "generation":
@@ -85,7 +90,9 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     device = pick_device(cfg.train.device)
     methods.check(cfg.method, device)  # before any weights load
     quantized = cfg.method.kind == "qlora"
-    model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=quantized)
+    regression = cfg.task == "regression"
+    scaling = target_scaling(data) if regression else None
+    model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=quantized, regression=regression)
     model = methods.apply(model, cfg.method)
     if cfg.model.init_from:
         _init_from(model, cfg, data.labels, console)
@@ -96,14 +103,15 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     blocks = schedules.n_blocks(model)
 
     encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)
-    labels = torch.tensor(list(data.train["label"]))
+    labels = _train_labels(data, scaling)
     steps_per_epoch = -(-len(encoded) // cfg.train.batch_size)
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
     rng = np.random.default_rng(cfg.train.seed)
     val_texts, val_pairs = list(data.validation["text"]), text_pairs(data.validation)
     checkpoint = out_dir.parent / "checkpoint.pt"
     identity = {"data_fingerprint": data.fingerprint, "config_hash": cfg.hash()}
-    st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else LoopState()
+    st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else \
+        LoopState(best_score=np.inf if lower_is_better(cfg.eval.primary) else -np.inf)
     started = time.perf_counter()
     with _progress(console) as progress:
         task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs,
@@ -132,8 +140,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
                 if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
                     save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             st.train_seconds += time.perf_counter() - epoch_start
-            probs = predict_proba(model, tokenizer, val_texts, val_pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
-            val = classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
+            val = _validate(model, tokenizer, cfg, data, val_texts, val_pairs, device, scaling)
             stop = _end_epoch(st, cfg, model, val, time.perf_counter() - epoch_start, progress.console)
             if on_epoch is not None:
                 on_epoch(st.epoch - 1, val[cfg.eval.primary])
@@ -142,7 +149,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
             if stop:
                 break
     model.load_state_dict(st.best_state, strict=False)
-    _save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch)
+    _save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch, scaling)
     checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
     return TrainResult(
         adapter_dir=out_dir, history=st.history, best_epoch=st.best_epoch, best_score=float(st.best_score),
@@ -150,6 +157,42 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
         seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
         peak_memory_mb=_peak_memory_mb(device),
     )
+
+
+def target_scaling(data) -> dict[str, float]:
+    """Mean and standard deviation of the training target; the network learns ``(y - mean) / std``.
+
+    Why: the new head starts from small random weights, so the untrained model outputs values close
+    to 0. A target in the hundreds (prices, durations) would make the first
+    squared errors around 10^4, their gradients would swamp the pretrained weights (clipping
+    then throws most of each step away), and the head would spend its epochs just learning the
+    offset. On the standardised scale the initial output is already a sensible guess (the mean),
+    the loss starts near 1 whatever the units, and the learning rates that work for classification
+    work here too. Predictions are mapped back with ``value * std + mean`` (``TrainedModel.predict``),
+    and both numbers are saved in ``tunekit.json`` so the server does the same.
+    """
+    y = np.asarray(list(data.train["label"]), dtype=float)
+    std = float(y.std())
+    return {"mean": float(y.mean()), "std": std if std > 0 else 1.0}
+
+
+def _train_labels(data, scaling: dict[str, float] | None) -> torch.Tensor:
+    """Label ids (classification) or the standardised float target (regression) of every training row."""
+    if scaling is None:
+        return torch.tensor(list(data.train["label"]))
+    y = np.asarray(list(data.train["label"]), dtype=np.float32)
+    return torch.tensor((y - scaling["mean"]) / scaling["std"], dtype=torch.float32)
+
+
+def _validate(model, tokenizer, cfg: TunekitConfig, data, texts: list[str], pairs: list[str] | None, device,
+              scaling: dict[str, float] | None) -> dict:
+    """The validation metrics of the model as it is now (regression: in the target's own units)."""
+    if scaling is not None:
+        raw = predict_values(model, tokenizer, texts, pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
+        values = raw.astype(np.float64) * scaling["std"] + scaling["mean"]
+        return regression_metrics(np.asarray(list(data.validation["label"]), dtype=float), values)
+    probs = predict_proba(model, tokenizer, texts, pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
+    return classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
 
 
 def _init_from(model, cfg: TunekitConfig, labels: list[str], console) -> None:
@@ -169,7 +212,7 @@ def _init_from(model, cfg: TunekitConfig, labels: list[str], console) -> None:
         raise TunekitError(f"model.init_from: {source} was trained with method {theirs}, this config has {ours}; use the same method and options")
     weights = source / ("adapter_model.safetensors" if (source / "adapter_config.json").is_file() else "model.safetensors")
     state = load_file(str(weights))
-    keep_head = info["labels"] == labels
+    keep_head = info["labels"] == labels and info.get("task", "classification") == cfg.task
     if not keep_head:
         state = {k: v for k, v in state.items() if not any(part in HEAD_NAMES for part in k.split("."))}
     if (source / "adapter_config.json").is_file():
@@ -179,18 +222,23 @@ def _init_from(model, cfg: TunekitConfig, labels: list[str], console) -> None:
     else:
         model.load_state_dict(state, strict=False)
     if console is not None:
-        console.print(f"  started from {source} ({len(state)} tensors; head {'kept' if keep_head else 'new: the labels differ'})")
+        console.print(f"  started from {source} ({len(state)} tensors; head {'kept' if keep_head else 'new: the labels or the task differ'})")
 
 
 def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val: dict, seconds: float, console) -> bool:
-    """Record the epoch, keep the best weights; True when early stopping ends training."""
+    """Record the epoch, keep the best weights; True when early stopping ends training.
+
+    "Better" follows the primary metric's direction: higher, or lower for the error metrics.
+    """
     score = val[cfg.eval.primary]
     n_batches = len(st.batches)
+    second = "accuracy" if "accuracy" in val else ("r2" if cfg.eval.primary != "r2" else "rmse")
     st.history.append({"epoch": st.epoch, "train_loss": st.loss_sum / n_batches, f"val_{cfg.eval.primary}": score,
-                       "val_accuracy": val["accuracy"], "seconds": round(seconds, 2)})
+                       f"val_{second}": val[second], "seconds": round(seconds, 2)})
+    better = score < st.best_score if lower_is_better(cfg.eval.primary) else score > st.best_score
     console.print(f"  epoch {st.epoch}: train loss {st.loss_sum / n_batches:.4f}, validation {cfg.eval.primary} {score:.4f}"
-                  + ("  (best so far)" if score > st.best_score else ""))
-    if score > st.best_score:
+                  + ("  (best so far)" if better else ""))
+    if better:
         st.best_score, st.best_epoch, st.stale = score, st.epoch, 0
         st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
     else:
@@ -296,7 +344,8 @@ def _peak_memory_mb(device: torch.device) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
-def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int) -> None:
+def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int,
+          scaling: dict[str, float] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -307,6 +356,7 @@ def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: li
         "method": cfg.method.kind,
         "base_model": {"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision},
         "labels": data.labels,
+        **({"target": scaling} if scaling is not None else {}),  # regression: outputs are (y - mean) / std
         "max_length": cfg.model.max_length,
         "text_pair": cfg.data.text_pair_column is not None,
         "data_fingerprint": data.fingerprint,
