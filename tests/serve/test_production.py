@@ -281,3 +281,33 @@ def test_vllm_backend_without_vllm_or_cuda_says_what_is_missing(greeter_dir, tmp
         pytest.skip("vLLM is installed here")
     with pytest.raises(ModelError, match="pip install"):
         run_vllm(greeter_dir, "127.0.0.1", 8001, tmp_path)
+
+
+def test_regression_models_answer_on_v1_predict(tiny_bert, tmp_path, workspace):
+    """A regression model is served on /v1/predict with values in the target's units; /v1/classify says where to go."""
+    import types
+
+    from datasets import Dataset
+
+    from tunekit import train
+    from tunekit.config import TunekitConfig
+    from tunekit.models import load_trained
+    from tunekit.serve import LoadedModel
+
+    texts = [f"{'very ' * k}late delivery {i}" for i in range(40) for k in (0, 3)]
+    target = [100.0 + 10 * t.count("very") for t in texts]
+    cfg = TunekitConfig.model_validate({"name": "delay", "task": "regression", "data": {"train": "x.csv"},
+                                        "model": {"base": str(tiny_bert), "max_length": 16}, "method": {"kind": "full"},
+                                        "train": {"epochs": 8, "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every": 0}})
+    ds = Dataset.from_dict({"id": [str(i) for i in range(len(texts))], "text": texts, "label": target})
+    data = types.SimpleNamespace(train=ds, validation=ds, test=ds, labels=[], fingerprint="fp", test_fingerprint="tfp", task="regression")
+    train.run(cfg, data, tmp_path / "model")
+    model = LoadedModel(model=load_trained(tmp_path / "model"), name="delay", version="1", source="delay/1")
+    with _client(model, workspace) as client:
+        _wait_ready(client)
+        answer = client.post("/v1/predict", json={"inputs": ["late delivery 3", "very very very late delivery 3"]})
+        assert answer.status_code == 200, answer.text
+        low, high = answer.json()["values"]
+        assert 90 < low < high < 140  # in the target's units, ordered as trained
+        wrong = client.post("/v1/classify", json={"inputs": ["late"]})
+        assert wrong.status_code == 400 and "/v1/predict" in wrong.json()["error"]["message"]

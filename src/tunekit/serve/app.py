@@ -34,6 +34,7 @@ from tunekit.serve.schemas import (
     FeedbackRequest,
     Health,
     Prediction,
+    PredictResponse,
     Ready,
 )
 from tunekit.serve.settings import ServeSettings
@@ -90,10 +91,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         rec = record(http)
         rec.model, rec.version = loaded.name, loaded.version
         if loaded.task != "classification":
-            raise RequestError(
-                f"/v1/classify: this server serves {loaded.name!r}, a generation model; send its requests to POST /v1/chat/completions "
-                "or POST /v1/completions (OpenAI's API)", "wrong_task", None, 400,
-            )
+            raise RequestError(f"/v1/classify: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
         texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
         rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
         runtime.check_input(http, texts + (pairs or []))
@@ -102,6 +100,21 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         rec.response = [{"label": p.label, "score": round(p.score, 4)} for p in predictions]
         return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id,
                                 flags=[f.to_json() for f in rec.flags])
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, summary="Regression: predict a value per text or text pair",
+              dependencies=[inference])
+    async def predict(request: ClassifyRequest, http: Request) -> PredictResponse:
+        loaded = slot.require()
+        rec = record(http)
+        rec.model, rec.version = loaded.name, loaded.version
+        if loaded.task != "regression":
+            raise RequestError(f"/v1/predict: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
+        texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
+        rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
+        runtime.check_input(http, texts + (pairs or []))
+        values = [float(v) for v in await runtime.classify(list(zip(texts, pairs or [None] * len(texts))))]
+        rec.response = values
+        return PredictResponse(model=loaded.name, version=loaded.version, values=values, id=rec.id, flags=[f.to_json() for f in rec.flags])
 
     @app.post("/v1/feedback", response_model=FeedbackAck, responses=ERRORS | {404: {"model": ErrorResponse}},
               summary="Feedback on an answer: a rating, the correct label or answer", dependencies=[inference])
@@ -140,12 +153,18 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     return app
 
 
-def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list[np.ndarray]:
-    """One forward pass over the rows of every request in the micro-batch."""
+ROUTES = {"classification": "send its requests to POST /v1/classify", "regression": "send its requests to POST /v1/predict",
+          "generation": "send its requests to POST /v1/chat/completions or POST /v1/completions (OpenAI's API)"}
+
+
+def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list:
+    """One forward pass over the rows of every request in the micro-batch: class probabilities, or values for regression."""
     loaded = slot.require()
     texts = [t for t, _ in rows]
     pairs = [p for _, p in rows] if rows and rows[0][1] is not None else None
     with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
+        if loaded.task == "regression":
+            return list(loaded.model.predict(texts, pairs, slot.batch_size))
         return list(loaded.model.predict_proba(texts, pairs, slot.batch_size))
 
 

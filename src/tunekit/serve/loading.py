@@ -42,8 +42,8 @@ class LoadedModel:
 
     @property
     def task(self) -> str:
-        """``generation`` or ``classification``, from the model's manifest."""
-        return "generation" if self.model.info.get("task") == "generation" else "classification"
+        """``classification``, ``regression`` or ``generation``, from the model's manifest."""
+        return self.model.info.get("task") or "classification"
 
     @property
     def expects_pairs(self) -> bool:

@@ -161,7 +161,8 @@ def _target(loaded: LoadedModel, requested: str, route: str) -> tuple[Generator,
     """The generator and the adapter to use (the base id for the bare base; None for a full checkpoint)."""
     if loaded.task != "generation":
         raise RequestError(
-            f"{route}: this server serves {loaded.name!r}, a classification model; send its requests to POST /v1/classify. "
+            f"{route}: this server serves {loaded.name!r}, a {loaded.task} model; send its requests to POST "
+            f"{'/v1/predict' if loaded.task == 'regression' else '/v1/classify'}. "
             "Chat and text completions need a model trained with `task: generation`.", "wrong_task", None, 400,
         )
     names = served_models(loaded)

@@ -76,6 +76,16 @@ class Ready(BaseModel):
     version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
 
 
+class PredictResponse(BaseModel):
+    """Regression: one predicted value per input, in input order, in the target's own units."""
+
+    model: str = Field(..., description="Name of the served model.")
+    version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
+    values: list[float] = Field(..., description="One predicted value per input, in input order.")
+    id: str | None = Field(None, description="Request id (also the `x-request-id` header); send it with `POST /v1/feedback`.")
+    flags: list[dict] = Field(default_factory=list, description="Guardrail flags raised by the inputs.")
+
+
 class FeedbackRequest(BaseModel):
     """Feedback on an earlier answer: a rating, the correct label, or the correct answer."""
 
