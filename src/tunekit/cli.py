@@ -108,7 +108,7 @@ def plan(config: ConfigArg, gpu: Annotated[Optional[str], typer.Option(help="GPU
 
     cfg = _load(config, set_)
     # classification reads (and freezes) the splits: the head's size is part of the plan
-    labels = None if cfg.task == "generation" else len(data.prepare(cfg).labels)
+    labels = {"generation": None, "regression": 1}[cfg.task] if cfg.task != "classification" else len(data.prepare(cfg).labels)
     console.print(planning.render_markdown(planning.plan(cfg, gpu, num_labels=labels)), markup=False, highlight=False)
 
 

@@ -33,6 +33,9 @@ def compare_methods(cfg: TunekitConfig, kinds: list[str], console: Console | Non
     unknown = [k for k in kinds if k not in METHODS]
     if unknown:
         raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    if cfg.task != "classification":
+        raise ConfigError(f"compare-methods compares classification methods so far; this config's task is {cfg.task}. "
+                          "Run `tunekit run` once per method (--set method.kind=...) and `tunekit report RUN --compare RUN2` instead.")
     data = data_stage.prepare(cfg)
     base = baseline.run(cfg, data)
     out_dir = cfg.workspace_dir / "compare" / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from tunekit import data as data_stage
 from tunekit import registry, train
-from tunekit.config import TunekitConfig, _set_dotted
+from tunekit.config import TunekitConfig, _set_dotted, lower_is_better
 from tunekit.errors import ConfigError
 
 __all__ = ["tune"]
@@ -37,7 +37,7 @@ def tune(cfg: TunekitConfig, console: Console | None = None) -> dict:
     out_dir = cfg.workspace_dir / "tune" / study_name
     out_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
-        study_name=study_name, direction="maximize", load_if_exists=True,
+        study_name=study_name, direction="minimize" if lower_is_better(cfg.eval.primary) else "maximize", load_if_exists=True,
         storage=settings.storage or f"sqlite:///{cfg.workspace_dir / 'optuna.db'}",
         sampler=_sampler(settings, cfg.train.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if settings.pruning else optuna.pruners.NopPruner(),
