@@ -77,6 +77,20 @@ def run(config: ConfigArg, set_: SetOpt = None,
         raise typer.Exit(GATE_FAILED_EXIT)
 
 
+@app.command()
+def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--from-feedback", help="Add the corrections collected by the server (POST /v1/feedback) to the training data.")] = False,
+            set_: SetOpt = None,
+            strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
+    """Retrain on the training data plus production feedback; promotion only through the gate (the champion stays if it fails)."""
+    from tunekit.retrain import retrain_from_feedback
+
+    if not from_feedback:
+        raise typer.BadParameter("say where the new data comes from: --from-feedback (for a plain retrain, use tunekit run)")
+    outcome = retrain_from_feedback(_load(config, set_), console)
+    if strict and not outcome.decision.passed:
+        raise typer.Exit(GATE_FAILED_EXIT)
+
+
 @app.command("compare-methods")
 def compare_methods_command(config: ConfigArg,
                             methods: Annotated[str, typer.Option(help="Comma-separated method kinds, e.g. lora,ia3,prompt_tuning,full.")] = "lora,ia3,freeze,full",

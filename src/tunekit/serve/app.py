@@ -60,7 +60,9 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.get("base_model", {}).get("id")))
         runtime.start(partial(_classify_batch, slot), partial(_generate_batch, slot))
+        slot.watch(settings.reload_interval_s)
         yield
+        slot.stop_watching()
         await runtime.stop()  # uvicorn has stopped accepting and drained in-flight requests by now
 
     app = FastAPI(title="tunekit model server", version="1", description=DESCRIPTION.format(model=settings.model), lifespan=lifespan)
@@ -125,6 +127,13 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         rec.request = body.model_dump()
         stored = await run_in_threadpool(runtime.log.add_feedback, body.request_id, body.rating, body.label, body.answer, body.comment, rec.key_id)
         return FeedbackAck(id=stored, request_id=body.request_id)
+
+    @app.post("/v1/reload", response_model=Ready, responses=ERRORS, summary="Serve the version the alias points to now (admin)",
+              dependencies=[admin])
+    async def reload() -> Ready:
+        await runtime.within_timeout(run_in_threadpool(slot.reload))
+        loaded = slot.require()
+        return Ready(model=loaded.name, version=loaded.version)
 
     @app.get("/v1/adapters", response_model=AdapterList, summary="Adapters loaded on the base model", dependencies=[admin])
     async def list_adapters() -> AdapterList:

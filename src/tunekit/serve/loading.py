@@ -135,6 +135,46 @@ class ModelSlot:
         thread.start()
         return thread
 
+    def watch(self, interval_s: float) -> threading.Thread | None:
+        """For an alias reference (``NAME@champion``), check the registry every ``interval_s`` seconds
+        and swap in the version the alias points to when it changes: a new champion is served
+        without a restart. Requests in flight finish on the model they started with."""
+        if interval_s <= 0 or "@" not in self._settings.model or Path(self._settings.model).expanduser().exists():
+            return None
+        self._stop_watch = threading.Event()
+
+        def loop() -> None:
+            while not self._stop_watch.wait(interval_s):
+                try:
+                    self.reload()
+                except Exception:  # noqa: BLE001 - a registry hiccup must not kill the watcher; the current model keeps serving
+                    logger.exception("checking %s for a new version failed; still serving version %s", self._settings.model,
+                                     self.loaded.version if self.loaded else None)
+
+        thread = threading.Thread(target=loop, name="tunekit-model-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_watching(self) -> None:
+        if getattr(self, "_stop_watch", None) is not None:
+            self._stop_watch.set()
+
+    def reload(self) -> bool:
+        """Load the version the reference points to now, if it differs from the served one; True when swapped."""
+        current = self.loaded
+        if current is None:
+            return False
+        _, _, version = resolve_model(self._settings)
+        if version is None or version == current.version:
+            return False
+        logger.info("%s now points to version %s (serving %s): loading it", self._settings.model, version, current.version)
+        fresh = self._loader(self._settings)
+        self.loaded = fresh  # one reference assignment: every later request sees the new model
+        if getattr(self, "_on_loaded", None) is not None:
+            self._on_loaded(fresh)
+        logger.info("now serving %s version %s", fresh.name, fresh.version)
+        return True
+
     def _load(self) -> None:
         logger.info("loading model %s", self._settings.model)
         try:

@@ -34,6 +34,7 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, description="A request still waiting for the model after this many seconds is answered with 504.")
     batch_size: int = Field(32, ge=1, description="Most rows in one forward pass: concurrent requests are micro-batched up to this.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a micro-batch waits for others to join it.")
+    reload_interval_s: float = Field(30.0, ge=0, description="For an alias reference (`NAME@champion`): how often to check the registry and swap in a newly promoted version without a restart; 0 never checks (`POST /v1/reload` still does).")
     log_requests: bool = Field(True, description="Log every request and response (PII-redacted unless `guardrails.redact_logs` is false) to `serving.db`.")
     durable_log: bool = Field(False, description="Commit each logged request before answering (no loss even on `kill -9`, at the cost of a disk sync per request).")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation models: `transformers` (tunekit's server, everything on this page) or `vllm` (vLLM's OpenAI server with the adapter loaded through its LoRA support; CUDA only, `pip install vllm`; auth by vLLM's single `$VLLM_API_KEY`, no tunekit guardrails or request log).")

@@ -1,0 +1,172 @@
+"""``tunekit retrain CONFIG --from-feedback``: production corrections back into training, through the gate.
+
+The feedback a server collected (``POST /v1/feedback`` with the correct label or answer) becomes
+training rows: the logged request's text (PII-redacted as it was logged) with the corrected label,
+or the conversation with the corrected answer. They join the current training rows in a new dataset
+version, deduplicated, and any of them whose text is in the frozen test split is left out (training
+on test rows would inflate every score the gate reads). Validation and test rows stay exactly as
+they were, so the new model is compared with the champion on identical test rows. Then the whole
+pipeline runs; the new version becomes champion only through the gate, and the champion stays if
+it fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from tunekit.config import TunekitConfig
+from tunekit.errors import DataError
+
+__all__ = ["FeedbackRows", "feedback_rows", "retrain_from_feedback"]
+
+
+@dataclass
+class FeedbackRows:
+    """Training rows made from feedback, and what was left out and why."""
+
+    rows: list[dict]
+    used: int
+    duplicates: int
+    in_test: int
+    unusable: int
+
+
+def feedback_rows(cfg: TunekitConfig, serving_db: Path, since: float = 0.0) -> list[dict]:
+    """Canonical rows from feedback on this model's requests: ``{text, label}`` (classification,
+    regression; single-input requests only, since one correction cannot say which input it meant)
+    or ``{messages}`` (generation)."""
+    from tunekit.serve.requestlog import RequestLog
+
+    if not serving_db.is_file():
+        raise DataError(f"{serving_db}: no request log; serve the model (tunekit serve) and collect feedback (POST /v1/feedback) first")
+    log = RequestLog(serving_db)
+    try:
+        feedback = log.feedback_since(since)
+    finally:
+        log.close()
+    out = []
+    for fb in feedback:
+        req = fb["request"]
+        if req.get("model") != cfg.name or req.get("status") != 200:
+            continue
+        body = req.get("request") or {}
+        if cfg.task == "generation" and fb.get("answer") and body.get("messages"):
+            messages = [m for m in body["messages"] if m.get("role") in ("system", "user", "assistant")]
+            out.append({"messages": [*messages, {"role": "assistant", "content": fb["answer"]}], "feedback_id": fb["id"]})
+        elif cfg.task != "generation" and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
+            out.append({"text": body["inputs"][0], "label": fb["label"], "feedback_id": fb["id"]})
+        else:
+            out.append({"unusable": True, "feedback_id": fb["id"]})
+    return out
+
+
+def retrain_from_feedback(cfg: TunekitConfig, console: Console | None = None, since: float = 0.0):
+    """Build the new dataset version from the current splits plus feedback, then run the pipeline on it."""
+    from tunekit import pipeline
+
+    console = console or Console()
+    out_dir = cfg.workspace_dir / "retrain" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    collected = feedback_rows(cfg, cfg.workspace_dir / "serving.db", since)
+    if cfg.task == "generation":
+        new_cfg, summary = _generation_version(cfg, collected, out_dir)
+    else:
+        new_cfg, summary = _labelled_version(cfg, collected, out_dir)
+    console.print(f"Feedback: {summary.used} corrections added to training; left out: {summary.duplicates} duplicates, "
+                  f"{summary.in_test} already in the test split (leakage), {summary.unusable} without a usable correction")
+    if not summary.used:
+        raise DataError(f"no usable feedback for model {cfg.name!r} in {cfg.workspace_dir / 'serving.db'}: the model would retrain on "
+                        "the same data. Collect corrections with POST /v1/feedback (label for classification, answer for generation).")
+    (out_dir / "feedback.json").write_text(json.dumps({"at": time.time(), **vars(summary) | {"rows": len(summary.rows)}}, indent=2))
+    return pipeline.run(new_cfg, console)
+
+
+def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) -> tuple[TunekitConfig, FeedbackRows]:
+    from tunekit import data as data_stage
+    from tunekit.data import store
+    from tunekit.data.validate import META_PREFIX
+
+    prepared = data_stage.prepare(cfg)
+    names = prepared.labels
+    as_rows = {split: store.dataset_rows(getattr(prepared, split), names) if names else getattr(prepared, split).to_list()
+               for split in ("train", "validation", "test")}
+    test_texts = {_norm(r["text"]) for r in as_rows["test"]}
+    seen = {_norm(r["text"]) for r in as_rows["train"] + as_rows["validation"]}
+    summary = FeedbackRows([], 0, 0, 0, sum(1 for r in collected if r.get("unusable")))
+    for row in (r for r in collected if not r.get("unusable")):
+        key = _norm(row["text"])
+        if key in test_texts:
+            summary.in_test += 1
+        elif key in seen:
+            summary.duplicates += 1
+        elif cfg.task == "classification" and row["label"] not in names:
+            summary.unusable += 1  # a label the task does not have: adding a class is a decision for a person
+        else:
+            seen.add(key)
+            summary.rows.append({"text": row["text"], "label": row["label"]})
+    summary.used = len(summary.rows)
+    meta = [c for c in cfg.data.metadata_columns]
+    pair = cfg.data.text_pair_column is not None
+    columns = ["text", *(["text_pair"] if pair else []), "label", *meta]
+
+    def write(name: str, rows: list[dict]) -> str:
+        path = out_dir / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([r.get("text", ""), *([r.get("text_pair", "")] if pair else []), r["label"],
+                            *(r.get(f"{META_PREFIX}{c}", "") for c in meta)])
+        return str(path)
+
+    data = {"train": write("train", as_rows["train"] + summary.rows), "validation": write("validation", as_rows["validation"]),
+            "test": write("test", as_rows["test"]), "format": "csv", "header": True, "columns": None, "text_column": "text",
+            "label_column": "label", "text_pair_column": "text_pair" if pair else None, "max_train_rows": None}
+    new = cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
+    new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
+    return new, summary
+
+
+def _generation_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) -> tuple[TunekitConfig, FeedbackRows]:
+    from tunekit.data.conversations import prepare_conversations
+    from tunekit.models import load_tokenizer, templates
+
+    tokenizer = load_tokenizer(cfg.model.base, cfg.model.revision)
+    prepared = prepare_conversations(cfg, tokenizer, templates.resolve(tokenizer, cfg.model.template))
+    key = lambda messages: json.dumps([(m["role"], _norm(m["content"])) for m in messages if m["role"] != "assistant"])  # noqa: E731
+    test_prompts = {key(r["messages"]) for r in prepared.test}
+    seen = {json.dumps([(m["role"], _norm(m["content"])) for m in r["messages"]]) for r in prepared.train + prepared.validation}
+    summary = FeedbackRows([], 0, 0, 0, sum(1 for r in collected if r.get("unusable")))
+    for row in (r for r in collected if not r.get("unusable")):
+        full = json.dumps([(m["role"], _norm(m["content"])) for m in row["messages"]])
+        if key(row["messages"]) in test_prompts:
+            summary.in_test += 1
+        elif full in seen:
+            summary.duplicates += 1
+        else:
+            seen.add(full)
+            summary.rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]})
+    summary.used = len(summary.rows)
+
+    def write(name: str, rows: list[dict]) -> str:
+        path = out_dir / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"messages": [{k: m[k] for k in ("role", "content")} | ({"weight": m["weight"]} if m["role"] == "assistant" and "weight" in m else {})
+                                                          for m in r["messages"]]}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return str(path)
+
+    data = {"train": write("train", prepared.train + summary.rows), "validation": write("validation", prepared.validation),
+            "test": write("test", prepared.test), "layout": "chat", "max_train_rows": None}
+    new = cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
+    new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
+    return new, summary
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
