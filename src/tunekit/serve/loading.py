@@ -69,9 +69,14 @@ def resolve_model(settings: ServeSettings) -> tuple[Path, str | None, str | None
         return path, None, None
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
-    from tunekit.registry import default_tracking_uri, resolve  # the registry (and MLflow) only when a reference needs it
+    from tunekit.registry import resolve  # the registry (and MLflow) only when a reference needs it
 
-    ref = resolve(settings.model, settings.tracking_uri or default_tracking_uri())
+    tracking_uri = settings.tracking_uri
+    if tracking_uri is None:
+        from tunekit.registry import default_tracking_uri
+
+        tracking_uri = default_tracking_uri()
+    ref = resolve(settings.model, tracking_uri)
     return Path(ref.path), ref.name, str(ref.version)
 
 
