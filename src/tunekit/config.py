@@ -224,6 +224,7 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation only: longest generated answer when scoring (greedy decoding, the same for the baseline and the fine-tuned model).")
     k_shot: int = Field(3, ge=0, le=32, description="Generation only: worked examples (drawn from train with the split seed) shown to the few-shot baseline; 0 runs only the zero-shot baseline.")
     max_test_rows: int | None = Field(None, gt=0, description="Generation only: score generation on a seeded sample of this many test rows (decoding is the slow part); loss and perplexity use every test row.")
+    grounding: bool = Field(False, description="Generation only: check every answer against its prompt (for retrieval-augmented data, where the prompt holds the source text): quoted spans must occur in it and at least half of the answer's content words must. The report gives the grounded rate of the baseline and the fine-tuned model.")
     side_by_side: int = Field(8, ge=0, description="Generation only: test rows shown in the report with prompt, reference, baseline and fine-tuned answers.")
 
 

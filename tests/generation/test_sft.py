@@ -74,7 +74,7 @@ def reverse_run(tiny_llama, tmp_path_factory):
            "data": {"train": "train.jsonl", "split": {"validation": 0.1, "test": 0.15, "seed": 3}},
            "model": {"base": str(tiny_llama), "max_length": 48}, "method": {"kind": "full"},
            "train": {"epochs": 30, "batch_size": 16, "learning_rate": 3e-3, "weight_decay": 0.0, "early_stopping_patience": 0, "checkpoint_every": 0},
-           "eval": {"max_new_tokens": 12, "k_shot": 2, "bootstrap_resamples": 200}}
+           "eval": {"max_new_tokens": 12, "k_shot": 2, "bootstrap_resamples": 200, "grounding": True}}
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
     return pipeline.run(load_config(root / "config.yaml"), Console(width=120, record=True))
 
@@ -93,6 +93,8 @@ def test_tiny_llama_learns_to_reverse_lists(reverse_run):
     manifest = json.loads((outcome.run_dir / "adapter" / "tunekit.json").read_text())
     assert manifest["task"] == "generation" and manifest["template"]["name"] == "chatml"
     assert (outcome.run_dir / "report.html").is_file()
+    grounding = card["analysis"]["grounding"]  # a reversed list only uses words of the prompt
+    assert grounding["fine_tuned"]["rate"] >= 0.95 and "Grounding in the prompt" in (outcome.run_dir / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 from tunekit.baseline.prompted import GenerationBaseline, scored_rows
 from tunekit.data.conversations import prompt_and_reference
 from tunekit.evaluate import plots, textgen
+from tunekit.evaluate.grounding import grounding_rate
 from tunekit.evaluate import EvalResult
 
 __all__ = ["best_baseline", "run_generation", "score_generator"]
@@ -61,6 +62,10 @@ def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], ou
         "side_by_side": textgen.side_by_side(prompts, refs, base.predictions, preds, cfg.eval.side_by_side, seed=cfg.train.seed),
         "decoding": {"max_new_tokens": cfg.eval.max_new_tokens, "strategy": "greedy"},
     }
+    if cfg.eval.grounding:
+        contexts = ["\n".join(m["content"] for m in p if m["role"] != "assistant") for p, _ in rows]
+        analysis["grounding"] = {"fine_tuned": grounding_rate(preds, contexts), base.name: grounding_rate(base.predictions, contexts)}
+        metrics["grounded_rate"] = analysis["grounding"]["fine_tuned"]["rate"]
     return EvalResult(metrics=metrics, baseline=base.metrics, probs=None, files=files, analysis=analysis)
 
 

@@ -115,6 +115,7 @@ def _render_generation(card: dict) -> str:
     lines += _champion(card)
     lines += _baselines(card)
     lines += _lm_loss(card["model"]["metrics"])
+    lines += _grounding(analysis.get("grounding"))
     lines += _side_by_side(analysis.get("side_by_side") or [])
     over = data["overlength"]
     lines += [
@@ -128,6 +129,16 @@ def _render_generation(card: dict) -> str:
     ]
     lines += _training(card, "loss", f"{train['train_tokens_per_second']:,.0f} training tokens/s")
     return "\n".join(lines + _plots_and_lineage(card))
+
+
+def _grounding(result: dict | None) -> list[str]:
+    """Grounded rate per model: answers whose quotes all occur in the prompt and whose content words mostly do."""
+    if not result:
+        return []
+    lines = ["", "## Grounding in the prompt", "", "| model | grounded | rate | quotes not in the prompt | mean word support |", "|---|---:|---:|---:|---:|"]
+    for name, r in result.items():
+        lines.append(f"| {name.replace('_', ' ')} | {r['grounded']} of {r['n']} | {r['rate']:.3f} | {r['quotes_missing']} | {r['mean_support']:.3f} |")
+    return lines
 
 
 def _render_regression(card: dict) -> str:
