@@ -17,12 +17,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tunekit import baseline, evaluate, models, registry, train
+from tunekit import baseline, evaluate, methods, models, registry, train
 from tunekit import data as data_stage
-from tunekit.config import GENERATION_METRICS, REGRESSION_METRICS, TunekitConfig, lower_is_better
+from tunekit.config import (
+    GENERATION_METRICS,
+    REGRESSION_METRICS,
+    TunekitConfig,
+    lower_is_better,
+)
 from tunekit.evaluate import report
 from tunekit.evaluate.metrics import headline
 from tunekit.lineage import git_commit, package_versions
+from tunekit.train import distributed
 
 __all__ = ["RunOutcome", "run"]
 
@@ -62,6 +68,8 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
 
     console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
     trained = train.run(cfg, data, run_dir / "adapter", console, resume=resume is not None)
+    if not distributed.is_main():
+        return None  # ranks other than 0 only helped train; rank 0 evaluates, registers and reports
 
     console.rule("[bold]4/5 evaluate")
     model = models.load_trained(run_dir / "adapter")  # score exactly what was saved, as the server will load it
@@ -78,23 +86,9 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
                                cfg.gate.min_improvement, champion, cfg.gate.beat_champion,
                                result.analysis.get("suite") if cfg.gate.require_suite else None)
     tags = _tags(cfg, data, run_id)
-    mlflow_run = registry.log_run(
-        mlc, cfg.name, cfg.workspace_dir,
-        params=_flatten(cfg.model_dump(mode="json")),
-        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
-                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
-                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds,
-                 "train_examples_per_second": trained.train_examples_per_second, "best_epoch": trained.best_epoch},
-        tags=tags, history=trained.history,
-        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
-                   *(("evaluation", p) for p in result.files.values())],
-    )
-    version = registry.register(mlc, cfg.name, mlflow_run, {
-        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint,
-        **({"task": "regression"} if data.regression else {}),
-        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
-        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
-    })
+    version, mlflow_run = _register(mlc, cfg, run_dir, data, base, result, trained, tags,
+                                    {"train_examples_per_second": trained.train_examples_per_second},
+                                    {"task": "regression"} if data.regression else {})
     registry.set_alias(mlc, cfg.name, version, decision)
 
     card = _card(cfg, run_id, run_dir, data, base, trained, result, decision, version, mlflow_run, tags)
@@ -117,8 +111,6 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     from tunekit.models import templates
     from tunekit.models.causal import Generator, load_causal_base, load_generator
 
-    from tunekit import methods
-
     methods.check(cfg.method, models.pick_device(cfg.train.device))  # QLoRA without CUDA fails here, before any weights load
     console.rule("[bold]1/5 data")
     base_model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=cfg.method.kind == "qlora")
@@ -138,6 +130,8 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
 
     console.rule(f"[bold]3/5 train ({cfg.method.kind} on {cfg.model.base})")
     trained = train.run(cfg, data, run_dir / "adapter", console, resume=resume is not None)
+    if not distributed.is_main():
+        return None  # ranks other than 0 only helped train; rank 0 evaluates, registers and reports
 
     console.rule("[bold]4/5 evaluate")
     generator = load_generator(run_dir / "adapter", cfg.train.device)  # score exactly what was saved, as the server will load it
@@ -150,21 +144,8 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
                                cfg.gate.min_improvement, champion, cfg.gate.beat_champion, None)
     tags = _tags(cfg, data, run_id)
-    mlflow_run = registry.log_run(
-        mlc, cfg.name, cfg.workspace_dir, params=_flatten(cfg.model_dump(mode="json")),
-        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
-                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
-                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds,
-                 "train_tokens_per_second": trained.train_tokens_per_second, "best_epoch": trained.best_epoch},
-        tags=tags, history=trained.history,
-        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
-                   *(("evaluation", p) for p in result.files.values())],
-    )
-    version = registry.register(mlc, cfg.name, mlflow_run, {
-        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint, "task": "generation",
-        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
-        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
-    })
+    version, mlflow_run = _register(mlc, cfg, run_dir, data, base, result, trained, tags,
+                                    {"train_tokens_per_second": trained.train_tokens_per_second}, {"task": "generation"})
     registry.set_alias(mlc, cfg.name, version, decision)
 
     card = _generation_card(cfg, run_id, run_dir, data, baselines, base, trained, result, decision, version, mlflow_run, tags)
@@ -175,6 +156,39 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     return RunOutcome(run_id, run_dir, version, decision, card)
 
 
+def _register(mlc, cfg: TunekitConfig, run_dir: Path, data, base, result, trained, tags: dict, metrics: dict,
+              version_tags: dict) -> tuple[str, str]:
+    """One MLflow run (params, metrics, history, artifacts) and a registered version tagged with what
+    the gate and later runs compare: fingerprints and the primary metric of model and baseline."""
+    mlflow_run = registry.log_run(
+        mlc, cfg.name, cfg.workspace_dir, params=_flatten(cfg.model_dump(mode="json")),
+        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
+                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
+                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds, "best_epoch": trained.best_epoch, **metrics},
+        tags=tags, history=trained.history,
+        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
+                   *(("evaluation", p) for p in result.files.values())],
+    )
+    version = registry.register(mlc, cfg.name, mlflow_run, {
+        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint, **version_tags,
+        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
+        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
+    })
+    return version, mlflow_run
+
+
+def _recorded_champion(mlc, cfg: TunekitConfig, data):
+    """(champion version or None, its recorded score when it was tested on these very test rows, else None)."""
+    mv = registry.champion_version(mlc, cfg.name)
+    if mv is None:
+        return None, None
+    tags = mv.tags or {}
+    recorded = tags.get(f"test_{cfg.eval.primary}")
+    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
+        return mv, registry.ChampionScore(str(mv.version), float(recorded), "recorded")
+    return mv, None
+
+
 def _generator_info(cfg: TunekitConfig, template) -> dict:
     return {"task": "generation", "name": cfg.name, "base_model": {"id": cfg.model.base, "revision": cfg.model.revision},
             "max_length": cfg.model.max_length, "template": template.to_json(), "system_prompt": cfg.data.system_prompt}
@@ -183,13 +197,9 @@ def _generator_info(cfg: TunekitConfig, template) -> dict:
 def _generation_champion(mlc, cfg: TunekitConfig, data, console) -> registry.ChampionScore | None:
     """The champion's primary metric on this run's scored test rows: recorded when it was tested on
     the same rows with the same decoding, else decoded now."""
-    mv = registry.champion_version(mlc, cfg.name)
-    if mv is None:
-        return None
-    tags = mv.tags or {}
-    recorded = tags.get(f"test_{cfg.eval.primary}")
-    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
-        return registry.ChampionScore(str(mv.version), float(recorded), "recorded")
+    mv, recorded = _recorded_champion(mlc, cfg, data)
+    if mv is None or recorded is not None:
+        return recorded
     from tunekit.evaluate.generation import score_generator
     from tunekit.models.causal import load_generator
 
@@ -213,13 +223,9 @@ def _generation_card(cfg, run_id, run_dir, data, baselines, base, trained, resul
 def champion_score(mlc, cfg: TunekitConfig, data) -> registry.ChampionScore | None:
     """The current champion's primary metric on this run's test rows: the recorded one when it
     was tested on the same rows, else measured now (if its labels match), else not comparable."""
-    mv = registry.champion_version(mlc, cfg.name)
-    if mv is None:
-        return None
-    tags = mv.tags or {}
-    recorded = tags.get(f"test_{cfg.eval.primary}")
-    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
-        return registry.ChampionScore(str(mv.version), float(recorded), "recorded")
+    mv, recorded = _recorded_champion(mlc, cfg, data)
+    if mv is None or recorded is not None:
+        return recorded
     resolved = registry.resolve(f"{cfg.name}/{mv.version}", cfg.tracking)
     champ = models.load_trained(resolved.path)
     if champ.task != cfg.task or champ.labels != data.labels:

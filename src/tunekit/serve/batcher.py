@@ -66,6 +66,7 @@ class MicroBatcher(Generic[T, R]):
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._busy_until = -1.0  # loop time when the last batch finished; what queued before it waits no longer
 
     @property
     def queue_depth(self) -> int:
@@ -136,9 +137,10 @@ class MicroBatcher(Generic[T, R]):
             self._wake.clear()
             self._drop_cancelled()
             now = loop.time()
-            ready = [
+            ready = [  # items that queued while the previous batch ran have waited long enough already
                 (q[0].queued_at, key) for key, q in self._queues.items()
                 if self._stopping or sum(e.rows for e in q) >= self.max_batch_size or now >= q[0].queued_at + self.max_wait
+                or q[0].queued_at <= self._busy_until
             ]
             if ready:
                 return self._take(min(ready, key=lambda r: r[0])[1])
@@ -174,6 +176,12 @@ class MicroBatcher(Generic[T, R]):
 
     async def _run(self, batch: list[_Entry]) -> None:
         """Run ``fn`` on the batch's items in a worker thread and hand each caller its share."""
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._busy_until = asyncio.get_running_loop().time()
+
+    async def _run_batch(self, batch: list[_Entry]) -> None:
         items = [item for entry in batch for item in entry.items]
         if self.on_batch is not None:
             try:

@@ -33,7 +33,7 @@ class ServeSettings(BaseModel):
     max_new_tokens: int = Field(512, ge=1, description="Generation models: most tokens one request may ask for (`max_tokens`, `max_completion_tokens`); more is answered with 400. Also the default for a chat request that names no limit.")
     request_timeout_s: float = Field(60.0, gt=0, description="A request still waiting for the model after this many seconds is answered with 504.")
     batch_size: int = Field(32, ge=1, description="Most rows in one forward pass: concurrent requests are micro-batched up to this.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a micro-batch waits for others to join it.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a request that arrives while the model is idle waits for others to join its micro-batch; requests that arrive while a batch runs go into the next one as soon as it ends.")
     reload_interval_s: float = Field(30.0, ge=0, description="For an alias reference (`NAME@champion`): how often to check the registry and swap in a newly promoted version without a restart; 0 never checks (`POST /v1/reload` still does).")
     log_requests: bool = Field(True, description="Log every request and response (PII-redacted unless `guardrails.redact_logs` is false) to `serving.db`.")
     durable_log: bool = Field(False, description="Commit each logged request before answering (no loss even on `kill -9`, at the cost of a disk sync per request).")

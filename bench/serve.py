@@ -1,0 +1,332 @@
+"""Benchmark: `tunekit serve` vs a naive FastAPI endpoint that calls the model once per request.
+
+Both serve the same classifier (a LoRA adapter on the bundled MiniLM, trained once on 300 banking77
+rows and cached under bench/results/) on loopback, each in its own uvicorn process (one worker) with
+the same torch thread count. The naive server is what a user writes without tunekit: a plain `def`
+route (FastAPI's threadpool) that calls `model.predict_proba([text])`. Clients (aiohttp, one
+keep-alive connection each) send one text per request in a loop, texts from banking77's test split.
+
+For 1, 8 and 32 concurrent clients: requests/s, p50 and p99 latency (ms) and errors of each side,
+the ratios tunekit / naive, and tunekit's mean micro-batch size (from `/metrics`). With `--long S`,
+a soak of S seconds at 32 clients on tunekit: then the server is stopped with SIGTERM, and every
+acknowledged request id is looked up in its `serving.db` (`lost` = acknowledged but not logged;
+`server_exit_code` -15 is normal: uvicorn re-raises SIGTERM after its graceful shutdown).
+Prints one JSON line. aiohttp (the client) comes with `datasets`.
+
+    .venv/bin/python bench/serve.py [--seconds 10] [--threads 2] [--model DIR] [--long 60 [--no-compare]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "banking77" / "data"
+CACHED_MODEL = ROOT / "bench" / "results" / "serve-minilm-lora"
+CLIENTS = (1, 8, 32)
+
+
+# --- the model: trained once, then reused ---------------------------------------------------------
+
+def trained_model(path: Path, rows: int = 300) -> Path:
+    """A tunekit classifier directory (LoRA on bundled:minilm, 1 epoch on ``rows`` banking77 rows), trained if missing."""
+    if (path / "tunekit.json").is_file():
+        return path
+    import random
+    from types import SimpleNamespace
+
+    import datasets
+
+    from tunekit import train
+    from tunekit.config import TunekitConfig
+
+    with open(DATA / "train.csv", encoding="utf-8") as fh:
+        data = list(csv.DictReader(fh))
+    random.Random(0).shuffle(data)
+    labels = json.loads((DATA / "categories.json").read_text())
+    ids = {name: i for i, name in enumerate(labels)}
+
+    def ds(part):
+        return datasets.Dataset.from_dict({"id": [str(i) for i in range(len(part))], "text": [r["text"] for r in part],
+                                           "label": [ids[r["category"]] for r in part]})
+
+    splits = SimpleNamespace(train=ds(data[:rows]), validation=ds(data[rows:rows + 100]), test=None, labels=labels,
+                             fingerprint="bench-serve", test_fingerprint="bench-serve")
+    cfg = TunekitConfig.model_validate({
+        "name": "bench-serve", "data": {"train": "unused.csv"}, "model": {"base": "bundled:minilm", "max_length": 64},
+        "method": {"kind": "lora", "r": 16, "alpha": 32},
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 2e-3, "early_stopping_patience": 0, "device": "cpu"},
+    })
+    train.run(cfg, splits, path)
+    return path
+
+
+# --- the servers (each runs in a child process: `--server tunekit|naive`) ------------------------
+
+def run_tunekit_server(args) -> None:
+    """What `tunekit serve DIR --no-auth --rate-limit-per-minute 0` runs (request log and metrics on)."""
+    from tunekit.serve import ServeSettings
+    from tunekit.serve.app import serve
+
+    serve(ServeSettings(model=str(args.model), host="127.0.0.1", port=args.port, auth=False, workspace=args.workspace,
+                        rate_limit_per_minute=0, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms))
+
+
+def run_naive_server(args) -> None:
+    """The plain alternative: load once, one forward pass per request, uvicorn's defaults."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from tunekit.models import load_trained
+
+    model = load_trained(args.model)
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def readyz() -> dict:
+        return {"ready": True}
+
+    @app.post("/v1/classify")
+    def classify(body: Body) -> dict:
+        probs = model.predict_proba(body.inputs)  # the same answer as tunekit's: label, score and every probability
+        return {"predictions": [{"label": model.labels[int(row.argmax())], "score": float(row.max()),
+                                 "probabilities": dict(zip(model.labels, row.tolist()))} for row in probs]}
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port)
+
+
+class Body(BaseModel):
+    """The naive server's request body (at module level, so FastAPI resolves the annotation)."""
+
+    inputs: list[str]
+
+
+class Server:
+    """A server child process on a free loopback port; ``stop()`` sends SIGTERM and waits for a graceful exit."""
+
+    def __init__(self, side: str, args, workspace: Path):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workspace = workspace
+        self.output = open(workspace / f"{side}-server.log", "wb")  # noqa: SIM115 - open while the server runs; stop() closes it
+        # PASSIVE: OpenMP threads sleep instead of spinning between ops; on cores shared with other work,
+        # spinning made every forward pass of either server take ~0.5 s whatever its size.
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
+               "MKL_NUM_THREADS": str(args.threads)}
+        cmd = [sys.executable, __file__, "--server", side, "--model", str(args.model), "--port", str(self.port),
+               "--workspace", str(workspace), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+               "--max-wait-ms", str(args.max_wait_ms)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.output, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, session, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with session.get(f"{self.url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.output.flush()
+                tail = Path(self.output.name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.url} did not become ready; its output ends:\n{tail}")
+            await asyncio.sleep(0.1)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.output.close()
+        return code
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+def test_texts() -> list[str]:
+    with open(DATA / "test.csv", encoding="utf-8") as fh:
+        return [r["text"] for r in csv.DictReader(fh)]
+
+
+async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` workers, each on its own keep-alive connection, send one text per request until ``seconds`` pass."""
+    import aiohttp
+
+    latencies, ids, errors, failures = [], [], 0, []
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=120)
+
+    async def worker(offset: int, session) -> None:
+        nonlocal errors
+        i = offset
+        while time.perf_counter() < deadline:
+            body = {"inputs": [texts[i % len(texts)]]}
+            i += clients
+            started = time.perf_counter()
+            try:
+                async with session.post(f"{url}/v1/classify", json=body) as r:
+                    payload = await r.json()
+                    ok = r.status == 200
+            except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
+                ok, payload = False, {"exception": repr(exc)}
+            if ok:
+                latencies.append(time.perf_counter() - started)
+                if "id" in payload:
+                    ids.append(payload["id"])
+            else:
+                errors += 1
+                failures.append(payload)
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(k, session) for k in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies) + errors, "requests_per_second": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(_quantile(latencies, 0.5) * 1000, 1), "p99_ms": round(_quantile(latencies, 0.99) * 1000, 1),
+        "errors": errors, "ids": ids, "failures": failures[:3],
+    }
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def batch_stats(session, url: str) -> tuple[float, float]:
+    """(sum, count) of tunekit's ``tunekit_batch_size{kind="classify"}`` histogram."""
+    async with session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    found = {}
+    for part in ("sum", "count"):
+        m = re.search(rf'^tunekit_batch_size_{part}\{{kind="classify"\}} (\S+)$', text, re.MULTILINE)
+        found[part] = float(m.group(1)) if m else 0.0
+    return found["sum"], found["count"]
+
+
+# --- the runs -----------------------------------------------------------------------------------------
+
+async def compare_side(side: str, args, texts: list[str], workspace: Path) -> dict:
+    """One server, each client count in turn: warm-up, then ``args.seconds`` of load."""
+    import aiohttp
+
+    server = Server(side, args, workspace)
+    results = {}
+    try:
+        async with aiohttp.ClientSession() as session:
+            await server.wait_ready(session)
+            for clients in CLIENTS:
+                await load(server.url, texts, clients, args.warmup)
+                before = await batch_stats(session, server.url) if side == "tunekit" else None
+                point = await load(server.url, texts, clients, args.seconds)
+                if before is not None:
+                    after = await batch_stats(session, server.url)
+                    passes = after[1] - before[1]
+                    point["mean_batch_size"] = round((after[0] - before[0]) / passes, 2) if passes else None
+                    point["forward_passes"] = int(passes)
+                del point["ids"]
+                if not point["failures"]:
+                    del point["failures"]
+                results[clients] = point
+    finally:
+        server.stop()
+    return results
+
+
+async def soak(args, texts: list[str], workspace: Path) -> dict:
+    """``args.long`` seconds at 32 clients on tunekit; stop it gracefully; look every acknowledged id up in serving.db."""
+    import aiohttp
+
+    server = Server("tunekit", args, workspace)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await server.wait_ready(session)
+            result = await load(server.url, texts, 32, args.long)
+            total, passes = await batch_stats(session, server.url)
+    finally:
+        exit_code = server.stop()
+    ids = result.pop("ids")
+    db = workspace / "serving.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        logged_ids = {row[0] for row in conn.execute("SELECT id FROM requests")}
+    logged = sum(1 for i in ids if i in logged_ids)
+    return {
+        "seconds": args.long, "clients": 32, "requests": result["requests"], "acknowledged": len(ids),
+        "failures": result["errors"], "failure_examples": result["failures"], "requests_per_second": result["requests_per_second"],
+        "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "mean_batch_size": round(total / passes, 2) if passes else None,
+        "logged": logged, "lost": len(ids) - logged, "log_rows": len(logged_ids), "server_exit_code": exit_code,
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+async def main_async(args) -> dict:
+    texts = test_texts()
+    out = {"benchmark": "serve", "model": "bundled:minilm (LoRA)", "threads": args.threads, "seconds": args.seconds,
+           "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_compare:
+            sides = {}
+            for side in ("tunekit", "naive"):
+                Path(tmp, side).mkdir()
+                sides[side] = await compare_side(side, args, texts, Path(tmp, side))
+            for clients in CLIENTS:
+                t, n = sides["tunekit"][clients], sides["naive"][clients]
+                out[f"clients_{clients}"] = {
+                    "tunekit": t, "naive": n,
+                    "throughput_ratio": _ratio(t["requests_per_second"], n["requests_per_second"]),
+                    "p50_ratio": _ratio(t["p50_ms"], n["p50_ms"]), "p99_ratio": _ratio(t["p99_ms"], n["p99_ms"]),
+                }
+        if args.long:
+            Path(tmp, "soak").mkdir()
+            out["soak"] = await soak(args, texts, Path(tmp, "soak"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a tunekit classifier directory (default: train one, cached in bench/results/)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each server")
+    parser.add_argument("--batch-size", type=int, default=32, help="tunekit's batch_size")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="tunekit's max_wait_ms")
+    parser.add_argument("--long", type=float, default=0.0, help="also soak tunekit at 32 clients for this many seconds")
+    parser.add_argument("--no-compare", action="store_true", help="skip the tunekit vs naive points (with --long: the soak only)")
+    parser.add_argument("--server", choices=["tunekit", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workspace", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.server:  # child process: one server until SIGTERM
+        import torch
+
+        torch.set_num_threads(args.threads)
+        (run_tunekit_server if args.server == "tunekit" else run_naive_server)(args)
+        return
+    args.model = trained_model(args.model or CACHED_MODEL).resolve()
+    print(json.dumps(asyncio.run(main_async(args))))
+
+
+if __name__ == "__main__":
+    main()
