@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import yaml
@@ -32,8 +32,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: --set train.epochs=2 (repeatable).")]
-TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else ./tunekit-workspace/mlflow.db.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set train.epochs=2 (repeatable).")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else ./tunekit-workspace/mlflow.db.")]
 GATE_FAILED_EXIT = 10
 
 
@@ -68,7 +68,7 @@ def _tracking(uri: str | None) -> str:
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None,
         strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False,
-        resume: Annotated[Optional[str], typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None) -> None:
+        resume: Annotated[str | None, typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None) -> None:
     """Run the whole lifecycle: data check, baseline, train, evaluate, register and gate."""
     from tunekit import pipeline
 
@@ -103,8 +103,8 @@ def compare_methods_command(config: ConfigArg,
 
 @app.command()
 def tune(config: ConfigArg, set_: SetOpt = None,
-         trials: Annotated[Optional[int], typer.Option(help="Override tune.trials.")] = None,
-         minutes: Annotated[Optional[float], typer.Option(help="Override tune.minutes.")] = None) -> None:
+         trials: Annotated[int | None, typer.Option(help="Override tune.trials.")] = None,
+         minutes: Annotated[float | None, typer.Option(help="Override tune.minutes.")] = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes the best trial's config."""
     from tunekit.tune import tune as run_search
 
@@ -114,7 +114,7 @@ def tune(config: ConfigArg, set_: SetOpt = None,
 
 
 @app.command()
-def plan(config: ConfigArg, gpu: Annotated[Optional[str], typer.Option(help="GPU to check the fit against, e.g. h100-80gb.")] = None,
+def plan(config: ConfigArg, gpu: Annotated[str | None, typer.Option(help="GPU to check the fit against, e.g. h100-80gb.")] = None,
          set_: SetOpt = None) -> None:
     """Estimate parameters and training memory for the configured method before training; say whether it fits."""
     from tunekit import data
@@ -200,7 +200,7 @@ def data_preview(config: ConfigArg, n: Annotated[int, typer.Option("-n", help="H
 
 @models_app.command("tiny")
 def models_tiny(out: Annotated[Path, typer.Option(help="Folder to write the model and tokenizer to.")],
-                data: Annotated[Optional[Path], typer.Option(help="A JSONL/JSON conversation file whose text trains the tokenizer.")] = None,
+                data: Annotated[Path | None, typer.Option(help="A JSONL/JSON conversation file whose text trains the tokenizer.")] = None,
                 hidden_size: Annotated[int, typer.Option(help="Width of the model.")] = 128,
                 layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
                 seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0) -> None:
@@ -282,7 +282,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id, as `tunekit 
 
 
 @registry_app.command("list")
-def registry_list(name: Annotated[Optional[str], typer.Argument(help="Registered model; all models when omitted.")] = None,
+def registry_list(name: Annotated[str | None, typer.Argument(help="Registered model; all models when omitted.")] = None,
                   tracking_uri: TrackingOpt = None) -> None:
     """List registered models, or the versions of one with their aliases and metrics."""
     from tunekit import registry
@@ -339,22 +339,22 @@ def registry_rollback(name: Annotated[str, typer.Argument(help="Registered model
 
 
 @app.command()
-def serve(model: Annotated[Optional[str], typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")] = None,
-          config: Annotated[Optional[Path], typer.Option(help="YAML file of server settings (every option below, and `guardrails`).")] = None,
+def serve(model: Annotated[str | None, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")] = None,
+          config: Annotated[Path | None, typer.Option(help="YAML file of server settings (every option below, and `guardrails`).")] = None,
           tracking_uri: TrackingOpt = None,
-          host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port to listen on (default 8000).")] = None,
-          workspace: Annotated[Optional[str], typer.Option(help="Folder of keys.db and serving.db (default tunekit-workspace).")] = None,
+          host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
+          port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+          workspace: Annotated[str | None, typer.Option(help="Folder of keys.db and serving.db (default tunekit-workspace).")] = None,
           no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys: for local use only.")] = False,
-          rate_limit: Annotated[Optional[float], typer.Option(help="Requests per minute per key (default 600; 0: no limit).")] = None,
-          max_body_bytes: Annotated[Optional[int], typer.Option(help="Largest request body (default 1000000; larger: HTTP 413).")] = None,
-          max_inputs: Annotated[Optional[int], typer.Option(help="Most texts in one request (default 64; more: HTTP 413).")] = None,
-          max_chars: Annotated[Optional[int], typer.Option(help="Longest text in characters (default 10000; longer: HTTP 413).")] = None,
-          max_new_tokens: Annotated[Optional[int], typer.Option(help="Generation: most tokens per answer (default 512).")] = None,
-          request_timeout: Annotated[Optional[float], typer.Option(help="Seconds before a request is answered 504 (default 60).")] = None,
-          batch_size: Annotated[Optional[int], typer.Option(help="Most rows per micro-batched forward pass (default 32).")] = None,
-          max_wait_ms: Annotated[Optional[float], typer.Option(help="How long a micro-batch waits for company (default 5 ms).")] = None,
-          device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, mps or auto (default cpu).")] = None) -> None:
+          rate_limit: Annotated[float | None, typer.Option(help="Requests per minute per key (default 600; 0: no limit).")] = None,
+          max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body (default 1000000; larger: HTTP 413).")] = None,
+          max_inputs: Annotated[int | None, typer.Option(help="Most texts in one request (default 64; more: HTTP 413).")] = None,
+          max_chars: Annotated[int | None, typer.Option(help="Longest text in characters (default 10000; longer: HTTP 413).")] = None,
+          max_new_tokens: Annotated[int | None, typer.Option(help="Generation: most tokens per answer (default 512).")] = None,
+          request_timeout: Annotated[float | None, typer.Option(help="Seconds before a request is answered 504 (default 60).")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Most rows per micro-batched forward pass (default 32).")] = None,
+          max_wait_ms: Annotated[float | None, typer.Option(help="How long a micro-batch waits for company (default 5 ms).")] = None,
+          device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps or auto (default cpu).")] = None) -> None:
     """Serve a model over HTTP: /v1/classify or OpenAI's /v1/chat/completions, with keys, limits, guardrails, /metrics."""
     from tunekit.serve import serve as run_server
     from tunekit.serve.settings import load_settings
@@ -366,12 +366,52 @@ def serve(model: Annotated[Optional[str], typer.Option(help="NAME@ALIAS, NAME/VE
     run_server(settings)
 
 
+@app.command()
+def monitor(model: Annotated[str | None, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory; its reference.json (written at training time) is what traffic is compared with.")] = None,
+            since: Annotated[str | None, typer.Option(help="Window of traffic back from now: 30m, 24h, 7d (default 24h).")] = None,
+            config: Annotated[Path | None, typer.Option(help="YAML file of monitor settings (thresholds and every option below).")] = None,
+            workspace: Annotated[str | None, typer.Option(help="The server's workspace, holding serving.db; the report goes to WORKSPACE/monitor/ (default tunekit-workspace).")] = None,
+            tracking_uri: TrackingOpt = None,
+            min_requests: Annotated[int | None, typer.Option(help="Fewest production inputs for a drift verdict (default 30); fewer: `not enough traffic`, no alert.")] = None,
+            p_value: Annotated[float | None, typer.Option(help="Significance level of the per-feature tests (default 0.01).")] = None,
+            domain_auc: Annotated[float | None, typer.Option(help="Embedding-drift alert at this domain-classifier AUC (default 0.75).")] = None,
+            confidence_drop: Annotated[float | None, typer.Option(help="Alert when mean confidence falls this much below validation's (default 0.1).")] = None,
+            psi: Annotated[bool | None, typer.Option("--psi/--no-psi", help="Also compute the population stability index of every feature.")] = None,
+            min_feedback_accuracy: Annotated[float | None, typer.Option(help="Alert when accuracy on feedback-labelled requests is below this (default: off).")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print monitor.json to stdout instead of the summary.")] = False) -> None:
+    """Compare a model's logged production traffic with its training data (drift) and score feedback (live quality); exit 1 on an alert."""
+    from rich.markup import escape
+
+    from tunekit import monitor as monitor_stage
+
+    settings = monitor_stage.load_settings(config, model=model, since=since, workspace=workspace, tracking_uri=tracking_uri,
+                                           min_requests=min_requests, p_value=p_value, domain_auc=domain_auc,
+                                           confidence_drop=confidence_drop, psi=psi, min_feedback_accuracy=min_feedback_accuracy)
+    result = monitor_stage.run(settings)
+    if as_json:
+        print(json.dumps(result.report, indent=2, default=str))
+    else:
+        t = result.report["traffic"]
+        colour = {"alert": "red", "ok": "green"}.get(result.status, "yellow")
+        console.print(f"[bold {colour}]{result.status.upper()}[/]: {escape(result.report['model']['name'])}, last {settings.since}: "
+                      f"{t['requests']} requests, {t['inputs']} inputs", highlight=False)
+        for check in result.report["checks"]:
+            stat = "n/a" if check["statistic"] is None else f"{check['statistic']:.4g}"
+            p = f", p = {check['p_value']:.3g}" if check.get("p_value") is not None else ""
+            console.print(f"  {'[red]drift[/]' if check['drifted'] else '[green]ok[/]   '} {check['title']}: {check['test']} {stat}{p}", highlight=False)
+        for alert in result.alerts:
+            console.print(f"[red]Alert:[/] {escape(alert)}", highlight=False)
+        console.print(f"Report: {result.html} (also monitor.json)", highlight=False)
+    if result.alerts:
+        raise typer.Exit(1)
+
+
 WorkspaceOpt = Annotated[Path, typer.Option(help="Workspace holding runs/.")]
 
 
 @app.command()
 def report(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPACE/runs) or a run folder.")],
-           compare: Annotated[Optional[str], typer.Option(help="Another run on the same test rows to compare against RUN.")] = None,
+           compare: Annotated[str | None, typer.Option(help="Another run on the same test rows to compare against RUN.")] = None,
            workspace: WorkspaceOpt = Path("tunekit-workspace")) -> None:
     """Rebuild a run's report card (Markdown, JSON, self-contained HTML), or compare two runs."""
     from tunekit.evaluate import compare as comparing

@@ -28,6 +28,7 @@ from tunekit.config import (
 from tunekit.evaluate import report
 from tunekit.evaluate.metrics import headline
 from tunekit.lineage import git_commit, package_versions
+from tunekit.monitor import reference as monitor_reference
 from tunekit.train import distributed
 
 __all__ = ["RunOutcome", "run"]
@@ -76,6 +77,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     result = evaluate.run(cfg, data, model, base, run_dir, trained.history)
     train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics),
                           **({} if data.regression else {"temperature": model.info.get("temperature", 1.0)}))
+    monitor_reference.build(cfg, data, model, run_dir / "adapter")  # drift reference; travels with the adapter to MLflow and the server
 
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)
@@ -137,6 +139,7 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     generator = load_generator(run_dir / "adapter", cfg.train.device)  # score exactly what was saved, as the server will load it
     result = run_generation(cfg, data, generator, baselines, run_dir, trained.history, console)
     train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics))
+    monitor_reference.build(cfg, data, None, run_dir / "adapter")  # user-turn texts; generation has no label predictions to compare
 
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)

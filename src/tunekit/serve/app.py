@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tunekit.monitor.gauges import push_latest
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.inputs import RequestError, parse_inputs
 from tunekit.serve.loading import Loader, ModelSlot, default_loader
@@ -84,6 +85,8 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
+        if slot.loaded is not None:  # the latest `tunekit monitor` verdict for the served model, as tunekit_drift_* gauges
+            await run_in_threadpool(push_latest, runtime.metrics, settings.workspace_dir, slot.loaded.name)
         body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)
 

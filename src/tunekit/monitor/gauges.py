@@ -1,0 +1,86 @@
+"""The monitor's verdict as Prometheus gauges on the server's ``/metrics``.
+
+``tunekit monitor`` runs from cron, in its own process; the server publishes the latest report it
+finds in its workspace (``push_latest``, called when ``/metrics`` is scraped), so alerting rules
+in Prometheus see drift beside latency and errors:
+
+| gauge | labels | value |
+|---|---|---|
+| ``tunekit_drift_alerts`` | model | alerts in the latest monitor run (0: healthy) |
+| ``tunekit_drift_detected`` | model, check | 1 when the check drifted, else 0 |
+| ``tunekit_drift_statistic`` | model, check | the check's deciding statistic (KS D, AUC, JS ...) |
+| ``tunekit_drift_p_value`` | model, check | its p-value, for checks that have one |
+| ``tunekit_drift_inputs`` | model | production inputs in the monitored window |
+| ``tunekit_drift_last_run_timestamp_seconds`` | model | when that monitor run finished |
+| ``tunekit_live_accuracy`` / ``tunekit_live_macro_f1`` | model | on feedback-labelled requests |
+| ``tunekit_live_rmse`` / ``tunekit_live_mae`` | model | regression, on feedback values |
+| ``tunekit_live_labelled_feedback`` | model | how many feedback rows those numbers rest on |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+MONITOR_DIR = "monitor"
+_LIVE = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "rmse": "RMSE", "mae": "MAE"}
+
+
+def push_gauges(metrics, report: dict) -> None:
+    """Set the ``tunekit_drift_*`` and ``tunekit_live_*`` gauges of ``metrics`` (a ``ServerMetrics``) from a monitor report."""
+    model = {"model": report["model"]["name"]}
+    metrics.set_gauge("tunekit_drift_alerts", len(report["alerts"]), "Alerts raised by the latest `tunekit monitor` run.", model)
+    metrics.set_gauge("tunekit_drift_inputs", report["traffic"]["inputs"], "Production inputs in the latest monitor run's window.", model)
+    finished = datetime.fromisoformat(report["window"]["to"]).timestamp()
+    metrics.set_gauge("tunekit_drift_last_run_timestamp_seconds", finished, "When the latest monitor run's window ended (Unix time).", model)
+    for check in report["checks"]:
+        labels = model | {"check": check["name"]}
+        metrics.set_gauge("tunekit_drift_detected", float(check["drifted"]), "1 when the monitor check drifted, else 0.", labels)
+        if _number(check.get("statistic")):
+            metrics.set_gauge("tunekit_drift_statistic", check["statistic"], "The monitor check's deciding statistic (KS D, AUC, JS, ...).", labels)
+        if _number(check.get("p_value")):
+            metrics.set_gauge("tunekit_drift_p_value", check["p_value"], "The monitor check's p-value.", labels)
+    labelled = report["live"].get("labelled") or {}
+    metrics.set_gauge("tunekit_live_labelled_feedback", labelled.get("n", 0), "Feedback-labelled requests live quality rests on.", model)
+    for key, title in _LIVE.items():
+        if _number(labelled.get(key)):
+            metrics.set_gauge(f"tunekit_live_{key}", labelled[key], f"{title} on feedback-labelled production requests.", model)
+
+
+def latest(workspace: Path, name: str) -> dict | None:
+    """The newest readable ``monitor.json`` of model ``name`` in ``workspace``, or None."""
+    found = sorted(Path(workspace, MONITOR_DIR).glob(f"{slug(name)}-*/monitor.json"), key=_mtime, reverse=True)
+    for path in found:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written right now, or removed: take the one before
+        if report.get("model", {}).get("name") == name:
+            return report
+    return None
+
+
+def push_latest(metrics, workspace: Path, name: str) -> bool:
+    """``push_gauges`` with the newest report of ``name`` in ``workspace``; False when there is none yet."""
+    report = latest(workspace, name)
+    if report is None:
+        return False
+    push_gauges(metrics, report)
+    return True
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

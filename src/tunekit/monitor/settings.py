@@ -1,0 +1,83 @@
+"""Settings of ``tunekit monitor``: which model, which window of traffic, and when to alert."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunekit.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str) -> float:
+    """``"30m"``, ``"24h"``, ``"7d"``, ``"2w"``, ``"90s"`` as seconds; anything else is a ``ConfigError``."""
+    match = _DURATION.match(str(value))
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"since: expected a positive duration such as 30m, 24h, 7d or 2w (s, m, h, d, w), got {value!r}")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+class MonitorSettings(BaseModel):
+    """How ``tunekit monitor`` runs. Each field is also a CLI option (``p_value`` is ``--p-value``);
+    all of them can come from a YAML file (``--config``), which is where teams keep their thresholds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(..., description="Model to monitor: a registry reference (`NAME@ALIAS`, e.g. `intent@champion`, or `NAME/VERSION`) or the path of a tunekit model directory. Its directory holds `reference.json`, the training-time statistics traffic is compared with.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI used to resolve registry references. Default: the registry's own default.")
+    workspace: str = Field("tunekit-workspace", description="The server's workspace: requests are read from WORKSPACE/serving.db, the report goes to WORKSPACE/monitor/.")
+    since: str = Field("24h", description="Window of traffic to check, back from now: a number and a unit, `s`, `m`, `h`, `d` or `w` (`30m`, `24h`, `7d`).")
+    min_requests: int = Field(30, ge=1, description="Fewest production inputs in the window (each text of a batched request counts) for a drift verdict; with fewer the report says `not enough traffic` and raises no drift alert.")
+    p_value: float = Field(0.01, gt=0, lt=1, description="Significance level of the per-feature tests (Kolmogorov-Smirnov, chi-square, two-proportion): a smaller p-value is drift.")
+    ks_max_rows: int = Field(1000, ge=10, description="Numeric features are tested with Kolmogorov-Smirnov up to this many production rows; beyond it every shift is significant, so the effect size (Wasserstein distance relative to the reference's standard deviation) decides instead.")
+    wasserstein_rel: float = Field(0.25, gt=0, description="Above `ks_max_rows` rows: a numeric feature drifted when its Wasserstein distance to the reference exceeds this many reference standard deviations.")
+    label_js: float = Field(0.1, ge=0, le=1, description="A significant predicted-label shift (chi-square) alerts only when the Jensen-Shannon distance (base 2, 0-1) is at least this large, so a negligible shift on heavy traffic does not page anyone.")
+    oov_increase: float = Field(0.05, ge=0, le=1, description="A significant rise of the out-of-vocabulary rate alerts only when it rises by at least this much (0.05: five more unknown words per hundred).")
+    domain_auc: float = Field(0.75, gt=0.5, le=1, description="Embedding drift: a classifier telling reference from production sentence embeddings (logistic regression, 5-fold cross-validated) with an AUC at or above this means production texts look unlike the training texts (0.5: indistinguishable).")
+    confidence_drop: float = Field(0.1, ge=0, le=1, description="Alert when the model's mean max-probability on production is this much below its mean on validation (classification).")
+    psi: bool = Field(False, description="Also compute the population stability index of every feature (10 quantile bins for numbers), reported beside the tests.")
+    psi_threshold: float = Field(0.2, gt=0, description="With `psi`: a PSI at or above this is an alert (0.1-0.2 is usually read as a moderate, above 0.2 a significant shift).")
+    min_feedback_accuracy: float | None = Field(None, ge=0, le=1, description="Alert when the accuracy on feedback-labelled requests is below this (needs `min_feedback` labelled rows). None: no live-quality alert.")
+    min_feedback: int = Field(20, ge=1, description="Fewest feedback-labelled requests for the live-quality alert.")
+    embed_sample: int = Field(1000, ge=10, description="Most production texts embedded for the embedding-drift check (a seeded sample); embedding is the slow part.")
+    seed: int = Field(0, description="Seed of the samples and of the domain classifier's cross-validation folds.")
+
+    @field_validator("since")
+    @classmethod
+    def _since_is_a_duration(cls, value: str) -> str:
+        try:
+            parse_since(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("since: ")) from None
+        return value
+
+    @property
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace).expanduser()
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_since(self.since)
+
+
+def load_settings(path: str | Path | None, **overrides) -> MonitorSettings:
+    """Settings from a YAML file (if given) with ``overrides`` (CLI options that were set) on top."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: monitor config not found")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the monitor config must be a YAML mapping of settings (model, since, p_value, ...)")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return MonitorSettings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or 'monitor settings'}: {exc.error_count()} problem(s):\n" + "\n".join(lines)) from None
