@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 app = typer.Typer(help="Fine-tune a pretrained language model for your task, beat a baseline, register, serve.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 config_app = typer.Typer(help="Check and describe config files.", no_args_is_help=True)
-data_app = typer.Typer(help="Check data and freeze splits.", no_args_is_help=True)
+data_app = typer.Typer(help="Check data, freeze splits, preview conversations, list versions, erase rows.", no_args_is_help=True)
 registry_app = typer.Typer(help="List, promote and roll back registered model versions.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models for tests and demos.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -196,6 +196,89 @@ def data_preview(config: ConfigArg, n: Annotated[int, typer.Option("-n", help="H
         for piece, trained in pieces:
             text.append(piece, style="reverse green" if trained else "dim")
         console.print(text)
+
+
+@app.command("reproduce")
+def reproduce_command(model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS of a registered version.")],
+                      tolerance: Annotated[float, typer.Option(help="Largest allowed |reproduced - recorded| per metric, times max(1, |recorded|).")] = 1e-4,
+                      workspace: Annotated[Path | None, typer.Option(help="Workspace holding the frozen splits. Default: the one the version was trained in.")] = None,
+                      tracking_uri: TrackingOpt = None) -> None:
+    """Train a registered version again from its recorded config, data and seed; exit 1 unless every test metric matches."""
+    from tunekit.reproduce import reproduce
+
+    result = reproduce(model, _tracking(tracking_uri), tolerance, console, workspace)
+    table = Table("metric", "recorded", "reproduced", "|diff|", "allowed", "match")
+    for c in result.checks:
+        table.add_row(c.name, f"{c.recorded:.6f}", "not measured" if c.reproduced is None else f"{c.reproduced:.6f}",
+                      "" if c.diff is None else f"{c.diff:.1e}", f"{c.allowed:.1e}", "[green]yes[/]" if c.ok else "[red]no[/]")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"Note: {note}", highlight=False)
+    if not result.ok:
+        failed = [c.name for c in result.checks if not c.ok]
+        err_console.print(f"[bold red]{result.name} v{result.version} did not reproduce:[/] {', '.join(failed)} differ by more than the "
+                          f"tolerance; the new model is in {result.out_dir}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]{result.name} v{result.version} reproduced:[/] every test metric within tolerance "
+                  f"(data {result.data_fingerprint[:16]}); the new model is in {result.out_dir}", highlight=False)
+
+
+DataWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace folder holding datasets/.")]
+
+
+@data_app.command("forget")
+def data_forget(reason: Annotated[str, typer.Option(help="Why (a request or ticket id); recorded in the changelog.")],
+                where: Annotated[str | None, typer.Option(help="Rows to erase: text~=REGEX, text==VALUE, id==VALUE or label==VALUE "
+                                                              "(text covers text_pair and every message of a conversation).")] = None,
+                ids: Annotated[Path | None, typer.Option(help="File of row ids to erase, one per line.")] = None,
+                workspace: DataWorkspaceOpt = Path("tunekit-workspace"),
+                tracking_uri: TrackingOpt = None) -> None:
+    """Erase rows from every stored dataset version, record it, and list the model versions trained on them."""
+    from tunekit.data import versions
+
+    result = versions.forget(workspace, where, versions.read_ids(ids) if ids is not None else None, reason,
+                             tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    if not result.changed:
+        console.print(f"No stored row matches {where if where is not None else f'the ids in {ids}'}; nothing was changed.", highlight=False)
+        return
+    table = Table("dataset version", "now", "removed (train/validation/test)", "left (train/validation/test)")
+    for d in result.datasets:
+        table.add_row(d.fingerprint[:16], d.new_fingerprint[:16], "/".join(str(d.removed[s]) for s in ("train", "validation", "test")),
+                      "/".join(str(d.remaining[s]) for s in ("train", "validation", "test")))
+    console.print(table)
+    console.print(f"Erased {result.rows} rows from {len(result.datasets)} dataset versions; recorded in "
+                  f"{workspace / 'datasets' / versions.CHANGELOG}", highlight=False)
+    sources = sorted({s for d in result.datasets for s in d.sources})
+    if sources:
+        console.print("The source files still hold these rows; remove them there too: " + ", ".join(sources), highlight=False)
+    if result.registry is None:
+        console.print(f"No registry searched (no {workspace / 'mlflow.db'}); pass --tracking-uri to list the model versions trained on these rows")
+    elif not result.models:
+        console.print("No registered model version was trained on these dataset versions.")
+    else:
+        models = Table("model", "version", "aliases", "trained on", "run folder")
+        for m in result.models:
+            models.add_row(m.name, m.version, ", ".join(m.aliases), m.data_fingerprint[:16], m.run_dir or "")
+        console.print(models)
+        console.print("[yellow]These versions were trained on the erased rows:[/] retrain on the current data (`tunekit run CONFIG`), then "
+                      "retire them; their run folders and MLflow artifacts still hold predictions on the test rows.")
+
+
+@data_app.command("versions")
+def data_versions(workspace: DataWorkspaceOpt = Path("tunekit-workspace")) -> None:
+    """The dataset changelog: every frozen version and every erasure, with when, who and why."""
+    from tunekit.data import versions
+
+    entries = versions.changelog(workspace)
+    if not entries:
+        console.print(f"No dataset versions in {workspace / 'datasets'} yet (`tunekit data check CONFIG` freezes the splits).")
+        return
+    table = Table("when (UTC)", "action", "version", "rows (train/validation/test)", "by", "why")
+    for e in entries:
+        version = e["fingerprint"][:16] + (f" -> {e['replaced_by'][:16]}" if e.get("replaced_by") else "")
+        table.add_row(e["at"].replace("T", " ")[:19], e["action"], version,
+                      "/".join(str(e["rows"].get(s, 0)) for s in ("train", "validation", "test")), e["by"], e["reason"])
+    console.print(table)
 
 
 @models_app.command("tiny")

@@ -154,6 +154,7 @@ def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], 
             tmp.write_text(body, encoding="utf-8")
             tmp.replace(directory / f"{name}.jsonl")
         store.write_json(directory / "meta.json", meta)  # written last: its presence marks a complete folder
+        store.record_created(root, meta)
     store._update_index(root, key, fp)
     return directory
 

@@ -167,8 +167,17 @@ def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[s
     directory = root / fp[:16]
     if not (directory / "meta.json").is_file():
         _write_directory(root, directory, dsets, labels, meta)
+        record_created(root, meta)
     _update_index(root, key, fp)
     return Frozen(rows, dsets, labels, fp, meta["test_fingerprint"], directory, meta)
+
+
+def record_created(root: Path, meta: dict) -> None:
+    """Log a newly frozen version in ``datasets/CHANGELOG.jsonl`` (see ``data.versions``)."""
+    from tunekit.data.versions import record  # versions builds on this module
+
+    files = ", ".join(Path(s["path"]).name for s in meta.get("sources", [])) or "no files"
+    record(root, "created", meta["fingerprint"], meta["rows"], f"froze splits from {files}", task=meta.get("task", "classification"))
 
 
 def _meta(cfg: TunekitConfig, key: str, fp: str, test_fp: str, sources: list[SourceFile],
