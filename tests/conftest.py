@@ -91,3 +91,7 @@ def local_settings(**fields):
     from tunekit.serve import ServeSettings
 
     return ServeSettings(**{"auth": False, "workspace": tempfile.mkdtemp(prefix="tunekit-serve-"), **fields})
+
+
+# trained once per session, for the server and the monitor tests alike
+from tests.classifier_fixtures import loaded, loaded_pair, model_dir, pair_model_dir  # noqa: F401

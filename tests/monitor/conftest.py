@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serve.conftest import loaded, model_dir  # noqa: F401  (fixtures re-exported for tests/monitor)
 from tunekit.monitor.reference import words
 from tunekit.serve.requestlog import RequestLog
 
