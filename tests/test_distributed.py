@@ -64,7 +64,6 @@ def test_one_process_is_not_distributed():
     assert mine.tolist() == [0, 1, 2, 3, 4] and real == 5
 
 
-@pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(tiny_config, tiny_bert, tmp_path):
     """LoRA on the tiny BERT, dropout 0 (each rank would draw its own dropout masks), batch 7 so the
     last batch of 162 rows has one row and rank 1 runs its weight-0 stand-in row."""
@@ -193,7 +192,6 @@ def _max_weight_diff(a, b, name="adapter_model.safetensors") -> float:
     return max((w1[k] - w2[k]).abs().max().item() for k in w1)
 
 
-@pytest.mark.slow
 def test_two_processes_train_a_causal_lm_like_one(reverse_task, tmp_path):
     one = _train_generation(reverse_task, tmp_path / "one" / "adapter")
     script = tmp_path / "generation_script.py"

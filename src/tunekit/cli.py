@@ -68,11 +68,22 @@ def _tracking(uri: str | None) -> str:
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None,
         strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False,
-        resume: Annotated[str | None, typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None) -> None:
+        resume: Annotated[str | None, typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None,
+        nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train data-parallel in N processes on this machine: one per GPU, or CPU processes. "
+                                                                   "The same result as one process with the same train.batch_size (the global batch). "
+                                                                   "Leave it out under torchrun or accelerate launch.")] = 1) -> None:
     """Run the whole lifecycle: data check, baseline, train, evaluate, register and gate."""
     from tunekit import pipeline
+    from tunekit.train import distributed
 
-    outcome = pipeline.run(_load(config, set_), console, resume)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # run this same command in N processes; rank 0's exit code is ours
+        args = ["run", str(config), *(f"--set={s}" for s in set_ or []), *(["--strict"] if strict else []),
+                *(["--resume", resume] if resume else []), f"--nproc={nproc}"]
+        raise typer.Exit(distributed.launch(nproc, args))
+    distributed.init()  # one of several processes (--nproc, torchrun, accelerate launch): join the group, take GPU LOCAL_RANK
+    outcome = pipeline.run(_load(config, set_), console if distributed.is_main() else Console(quiet=True), resume)
+    if outcome is None:  # a rank other than 0: it helped train; rank 0 evaluates, registers and reports
+        return
     if strict and not outcome.decision.passed:
         raise typer.Exit(GATE_FAILED_EXIT)
 

@@ -43,8 +43,9 @@ class RunOutcome:
     card: dict
 
 
-def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None = None) -> RunOutcome:
-    """The lifecycle; ``resume`` is the id of an interrupted run whose training continues from its checkpoint."""
+def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None = None) -> RunOutcome | None:
+    """The lifecycle; ``resume`` is the id of an interrupted run whose training continues from its checkpoint.
+    In a data-parallel run only rank 0 returns the outcome; the other ranks return None after training."""
     console = console or Console()
     run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     run_dir = cfg.workspace_dir / "runs" / run_id
@@ -53,7 +54,8 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
 
     console.rule("[bold]1/5 data")
     tokenizer = models.load_tokenizer(cfg.model.base, cfg.model.revision)
-    data = data_stage.prepare(cfg, tokenizer)
+    with distributed.main_first():  # rank 0 freezes the splits; the other ranks then read them
+        data = data_stage.prepare(cfg, tokenizer)
     console.print(data_stage.summary(data), markup=False, highlight=False)
     noise = _label_noise(cfg, data)
     if noise:
@@ -117,7 +119,8 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     console.rule("[bold]1/5 data")
     base_model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=cfg.method.kind == "qlora")
     template = templates.resolve(tokenizer, cfg.model.template)
-    data = conversations.prepare_conversations(cfg, tokenizer, template)
+    with distributed.main_first():
+        data = conversations.prepare_conversations(cfg, tokenizer, template)
     console.print(conversations.summary(data), markup=False, highlight=False)
 
     console.rule("[bold]2/5 baseline")

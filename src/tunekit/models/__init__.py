@@ -107,7 +107,7 @@ def _four_bit() -> dict:
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=["classifier", "score"])
-    return {"quantization_config": quant, "device_map": {"": 0}}
+    return {"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}  # each rank its own GPU
 
 
 def _load_hint(base: str, exc: Exception) -> str:

@@ -5,6 +5,9 @@ decay, validate every epoch on the primary metric, keep the best epoch's weights
 validation stops improving, and write the adapter directory (PEFT's own files, the tokenizer and
 ``tunekit.json``), which ``PeftModel.from_pretrained`` loads unchanged.
 
+Several processes (``tunekit run --nproc N``, ``torchrun``, ``accelerate launch``) train
+data-parallel with the same global batches and order as one process (``train.distributed``).
+
 ``task: regression`` runs the same loop with a one-output head and mean squared error on the
 target standardised with the training mean and std (see ``target_scaling``); early stopping then
 follows the primary metric in its own direction (lower RMSE, MAE, MSE is better; higher R²).
@@ -31,7 +34,7 @@ from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, predict_values, resolve_base
-from tunekit.train import schedules
+from tunekit.train import distributed, schedules
 
 __all__ = ["TrainResult", "run", "update_manifest"]
 
@@ -86,8 +89,10 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
         from tunekit.train.causal import run_causal
 
         return run_causal(cfg, data, out_dir, console, resume, on_epoch)
+    distributed.init()
+    console = console if distributed.is_main() else _quiet()
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = distributed.local_device(pick_device(cfg.train.device))
     methods.check(cfg.method, device)  # before any weights load
     quantized = cfg.method.kind == "qlora"
     regression = cfg.task == "regression"
@@ -105,8 +110,11 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)
     labels = _train_labels(data, scaling)
     steps_per_epoch = -(-len(encoded) // cfg.train.batch_size)
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
-    rng = np.random.default_rng(cfg.train.seed)
+    # DDP when there are several processes; gradual unfreezing leaves some trainable weights without gradients
+    par = distributed.parallel(model, lambda m: _optimizer(m, cfg, steps_per_epoch * cfg.train.epochs),
+                               find_unused=cfg.train.gradual_unfreezing)
+    optimizer, scheduler = par.optimizer, par.scheduler
+    rng = np.random.default_rng(cfg.train.seed)  # the same on every rank: the same batches in the same order
     val_texts, val_pairs = list(data.validation["text"]), text_pairs(data.validation)
     checkpoint = out_dir.parent / "checkpoint.pt"
     identity = {"data_fingerprint": data.fingerprint, "config_hash": cfg.hash()}
@@ -118,39 +126,40 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
                                  completed=(st.epoch - 1) * steps_per_epoch + st.step, info="")
         while st.epoch <= cfg.train.epochs:
             epoch_start = time.perf_counter()
-            model.train()
+            par.model.train()
             if cfg.train.gradual_unfreezing:
                 schedules.unfreeze_for_epoch(model, model._tunekit_trainable, st.epoch, blocks)
             if st.batches is None:
                 st.batches, st.step, st.loss_sum = _batch_order(encoded, cfg, rng), 0, 0.0
             while st.step < len(st.batches):
                 idx = st.batches[st.step]
-                batch = tokenizer.pad([encoded[i] for i in idx], return_tensors="pt")
+                mine, real = distributed.shard(idx)  # this rank's rows of the global batch
+                batch = tokenizer.pad([encoded[i] for i in mine], return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss = model(**batch, labels=labels[idx].to(device)).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                st.loss_sum += loss.item()
+                # the mean over this rank's rows, weighted so that DDP's average over ranks is the global batch's mean
+                loss = par.model(**batch, labels=labels[mine].to(device)).loss * (real * distributed.world_size() / len(idx))
+                par.backward(loss)
+                par.step(cfg.train.max_grad_norm)
+                st.loss_sum += distributed.all_reduce_mean(loss.detach()).item()
                 st.seen += len(idx)
                 st.step += 1
                 progress.update(task, advance=1, info=f"epoch {st.epoch}/{cfg.train.epochs} loss {st.loss_sum / st.step:.4f}")
-                if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
+                if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0 and distributed.is_main():
                     save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             st.train_seconds += time.perf_counter() - epoch_start
             val = _validate(model, tokenizer, cfg, data, val_texts, val_pairs, device, scaling)
-            stop = _end_epoch(st, cfg, model, val, time.perf_counter() - epoch_start, progress.console)
+            stop = distributed.broadcast(_end_epoch(st, cfg, model, val, time.perf_counter() - epoch_start, progress.console))
             if on_epoch is not None:
                 on_epoch(st.epoch - 1, val[cfg.eval.primary])
-            if cfg.train.checkpoint_every:
+            if cfg.train.checkpoint_every and distributed.is_main():
                 save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             if stop:
                 break
     model.load_state_dict(st.best_state, strict=False)
-    _save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch, scaling)
-    checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
+    if distributed.is_main():
+        _save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch, scaling)
+        checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
+    distributed.barrier()
     return TrainResult(
         adapter_dir=out_dir, history=st.history, best_epoch=st.best_epoch, best_score=float(st.best_score),
         stopped_early=len(st.history) < cfg.train.epochs, trainable_params=trainable, total_params=total,
@@ -186,12 +195,17 @@ def _train_labels(data, scaling: dict[str, float] | None) -> torch.Tensor:
 
 def _validate(model, tokenizer, cfg: TunekitConfig, data, texts: list[str], pairs: list[str] | None, device,
               scaling: dict[str, float] | None) -> dict:
-    """The validation metrics of the model as it is now (regression: in the target's own units)."""
+    """The validation metrics of the model as it is now (regression: in the target's own units).
+
+    With several processes each predicts a share of the rows; every rank gets all predictions, so
+    all take the same early-stopping decision."""
     if scaling is not None:
-        raw = predict_values(model, tokenizer, texts, pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
+        raw = distributed.gather_rows(lambda t, p: predict_values(model, tokenizer, t, p, cfg.model.max_length, cfg.train.eval_batch_size, device),
+                                      texts, pairs)
         values = raw.astype(np.float64) * scaling["std"] + scaling["mean"]
         return regression_metrics(np.asarray(list(data.validation["label"]), dtype=float), values)
-    probs = predict_proba(model, tokenizer, texts, pairs, cfg.model.max_length, cfg.train.eval_batch_size, device)
+    probs = distributed.gather_rows(lambda t, p: predict_proba(model, tokenizer, t, p, cfg.model.max_length, cfg.train.eval_batch_size, device),
+                                    texts, pairs)
     return classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
 
 
@@ -327,6 +341,13 @@ def _optimizer(model, cfg: TunekitConfig, total_steps: int):
 def _trainable_key(model, key: str) -> bool:
     """Whether a state-dict entry is one the method trains (what checkpoints and the best epoch keep)."""
     return key in model._tunekit_trainable
+
+
+def _quiet():
+    """The console of a rank other than 0: rank 0 alone reports progress."""
+    from rich.console import Console
+
+    return Console(quiet=True)
 
 
 def _progress(console) -> Progress:

@@ -12,7 +12,10 @@ right-padded batches instead.
 The loss is the summed cross-entropy over trained tokens (``templates.encode``'s mask: assistant
 turns and their EOS) divided by the number of trained tokens in the whole optimisation step, so
 gradient accumulation gives the same update as one large batch, and long answers are not
-down-weighted against short ones.
+down-weighted against short ones. With several processes each rank trains on its rows of every
+batch and the count of trained tokens is that of the whole global batch, so the DDP-averaged
+gradient (times the number of ranks) is the one-process gradient. Under ``accelerate launch``
+with an FSDP or DeepSpeed config the model is sharded by accelerate (``train.distributed``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import torch
 
 from tunekit import methods
 from tunekit.config import TunekitConfig
+from tunekit.errors import TunekitError
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, pick_device, resolve_base
 from tunekit.models.causal import load_causal_base
-from tunekit.train import LoopState, TrainResult, _optimizer, _peak_memory_mb, _progress, _resume, save_checkpoint, seed_everything
+from tunekit.train import LoopState, TrainResult, _optimizer, _peak_memory_mb, _progress, _quiet, _resume, distributed, save_checkpoint, seed_everything
 from tunekit.train.batching import batch_order
 
 PROMPT_METHODS = {"prompt_tuning", "prefix_tuning", "p_tuning"}
@@ -40,8 +44,11 @@ PROMPT_METHODS = {"prompt_tuning", "prefix_tuning", "p_tuning"}
 
 def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False, on_epoch=None) -> TrainResult:
     """Train on ``data.encoded['train']``, keep the epoch with the lowest validation loss, write it to ``out_dir``."""
+    distributed.init()
+    console = console if distributed.is_main() else _quiet()
+    _check_sharded(cfg, resume)
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = distributed.local_device(pick_device(cfg.train.device))
     methods.check(cfg.method, device)
     quantized = cfg.method.kind == "qlora"
     model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=quantized)
@@ -49,19 +56,21 @@ def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bo
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = methods.apply(model, cfg.method, task="generation")
-    if not quantized:
+    if not quantized and not (distributed.world_size() > 1 and distributed.sharding()):  # FSDP, DeepSpeed place (and shard) weights themselves
         model.to(device)
     trainable, total = methods.count_parameters(model)
     model._tunekit_trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    packing = cfg.train.packing and cfg.method.kind not in PROMPT_METHODS and packing_isolates(model, device, console)
-    autocast = _autocast(cfg, device)
 
     train = data.encoded["train"]
     accumulate = cfg.train.gradient_accumulation_steps
     micro_per_epoch = -(-len(train) // cfg.train.batch_size)
     steps_per_epoch = -(-micro_per_epoch // accumulate)
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.train.epochs)
-    rng = np.random.default_rng(cfg.train.seed)
+    par = distributed.parallel(model, lambda m: _optimizer(m, cfg, steps_per_epoch * cfg.train.epochs), shardable=True,
+                               micro_rows=-(-cfg.train.batch_size // distributed.world_size()), max_grad_norm=cfg.train.max_grad_norm)
+    optimizer, scheduler, sharded = par.optimizer, par.scheduler, par.sharded
+    packing = cfg.train.packing and cfg.method.kind not in PROMPT_METHODS and packing_isolates(par.eval_model, device, console)
+    autocast = _autocast(cfg, device)
+    rng = np.random.default_rng(cfg.train.seed)  # the same on every rank: the same batches in the same order
     checkpoint = out_dir.parent / "checkpoint.pt"
     identity = {"data_fingerprint": data.fingerprint, "config_hash": cfg.hash()}
     st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else LoopState()
@@ -74,48 +83,82 @@ def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bo
                                  completed=(st.epoch - 1) * micro_per_epoch + st.step, info="")
         while st.epoch <= cfg.train.epochs:
             epoch_start = time.perf_counter()
-            model.train()
+            par.model.train()
             if st.batches is None:
                 lengths = [len(e.ids) for e in train]
                 st.batches, st.step, st.loss_sum = batch_order(lengths, cfg.train.batch_size, rng, cfg.train.group_by_length), 0, 0.0
             while st.step < len(st.batches):
                 group = st.batches[st.step : st.step + accumulate - st.step % accumulate]
-                n_trained = sum(train[i].trained for idx in group for i in idx)
-                for idx in group:
-                    batch = collate([train[i] for i in idx], cfg.model.max_length, tokenizer.pad_token_id, packing)
-                    with autocast:
-                        loss_sum = token_loss(model, batch, device)
-                    (loss_sum / n_trained).backward()
-                    st.loss_sum += loss_sum.item() / max(sum(train[i].trained for i in idx), 1)
-                    tokens_seen += int(batch["real_tokens"])
+                n_trained = sum(train[i].trained for idx in group for i in idx)  # over the global batch, on every rank
+                for k, idx in enumerate(group):
+                    mine, real = distributed.shard(idx)  # this rank's rows of the global batch
+                    batch = collate([train[i] for i in mine], cfg.model.max_length, tokenizer.pad_token_id, packing)
+                    with par.no_sync(k == len(group) - 1):  # DDP all-reduces on the step's last micro-batch only
+                        with autocast:
+                            loss_sum = token_loss(par.model, batch, device) * (1.0 if real else 0.0)
+                        # DDP averages over ranks; times the world size that is the sum over the global batch
+                        par.backward(loss_sum * distributed.world_size() / n_trained)
+                    st.loss_sum += distributed.all_reduce_sum(loss_sum.detach()).item() / max(sum(train[i].trained for i in idx), 1)
+                    tokens_seen += int(batch["real_tokens"]) if real else 0
                     st.seen += len(idx)
                     st.step += 1
                     progress.update(task, advance=1, info=f"epoch {st.epoch}/{cfg.train.epochs} loss {st.loss_sum / st.step:.4f}")
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if cfg.train.checkpoint_every and (st.step // accumulate) % cfg.train.checkpoint_every == 0:
+                par.step(cfg.train.max_grad_norm)
+                if cfg.train.checkpoint_every and (st.step // accumulate) % cfg.train.checkpoint_every == 0 and distributed.is_main() and not sharded:
                     save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             st.train_seconds += time.perf_counter() - epoch_start
             with autocast:
-                val_loss = mean_loss(model, data.encoded["validation"], cfg, tokenizer.pad_token_id, device, packing)
-            stop = _end_epoch(st, cfg, model, val_loss, time.perf_counter() - epoch_start, progress.console)
+                val_loss = _validation_loss(par, data.encoded["validation"], cfg, tokenizer.pad_token_id, device, packing)
+            stop = distributed.broadcast(_end_epoch(st, cfg, par, val_loss, time.perf_counter() - epoch_start, progress.console))
             if on_epoch is not None:
                 on_epoch(st.epoch - 1, -val_loss)
-            if cfg.train.checkpoint_every:
+            if cfg.train.checkpoint_every and distributed.is_main() and not sharded:
                 save_checkpoint(checkpoint, identity, st, model, optimizer, scheduler, rng)
             if stop:
                 break
-    model.load_state_dict(st.best_state, strict=False)
-    save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch)
-    checkpoint.unlink(missing_ok=True)
+    if not sharded:
+        model.load_state_dict(st.best_state, strict=False)
+    if distributed.is_main():  # sharded: the gathered best weights are saved as they are
+        save(model, tokenizer, cfg, data, out_dir, st.history, st.best_epoch, state_dict=st.best_state if sharded else None)
+        checkpoint.unlink(missing_ok=True)
+    tokens_seen = int(distributed.all_reduce_sum(torch.tensor(tokens_seen, device=device)).item())
+    distributed.barrier()
     return TrainResult(
         adapter_dir=out_dir, history=st.history, best_epoch=st.best_epoch, best_score=float(st.best_score),
         stopped_early=len(st.history) < cfg.train.epochs, trainable_params=trainable, total_params=total,
         seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
         peak_memory_mb=_peak_memory_mb(device), train_tokens_per_second=round(tokens_seen / max(st.train_seconds, 1e-9), 1),
     )
+
+
+def _check_sharded(cfg: TunekitConfig, resume: bool) -> None:
+    """What the FSDP / DeepSpeed path does not do, said before any weights load."""
+    kind = distributed.sharding()
+    if distributed.world_size() == 1 or kind is None:
+        return
+    if resume:
+        raise TunekitError(f"--resume is not supported under accelerate's {kind}: its checkpoints would hold one rank's shard only; "
+                           "start a new run, or train with a DDP config (examples/accelerate/ddp.yaml)")
+    if kind == "deepspeed" and cfg.train.gradient_accumulation_steps > 1:
+        raise TunekitError("train.gradient_accumulation_steps must be 1 under DeepSpeed (its engine steps after every backward "
+                           f"pass), got {cfg.train.gradient_accumulation_steps}; raise train.batch_size instead: it is the global "
+                           "batch, split across the processes")
+
+
+def _validation_loss(par, encoded: list, cfg: TunekitConfig, pad_id: int, device: torch.device, packing: bool) -> float:
+    """The mean validation loss per trained token, the same on every rank.
+
+    Replicated weights (one process, DDP): each rank scores a share of the rows and the sums are
+    added up. Sharded weights (FSDP, DeepSpeed): every forward pass needs every rank, so all
+    ranks score all rows in step.
+    """
+    if par.sharded or distributed.world_size() == 1:
+        return mean_loss(par.eval_model, encoded, cfg, pad_id, device, packing)
+    share = encoded[distributed.rank() :: distributed.world_size()]
+    count = sum(e.trained for e in share)
+    total = mean_loss(par.eval_model, share, cfg, pad_id, device, packing) * max(count, 1)
+    sums = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device))
+    return float(sums[0] / max(sums[1], 1))
 
 
 @torch.no_grad()
@@ -209,7 +252,7 @@ def mean_loss(model, encoded: list, cfg: TunekitConfig, pad_id: int, device: tor
     return total / max(count, 1)
 
 
-def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val_loss: float, seconds: float, console) -> bool:
+def _end_epoch(st: LoopState, cfg: TunekitConfig, par, val_loss: float, seconds: float, console) -> bool:
     n = len(st.batches)
     score = -val_loss
     st.history.append({"epoch": st.epoch, "train_loss": st.loss_sum / n, "val_loss": val_loss,
@@ -219,7 +262,7 @@ def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val_loss: float, second
                   f"(perplexity {math.exp(min(val_loss, 50)):.2f})" + ("  (best so far)" if better else ""))
     if better:
         st.best_score, st.best_epoch, st.stale = score, st.epoch, 0
-        st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in model._tunekit_trainable}
+        st.best_state = par.state(par.module._tunekit_trainable)  # every rank: FSDP gathers the shards
     else:
         st.stale += 1
     st.epoch, st.batches = st.epoch + 1, None
@@ -237,11 +280,13 @@ def _autocast(cfg: TunekitConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int) -> None:
+def save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int,
+         state_dict: dict | None = None) -> None:
     """The model directory: PEFT adapter (or full checkpoint), the tokenizer with the template as its
-    own ``chat_template``, and ``tunekit.json`` with the template, so any loader renders identically."""
+    own ``chat_template``, and ``tunekit.json`` with the template, so any loader renders identically.
+    ``state_dict``: the weights to write instead of the model's own (gathered from FSDP shards)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.chat_template = data.template.source
     tokenizer.save_pretrained(out_dir)
     manifest = {
