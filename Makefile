@@ -25,7 +25,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/train_classification.py
+	$(BIN)/python bench/train_generation.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) tunekit-workspace examples/*/tunekit-workspace
