@@ -14,6 +14,8 @@ from collections import Counter
 import pytest
 import yaml
 
+from tests.conftest import local_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
