@@ -237,7 +237,7 @@ def test_openai_client_with_a_key(greeter, workspace, keys):
 
 def test_no_500_for_any_request_the_schema_allows(loaded, workspace):
     """Property-based: schemathesis sends requests generated from the OpenAPI schema; none may get a 5xx."""
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
 
     app = create_app(local_settings(model="m/1", workspace=str(workspace)), lambda s: loaded)
@@ -308,6 +308,6 @@ def test_regression_models_answer_on_v1_predict(tiny_bert, tmp_path, workspace):
         answer = client.post("/v1/predict", json={"inputs": ["late delivery 3", "very very very late delivery 3"]})
         assert answer.status_code == 200, answer.text
         low, high = answer.json()["values"]
-        assert 90 < low < high < 140  # in the target's units, ordered as trained
+        assert low < high and abs(low - 100) < 15 and abs(high - 130) < 15  # in the target's units (trained on 100 and 130)
         wrong = client.post("/v1/classify", json={"inputs": ["late"]})
         assert wrong.status_code == 400 and "/v1/predict" in wrong.json()["error"]["message"]
