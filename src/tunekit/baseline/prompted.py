@@ -54,6 +54,16 @@ def with_shots(prompt: list[dict], examples: list[dict]) -> list[dict]:
     return system + examples + [m for m in prompt if m["role"] != "system"]
 
 
+def fit_shots(generator, prompt: list[dict], examples: list[dict], context: int | None, max_new_tokens: int) -> list[dict]:
+    """The prompt with as many of the worked examples (user/assistant pairs) as fit the model's
+    context together with the answer; long examples would otherwise push the prompt past it."""
+    while True:
+        conversation = with_shots(prompt, examples)
+        if not examples or context is None or len(generator.encode_chat(conversation)) + max_new_tokens <= context:
+            return conversation
+        examples = examples[:-2]  # drop the last worked example (a user turn and its answer)
+
+
 def run_prompted(cfg, data, generator, console=None) -> list[GenerationBaseline]:
     """Zero-shot and (with ``eval.k_shot``) k-shot answers of ``generator`` (the bare base model) on the scored test rows."""
     rows = [prompt_and_reference(data.test[i]) for i in scored_rows(cfg, data)]
@@ -62,9 +72,10 @@ def run_prompted(cfg, data, generator, console=None) -> list[GenerationBaseline]
     if cfg.eval.k_shot:
         variants.append((f"base model {cfg.eval.k_shot}-shot", shots(cfg, data)))
     out = []
+    context = getattr(generator.model.config, "max_position_embeddings", None)
     for name, examples in variants:
         started = time.perf_counter()
-        conversations = [with_shots(prompt, examples) for prompt, _ in rows]
+        conversations = [fit_shots(generator, prompt, examples, context, cfg.eval.max_new_tokens) for prompt, _ in rows]
         preds = [g.text for g in generator.chat(conversations, max_new_tokens=cfg.eval.max_new_tokens,
                                                 batch_size=cfg.train.eval_batch_size, progress=console)]
         out.append(GenerationBaseline(name, preds, generation_metrics(preds, refs), round(time.perf_counter() - started, 2)))
