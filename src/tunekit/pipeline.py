@@ -362,7 +362,9 @@ def _evidence_lines(card: dict) -> list[str]:
     lines.append(f"slices worse than the baseline: {', '.join(worse[:6]) + more if worse else 'none'}")
     if "calibration" in a:
         c = a["calibration"]
-        lines.append(f"calibration error (ECE) {c['ece_before']:.4f} -> {c['ece_after']:.4f} with temperature {c['temperature']:.2f}")
+        lines.append(f"calibration error (ECE) {c['ece_before']:.4f} -> {c['ece_after']:.4f} with temperature "
+                     f"{c.get('fitted_temperature', c['temperature']):.2f} " + ("(applied by the server)" if c.get("applied", True)
+                                                                                 else "(not applied: it did not help on held-out validation rows)"))
     if "robustness" in a:
         lines.append("flip rate under edits: " + ", ".join(f"{k} {v['flip_rate']:.1%}" for k, v in a["robustness"].items()))
     if "suite" in a:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tunekit.evaluate import calibration
 from tunekit.evaluate.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -89,3 +90,19 @@ def test_reliability_diagram_writes_png(tmp_path):
     for name, second in [("both.png", after), ("before.png", None)]:
         path = reliability_diagram(before, second, tmp_path / name, "test")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_temperature_is_applied_only_when_it_helps_on_held_out_rows():
+    """Overconfident logits: a fitted temperature helps on the other half. Halves miscalibrated in
+    opposite directions: the temperature fitted on one hurts the other, so it is not applied."""
+    rng = np.random.default_rng(0)
+    n, k = 600, 4
+    clean = rng.normal(size=(n, k)) * 2.0
+    y = np.array([rng.choice(k, p=np.exp(r - r.max()) / np.exp(r - r.max()).sum()) for r in clean])  # calibrated by construction
+    assert calibration.temperature_helps(clean * 3.0, y)["helps"]  # 3x sharper than the truth: softening helps
+    order = np.random.default_rng(0).permutation(n)  # the same halves temperature_helps draws with seed 0
+    mixed = clean.copy()
+    mixed[order[: n // 2]] *= 3.0   # one half overconfident
+    mixed[order[n // 2 :]] /= 3.0   # the other underconfident
+    verdict = calibration.temperature_helps(mixed, y)
+    assert not verdict["helps"] and verdict["ece_held_out_after"] > verdict["ece_held_out_before"]

@@ -19,10 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from tunekit.data.prepare import text_pairs
-from tunekit.evaluate import calibration, curves, explain, plots, robustness, slices, stats
+from tunekit.evaluate import (
+    calibration,
+    curves,
+    explain,
+    plots,
+    robustness,
+    slices,
+    stats,
+)
 from tunekit.evaluate.metrics import classification_metrics, headline
 
-__all__ = ["EvalResult", "run", "score", "classification_metrics", "headline"]
+__all__ = ["EvalResult", "classification_metrics", "headline", "run", "score"]
 
 
 @dataclass
@@ -105,12 +113,16 @@ def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Pa
     """Fit one temperature on validation; report test ECE before and after. Log-probabilities
     stand in for logits: they differ by a per-row constant, which softmax ignores."""
     val_probs = model.predict_proba(list(data.validation["text"]), text_pairs(data.validation), cfg.train.eval_batch_size)
-    temperature = calibration.fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"])))
-    after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), temperature)
+    val_logp, y_val = np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"]))
+    fitted = calibration.fit_temperature(val_logp, y_val)
+    check = calibration.temperature_helps(val_logp, y_val, seed=cfg.train.seed)
+    temperature = fitted if check["helps"] else 1.0  # a temperature that does not help on held-out rows is not applied
+    after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), fitted)
     before_bins, after_bins = calibration.reliability_bins(test_probs, y), calibration.reliability_bins(after, y)
-    calibration.reliability_diagram(before_bins, after_bins, path, f"{cfg.name}: reliability on test (T = {temperature:.2f})")
+    calibration.reliability_diagram(before_bins, after_bins, path, f"{cfg.name}: reliability on test (T = {fitted:.2f})")
     model.info["temperature"] = temperature
-    return {"temperature": temperature, "ece_before": calibration.ece_from_bins(before_bins), "ece_after": calibration.ece_from_bins(after_bins)}
+    return {"temperature": temperature, "fitted_temperature": fitted, "applied": check["helps"], **check,
+            "ece_before": calibration.ece_from_bins(before_bins), "ece_after": calibration.ece_from_bins(after_bins)}
 
 
 def _write_predictions(path: Path, data, probs: np.ndarray, baseline_probs: np.ndarray) -> Path:

@@ -345,11 +345,15 @@ def _analysis_sections(card: dict) -> list[str]:
             lines.append(f"| {r['slice']} | {r['n']} | {r[card['primary']]:.4f} | {r['baseline_' + card['primary']]:.4f} | {flag} |")
     if "calibration" in a:
         c = a["calibration"]
+        fitted = c.get("fitted_temperature", c["temperature"])
         lines += ["", "## Calibration", "", f"Expected calibration error on test: {c['ece_before']:.4f} before, {c['ece_after']:.4f} after "
-                  f"temperature scaling (T = {c['temperature']:.3f}, fitted on validation; the server applies it)."]
-        if c["ece_after"] > c["ece_before"]:
-            lines.append("Temperature scaling made test calibration worse here (validation and test rows differ, or validation is "
-                         "small); consider `eval.calibrate: false`.")
+                  f"temperature scaling (T = {fitted:.3f}, fitted on validation)."]
+        if c.get("applied", True):
+            lines.append("The server applies this temperature: on held-out halves of validation it lowered the calibration error"
+                         + (f" ({c['ece_held_out_before']:.4f} -> {c['ece_held_out_after']:.4f})." if c.get("ece_held_out_before") is not None else "."))
+        else:
+            lines.append(f"The server does **not** apply it: fitted on one half of validation, it raised the calibration error on the other "
+                         f"({c['ece_held_out_before']:.4f} -> {c['ece_held_out_after']:.4f}), so the model's own probabilities are served.")
     if a.get("curves", {}).get("macro_roc_auc") is not None:
         cv = a["curves"]
         lines += ["", f"One-vs-rest: macro ROC AUC {cv['macro_roc_auc']:.4f}, macro average precision {cv['macro_average_precision']:.4f}."]
