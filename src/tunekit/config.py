@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tunekit.errors import ConfigError
 
@@ -374,6 +381,25 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tu
         raise ConfigError(format_validation_error(exc, path, root)) from None
     cfg._source_dir = path.resolve().parent
     return cfg
+
+
+def settings_from_yaml(model: type[BaseModel], path: str | Path | None, what: str, overrides: dict[str, Any]):
+    """``model`` validated from a YAML file (if given) with ``overrides`` (the CLI options that were
+    set) on top; every problem in one ``ConfigError``. The server and the monitor read their settings so."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: {what} config not found")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the {what} config must be a YAML mapping of settings")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or what + ' settings'}: {exc.error_count()} problem(s):\n" + "\n".join(lines)) from None
 
 
 def format_validation_error(exc: ValidationError, path: Path, root: yaml.Node | None) -> str:

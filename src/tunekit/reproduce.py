@@ -193,20 +193,13 @@ def _score(cfg: TunekitConfig, data, adapter: Path, console: Console) -> dict[st
 
         metrics, _ = evaluate.score(models.load_trained(adapter), data, cfg.train.eval_batch_size)  # on CPU, as the pipeline scores
         return headline(metrics)
-    import math
 
-    from tunekit.evaluate.generation import score_generator
+    from tunekit.evaluate.generation import lm_losses, score_generator
     from tunekit.models.causal import load_generator
-    from tunekit.train.causal import mean_loss
 
     generator = load_generator(adapter, cfg.train.device)
     metrics, _ = score_generator(cfg, data, generator, console)
-    pad = generator.tokenizer.pad_token_id
-    with generator.lock:
-        val_loss = mean_loss(generator.model, data.encoded["validation"], cfg, pad, generator.device)
-        test_loss = mean_loss(generator.model, data.encoded["test"], cfg, pad, generator.device)
-    metrics.update({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)), "test_loss": test_loss,
-                    "test_perplexity": math.exp(min(test_loss, 50))})
+    metrics.update(lm_losses(cfg, data, generator))
     return headline(metrics)
 
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from tunekit.baseline.prompted import GenerationBaseline, scored_rows
 from tunekit.data.conversations import prompt_and_reference
-from tunekit.evaluate import plots, textgen
+from tunekit.evaluate import EvalResult, plots, textgen
 from tunekit.evaluate.grounding import grounding_rate
-from tunekit.evaluate import EvalResult
 
-__all__ = ["best_baseline", "run_generation", "score_generator"]
+__all__ = ["best_baseline", "lm_losses", "run_generation", "score_generator"]
 
 
 def best_baseline(baselines: list[GenerationBaseline], primary: str) -> GenerationBaseline:
@@ -36,18 +35,24 @@ def score_generator(cfg, data, generator, console=None) -> tuple[dict, list[str]
     return textgen.generation_metrics(preds, [r for _, r in rows]), preds
 
 
-def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], out_dir: Path, history: list[dict],
-                   console=None) -> EvalResult:
+def lm_losses(cfg, data, generator) -> dict:
+    """Validation and test loss per trained token (the training objective) and their perplexities."""
     from tunekit.train.causal import mean_loss
 
+    pad = generator.tokenizer.pad_token_id
+    out = {}
+    with generator.lock:
+        for split, key in (("validation", "val"), ("test", "test")):
+            loss = mean_loss(generator.model, data.encoded[split], cfg, pad, generator.device)
+            out.update({f"{key}_loss": loss, f"{key}_perplexity": math.exp(min(loss, 50))})
+    return out
+
+
+def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], out_dir: Path, history: list[dict],
+                   console=None) -> EvalResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, preds = score_generator(cfg, data, generator, console)
-    pad = generator.tokenizer.pad_token_id
-    with generator.lock:
-        val_loss = mean_loss(generator.model, data.encoded["validation"], cfg, pad, generator.device)
-        test_loss = mean_loss(generator.model, data.encoded["test"], cfg, pad, generator.device)
-    metrics.update({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)), "test_loss": test_loss,
-                    "test_perplexity": math.exp(min(test_loss, 50)), "scored_rows": len(preds)})
+    metrics.update(lm_losses(cfg, data, generator), scored_rows=len(preds))
     base = best_baseline(baselines, cfg.eval.primary)
     idx = scored_rows(cfg, data)
     rows = [prompt_and_reference(data.test[i]) for i in idx]

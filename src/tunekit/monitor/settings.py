@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tunekit.config import settings_from_yaml
 from tunekit.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -67,17 +67,4 @@ class MonitorSettings(BaseModel):
 
 def load_settings(path: str | Path | None, **overrides) -> MonitorSettings:
     """Settings from a YAML file (if given) with ``overrides`` (CLI options that were set) on top."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: monitor config not found")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the monitor config must be a YAML mapping of settings (model, since, p_value, ...)")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return MonitorSettings.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path or 'monitor settings'}: {exc.error_count()} problem(s):\n" + "\n".join(lines)) from None
+    return settings_from_yaml(MonitorSettings, path, "monitor", overrides)

@@ -92,15 +92,8 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs", dependencies=[inference])
     async def classify(request: ClassifyRequest, http: Request) -> ClassifyResponse:
-        loaded = slot.require()
-        rec = record(http)
-        rec.model, rec.version = loaded.name, loaded.version
-        if loaded.task != "classification":
-            raise RequestError(f"/v1/classify: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
-        texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
-        rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
-        runtime.check_input(http, texts + (pairs or []))
-        probs = await runtime.classify(list(zip(texts, pairs or [None] * len(texts))))
+        loaded, rec, rows = _rows(slot, runtime, settings, request, http, "classification")
+        probs = await runtime.classify(rows)
         predictions = _predictions(np.asarray(probs), loaded.model.labels)
         rec.response = [{"label": p.label, "score": round(p.score, 4)} for p in predictions]
         return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id,
@@ -109,15 +102,8 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, summary="Regression: predict a value per text or text pair",
               dependencies=[inference])
     async def predict(request: ClassifyRequest, http: Request) -> PredictResponse:
-        loaded = slot.require()
-        rec = record(http)
-        rec.model, rec.version = loaded.name, loaded.version
-        if loaded.task != "regression":
-            raise RequestError(f"/v1/predict: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
-        texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
-        rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
-        runtime.check_input(http, texts + (pairs or []))
-        values = [float(v) for v in await runtime.classify(list(zip(texts, pairs or [None] * len(texts))))]
+        loaded, rec, rows = _rows(slot, runtime, settings, request, http, "regression")
+        values = [float(v) for v in await runtime.classify(rows)]
         rec.response = values
         return PredictResponse(model=loaded.name, version=loaded.version, values=values, id=rec.id, flags=[f.to_json() for f in rec.flags])
 
@@ -163,6 +149,20 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         return AdapterList(base_model=gen.base_model, adapters={k: str(v) for k, v in gen.adapters.items()})
 
     return app
+
+
+def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, request: ClassifyRequest, http: Request, task: str):
+    """The served model, the request's log record, and its (text, pair) rows: checked against the
+    model's task, the limits and the input guardrails."""
+    loaded = slot.require()
+    rec = record(http)
+    rec.model, rec.version = loaded.name, loaded.version
+    if loaded.task != task:
+        raise RequestError(f"{http.url.path}: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
+    texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
+    rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
+    runtime.check_input(http, texts + (pairs or []))
+    return loaded, rec, list(zip(texts, pairs or [None] * len(texts)))
 
 
 FORWARD_ROWS = 8  # on CPU, 8-row chunks of a length-sorted micro-batch pad far less than one 32-row pass (bench/serve.py)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tunekit.errors import ConfigError
+from tunekit.config import settings_from_yaml
 from tunekit.serve.guardrails import GuardrailsConfig
 
 
@@ -48,17 +47,4 @@ class ServeSettings(BaseModel):
 
 def load_settings(path: str | Path | None, **overrides) -> ServeSettings:
     """Settings from a YAML file (if given) with ``overrides`` (CLI options that were set) on top."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: server config not found")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the server config must be a YAML mapping of settings (model, port, guardrails, ...)")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServeSettings.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path or 'server settings'}: {exc.error_count()} problem(s):\n" + "\n".join(lines)) from None
+    return settings_from_yaml(ServeSettings, path, "server", overrides)
