@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tunekit import methods
 from tunekit.config import TunekitConfig, lower_is_better
@@ -33,7 +40,14 @@ from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
 from tunekit.lineage import git_commit, package_versions
-from tunekit.models import MANIFEST, load_base, pick_device, predict_proba, predict_values, resolve_base
+from tunekit.models import (
+    MANIFEST,
+    load_base,
+    pick_device,
+    predict_proba,
+    predict_values,
+    resolve_base,
+)
 from tunekit.train import distributed, schedules
 
 __all__ = ["TrainResult", "run", "update_manifest"]
@@ -252,14 +266,21 @@ def _end_epoch(st: LoopState, cfg: TunekitConfig, model, val: dict, seconds: flo
     better = score < st.best_score if lower_is_better(cfg.eval.primary) else score > st.best_score
     console.print(f"  epoch {st.epoch}: train loss {st.loss_sum / n_batches:.4f}, validation {cfg.eval.primary} {score:.4f}"
                   + ("  (best so far)" if better else ""))
+    best_state = lambda: {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
+    return keep_best(st, cfg, score, better, best_state, console, f"better validation {cfg.eval.primary}")
+
+
+def keep_best(st: LoopState, cfg: TunekitConfig, score: float, better: bool, best_state, console, what: str) -> bool:
+    """After an epoch's validation (both loops): keep the weights (``best_state()``) when the epoch is
+    the best so far, move to the next epoch, and say whether early stopping ends training."""
     if better:
         st.best_score, st.best_epoch, st.stale = score, st.epoch, 0
-        st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if _trainable_key(model, k)}
+        st.best_state = best_state()
     else:
         st.stale += 1
     st.epoch, st.batches = st.epoch + 1, None
     if cfg.train.early_stopping_patience and st.stale >= cfg.train.early_stopping_patience:
-        console.print(f"  early stop: no better validation {cfg.eval.primary} for {st.stale} epochs; keeping epoch {st.best_epoch}")
+        console.print(f"  early stop: no {what} for {st.stale} epochs; keeping epoch {st.best_epoch}")
         return True
     return False
 

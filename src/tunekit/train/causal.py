@@ -36,7 +36,19 @@ from tunekit.errors import TunekitError
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, pick_device, resolve_base
 from tunekit.models.causal import load_causal_base
-from tunekit.train import LoopState, TrainResult, _optimizer, _peak_memory_mb, _progress, _quiet, _resume, distributed, save_checkpoint, seed_everything
+from tunekit.train import (
+    LoopState,
+    TrainResult,
+    _optimizer,
+    _peak_memory_mb,
+    _progress,
+    _quiet,
+    _resume,
+    distributed,
+    keep_best,
+    save_checkpoint,
+    seed_everything,
+)
 from tunekit.train.batching import batch_order
 
 PROMPT_METHODS = {"prompt_tuning", "prefix_tuning", "p_tuning"}
@@ -260,16 +272,8 @@ def _end_epoch(st: LoopState, cfg: TunekitConfig, par, val_loss: float, seconds:
     better = score > st.best_score
     console.print(f"  epoch {st.epoch}: train loss {st.loss_sum / n:.4f}, validation loss {val_loss:.4f} "
                   f"(perplexity {math.exp(min(val_loss, 50)):.2f})" + ("  (best so far)" if better else ""))
-    if better:
-        st.best_score, st.best_epoch, st.stale = score, st.epoch, 0
-        st.best_state = par.state(par.module._tunekit_trainable)  # every rank: FSDP gathers the shards
-    else:
-        st.stale += 1
-    st.epoch, st.batches = st.epoch + 1, None
-    if cfg.train.early_stopping_patience and st.stale >= cfg.train.early_stopping_patience:
-        console.print(f"  early stop: no lower validation loss for {st.stale} epochs; keeping epoch {st.best_epoch}")
-        return True
-    return False
+    # every rank takes the state: FSDP gathers the shards
+    return keep_best(st, cfg, score, better, lambda: par.state(par.module._tunekit_trainable), console, "lower validation loss")
 
 
 def _autocast(cfg: TunekitConfig, device: torch.device):
