@@ -106,7 +106,7 @@ def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--fr
 def compare_methods_command(config: ConfigArg,
                             methods: Annotated[str, typer.Option(help="Comma-separated method kinds, e.g. lora,ia3,prompt_tuning,full.")] = "lora,ia3,freeze,full",
                             set_: SetOpt = None) -> None:
-    """Train several methods on the same frozen splits; one table of cost and accuracy against the baseline."""
+    """Train several methods on the same frozen splits; one table of cost and quality (eval.primary) against the baseline, for any task."""
     from tunekit.compare_methods import compare_methods
 
     compare_methods(_load(config, set_), [m.strip() for m in methods.split(",") if m.strip()], console)

@@ -72,6 +72,7 @@ class DataConfig(_Section):
     text_column: str = Field("text", description="Column holding the text to classify.")
     text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
     label_column: str = Field("label", description="Column holding the label; for `task: regression` the target, a finite number.")
+    task_column: str | None = Field(None, description="Classification only: multi-task training. The column naming each row's task (e.g. `intent`, `sentiment`); every task has its own label set, read as `task:label`. One encoder and one head are trained on all tasks, and each row's prediction is restricted to its own task's labels (exactly one head per task). Test metrics are reported per task and overall.")
     metadata_columns: list[str] = Field([], description="Extra columns kept with every row (e.g. channel, language, customer tier) so the evaluation can be sliced by them (`eval.slice_columns`). Empty values are kept as empty strings.")
     encoding: str = Field("utf-8", description="Text encoding of the data files, e.g. `utf-8`, `latin-1`, `cp1252`.")
     max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded, stratified sample of this many training rows (for quick runs); validation and test rows are never sampled.")
@@ -318,6 +319,9 @@ class TunekitConfig(_Section):
             raise ValueError(f"`eval.primary` is {self.eval.primary!r}, which does not apply to task {self.task}; use one of {', '.join(allowed)}")
         if self.task == "regression" and self.eval.suite:
             raise ValueError("`eval.suite` holds label cases (must_predict, ...), which do not apply to task regression; remove it")
+        if self.data.task_column and self.task != "classification":
+            raise ValueError(f"`data.task_column` (multi-task) applies to task classification; for task {self.task} remove it "
+                             "(generation: put every task's conversations in one training file, they share one format)")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
         unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]

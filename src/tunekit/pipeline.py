@@ -113,7 +113,7 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
     from tunekit.data import conversations
     from tunekit.evaluate.generation import best_baseline, run_generation
     from tunekit.models import templates
-    from tunekit.models.causal import Generator, load_causal_base, load_generator
+    from tunekit.models.causal import base_generator, load_causal_base, load_generator
 
     methods.check(cfg.method, models.pick_device(cfg.train.device))  # QLoRA without CUDA fails here, before any weights load
     console.rule("[bold]1/5 data")
@@ -125,8 +125,7 @@ def _run_generation(cfg: TunekitConfig, console: Console, resume: str | None, ru
 
     console.rule("[bold]2/5 baseline")
     device = models.pick_device(cfg.train.device)
-    base_gen = Generator(model=base_model.to(device) if cfg.method.kind != "qlora" else base_model, tokenizer=tokenizer,
-                         template=template, info=_generator_info(cfg, template), path=Path(models.resolve_base(cfg.model.base)), device=device)
+    base_gen = base_generator(cfg, base_model, tokenizer, template, device, quantized=cfg.method.kind == "qlora")
     baselines = run_prompted(cfg, data, base_gen, console)
     for b in baselines:
         console.print(f"{b.name}: test " + ", ".join(f"{k} {b.metrics[k]:.4f}" for k in GENERATION_METRICS) + f" ({b.seconds:.1f} s)")
@@ -193,11 +192,6 @@ def _recorded_champion(mlc, cfg: TunekitConfig, data):
     if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
         return mv, registry.ChampionScore(str(mv.version), float(recorded), "recorded")
     return mv, None
-
-
-def _generator_info(cfg: TunekitConfig, template) -> dict:
-    return {"task": "generation", "name": cfg.name, "base_model": {"id": cfg.model.base, "revision": cfg.model.revision},
-            "max_length": cfg.model.max_length, "template": template.to_json(), "system_prompt": cfg.data.system_prompt}
 
 
 def _generation_champion(mlc, cfg: TunekitConfig, data, console) -> registry.ChampionScore | None:

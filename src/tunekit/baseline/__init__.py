@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
+from tunekit.multitask import restrict_split
 
 __all__ = ["BaselineResult", "run"]
 
@@ -55,6 +56,7 @@ def run(cfg, data) -> BaselineResult:
     partial = pipe.predict_proba(_texts(data.test))
     probs = np.zeros((len(data.test), len(data.labels)), dtype=np.float32)
     probs[:, pipe.classes_] = partial
+    probs = restrict_split(probs, data, data.test)  # multi-task: each row among its own task's labels
     y_test = np.asarray(list(data.test["label"]))
     metrics = classification_metrics(y_test, probs.argmax(1), data.labels)
     return BaselineResult("tfidf-logreg", probs, metrics, round(time.perf_counter() - started, 2))

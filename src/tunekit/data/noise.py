@@ -39,7 +39,7 @@ METHOD = (
 
 
 def label_noise_candidates(texts: list[str], labels: list[int], label_names: list[str], ids: list[str],
-                           folds: int = 5, seed: int = 0, top: int = 20) -> dict:
+                           folds: int = 5, seed: int = 0, top: int = 20, multitask: bool = False) -> dict:
     """The ``top`` rows most likely to be mislabelled, for a person to review (nothing is changed).
 
     Classes with fewer than 2 rows cannot be cross-validated; they are left out of the analysis and
@@ -56,6 +56,11 @@ def label_noise_candidates(texts: list[str], labels: list[int], label_names: lis
     y = np.asarray([labels[i] for i in keep])
     classes, probs, result["folds"] = _out_of_fold(
         [texts[i] for i in keep], y, folds, seed, min(counts[label] for label in set(y.tolist())))
+    if multitask:  # a row can only be mislabelled within its own task
+        from tunekit.multitask import restrict, row_tasks
+
+        names = [label_names[int(c)] for c in classes]
+        probs = restrict(probs, row_tasks(np.searchsorted(classes, y), names), names)
     found = _candidates(probs, np.searchsorted(classes, y))
     result["n_candidates"] = len(found)
     result["share"] = len(found) / len(keep)
@@ -122,7 +127,8 @@ def for_prepared(prepared, seed: int = 0) -> dict | None:
     if cache.is_file():
         return json.loads(cache.read_text())
     train = prepared.train
-    result = label_noise_candidates(list(train["text"]), list(train["label"]), prepared.labels, list(train["id"]), seed=seed)
+    result = label_noise_candidates(list(train["text"]), list(train["label"]), prepared.labels, list(train["id"]), seed=seed,
+                                    multitask=prepared.multitask)
     cache.write_text(json.dumps(result, indent=2))
     return result
 

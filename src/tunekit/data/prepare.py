@@ -40,10 +40,18 @@ class PreparedData:
     report: dict
     reused: bool
     task: str = "classification"
+    multitask: bool = False  # data.task_column: labels read "task:label", one label set per task
 
     @property
     def regression(self) -> bool:
         return self.task == "regression"
+
+    @property
+    def tasks(self) -> dict[str, list[int]] | None:
+        """Label ids per task for a multi-task run (``data.task_column``), else None."""
+        from tunekit.multitask import tasks_of
+
+        return tasks_of(self.labels) if self.multitask else None
 
 
 def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
@@ -62,6 +70,7 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
         train=frozen.datasets["train"], validation=frozen.datasets["validation"], test=frozen.datasets["test"],
         labels=frozen.labels, fingerprint=frozen.fingerprint, test_fingerprint=frozen.test_fingerprint,
         directory=frozen.directory, report=report, reused=reused, task=cfg.task,
+        multitask=cfg.data.task_column is not None,
     )
 
 

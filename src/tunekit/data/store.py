@@ -75,6 +75,8 @@ def source_files(cfg: TunekitConfig) -> list[SourceFile]:
 def source_key(cfg: TunekitConfig, sources: list[SourceFile]) -> str:
     """sha256 over the input bytes and every data setting that changes the rows (not the paths)."""
     settings = cfg.data.model_dump(mode="json", exclude={"train", "validation", "test"})
+    if settings.get("task_column") is None:  # single-task keys stay as they were before multi-task existed
+        settings.pop("task_column", None)
     blob = {"version": STORE_VERSION, "settings": settings, "files": {s.role: s.sha256 for s in sources}}
     if cfg.task == "regression":  # the same file read as numbers makes other rows; classification keys stay as they were
         blob["task"] = "regression"

@@ -50,6 +50,8 @@ def configured_columns(data: DataConfig) -> list[tuple[str, str]]:
     if data.text_pair_column:
         pairs.append(("data.text_pair_column", data.text_pair_column))
     pairs.append(("data.label_column", data.label_column))
+    if data.task_column:
+        pairs.append(("data.task_column", data.task_column))
     pairs += [("data.metadata_columns", column) for column in data.metadata_columns]
     return pairs
 
@@ -76,6 +78,9 @@ def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str
     pair = _text(record.values.get(data.text_pair_column), where, data.text_pair_column, problems) if data.text_pair_column else ""
     read_label = _target if regression else _label
     label = read_label(record.values.get(data.label_column), where, data.label_column, problems)
+    if data.task_column and label is not None:  # multi-task: the label carries its task (tunekit.multitask)
+        task = _text(record.values.get(data.task_column), where, data.task_column, problems)
+        label = None if task is None else _namespaced(task.strip(), label, where, data.task_column, problems)
     if label is not None and known is not None and not regression and label not in known:
         problems.add(f'{where}: column "{data.label_column}" has label "{label}", which never appears in the training file; '
                      f"known labels: {_few(known)}. Fix the label, or add rows with it to the training file")
@@ -90,6 +95,15 @@ def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str
         value = record.values.get(column)
         row[META_PREFIX + column] = "" if _is_missing(value) else str(value)
     return row
+
+
+def _namespaced(task: str, label: str, where: str, column: str, problems: Problems) -> str | None:
+    from tunekit.multitask import SEP
+
+    if SEP in task:
+        problems.add(f'{where}: column "{column}" has task "{task}", which contains "{SEP}" (it separates task and label); rename the task')
+        return None
+    return f"{task}{SEP}{label}"
 
 
 def _text(value: Any, where: str, column: str, problems: Problems) -> str | None:

@@ -29,6 +29,7 @@ from tunekit.evaluate import (
     stats,
 )
 from tunekit.evaluate.metrics import classification_metrics, headline
+from tunekit.multitask import restrict_split, row_tasks
 
 __all__ = ["EvalResult", "classification_metrics", "headline", "run", "score"]
 
@@ -49,7 +50,7 @@ def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
         from tunekit.evaluate.regression import score as score_regression
 
         return score_regression(model, data, batch_size)
-    probs = model.predict_proba(list(data.test["text"]), text_pairs(data.test), batch_size)
+    probs = restrict_split(model.predict_proba(list(data.test["text"]), text_pairs(data.test), batch_size), data, data.test)
     return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
 
 
@@ -101,6 +102,8 @@ def _slice_groups(cfg, data, texts: list[str]) -> dict[str, list[str]]:
 
     groups = {"length": slices.length_buckets(texts, cfg.eval.length_buckets),
               "label": [data.labels[i] for i in data.test["label"]]}
+    if data.multitask:  # each task against the baseline on its own rows
+        groups["task"] = row_tasks(data.test["label"], data.labels)
     groups.update({column: list(data.test[META_PREFIX + column]) for column in cfg.eval.slice_columns})
     return groups
 
@@ -113,6 +116,7 @@ def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Pa
     """Fit one temperature on validation; report test ECE before and after. Log-probabilities
     stand in for logits: they differ by a per-row constant, which softmax ignores."""
     val_probs = model.predict_proba(list(data.validation["text"]), text_pairs(data.validation), cfg.train.eval_batch_size)
+    val_probs = restrict_split(val_probs, data, data.validation)
     val_logp, y_val = np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"]))
     fitted = calibration.fit_temperature(val_logp, y_val)
     check = calibration.temperature_helps(val_logp, y_val, seed=cfg.train.seed)

@@ -298,6 +298,15 @@ def read_manifest(path: Path) -> dict:
     return info
 
 
+def base_generator(cfg, model, tokenizer, template, device: torch.device, quantized: bool = False) -> Generator:
+    """The untouched base model as a ``Generator`` (the prompted baselines), rendering with the
+    run's template and system prompt. A 4-bit model stays where it was loaded (it cannot move)."""
+    info = {"task": "generation", "name": cfg.name, "base_model": {"id": cfg.model.base, "revision": cfg.model.revision},
+            "max_length": cfg.model.max_length, "template": template.to_json(), "system_prompt": cfg.data.system_prompt}
+    return Generator(model=model if quantized else model.to(device), tokenizer=tokenizer, template=template,
+                     info=info, path=Path(resolve_base(cfg.model.base)), device=device)
+
+
 def load_generator(path: str | Path, device: str = "cpu", name: str | None = None) -> Generator:
     """Load a generation model directory written by ``tunekit train`` (PEFT adapter or full checkpoint)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -158,7 +158,9 @@ def _predictions(task: str, data, model, max_values: int, rng: np.random.Generat
     texts, pairs = list(rows["text"]), text_pairs(rows)
     if task == "regression":
         return {"source": "validation", "values": [float(v) for v in model.predict(texts, pairs)]}
-    probs = model.predict_proba(texts, pairs)
+    from tunekit.multitask import restrict_split
+
+    probs = restrict_split(model.predict_proba(texts, pairs), data, rows)  # multi-task: each row within its own task
     labels = model.labels
     predicted = Counter(labels[i] for i in probs.argmax(1))
     return {"source": "validation", "labels": {name: predicted.get(name, 0) for name in labels},

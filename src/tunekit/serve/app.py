@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tunekit.monitor.gauges import push_latest
+from tunekit.multitask import SEP, label_name, task_of
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.inputs import RequestError, parse_inputs
 from tunekit.serve.loading import Loader, ModelSlot, default_loader
@@ -93,16 +94,21 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs", dependencies=[inference])
     async def classify(request: ClassifyRequest, http: Request) -> ClassifyResponse:
         loaded, rec, rows = _rows(slot, runtime, settings, request, http, "classification")
-        probs = await runtime.classify(rows)
-        predictions = _predictions(np.asarray(probs), loaded.model.labels)
-        rec.response = [{"label": p.label, "score": round(p.score, 4)} for p in predictions]
-        return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id,
+        task = _task(loaded, request.task)
+        probs, labels = np.asarray(await runtime.classify(rows)), loaded.model.labels
+        if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.multitask)
+            probs, labels = _task_probs(probs, labels, task)
+        predictions = _predictions(probs, labels)
+        rec.request["task"] = task
+        rec.response = [{"label": p.label if task is None else f"{task}{SEP}{p.label}", "score": round(p.score, 4)} for p in predictions]
+        return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id, task=task,
                                 flags=[f.to_json() for f in rec.flags])
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, summary="Regression: predict a value per text or text pair",
               dependencies=[inference])
     async def predict(request: ClassifyRequest, http: Request) -> PredictResponse:
         loaded, rec, rows = _rows(slot, runtime, settings, request, http, "regression")
+        _task(loaded, request.task)
         values = [float(v) for v in await runtime.classify(rows)]
         rec.response = values
         return PredictResponse(model=loaded.name, version=loaded.version, values=values, id=rec.id, flags=[f.to_json() for f in rec.flags])
@@ -209,6 +215,28 @@ def _model_path(source: str, settings: ServeSettings) -> str:
     from tunekit.registry import default_tracking_uri, resolve
 
     return str(resolve(source, settings.tracking_uri or default_tracking_uri()).path)
+
+
+def _task(loaded, task: str | None) -> str | None:
+    """The request's task, checked: required by a multi-task model, refused by any other."""
+    tasks = loaded.model.info.get("tasks")
+    if tasks is None:
+        if task is not None:
+            raise RequestError(f"task: {loaded.name!r} is a single-task model; leave `task` out", "task_not_expected", "task", 400)
+        return None
+    if task is None:
+        raise RequestError(f"task: {loaded.name!r} is a multi-task model; name the task of the inputs in `task`, one of {', '.join(tasks)}",
+                           "task_required", "task", 400)
+    if task not in tasks:
+        raise RequestError(f"task: unknown task {task!r}; {loaded.name!r} knows {', '.join(tasks)}", "unknown_task", "task", 400)
+    return task
+
+
+def _task_probs(probs: np.ndarray, labels: list[str], task: str) -> tuple[np.ndarray, list[str]]:
+    """The columns of ``task``'s labels, renormalised, with the task prefix taken off the names."""
+    ids = [i for i, label in enumerate(labels) if task_of(label) == task]
+    kept = probs[:, ids]
+    return kept / kept.sum(axis=1, keepdims=True), [label_name(labels[i]) for i in ids]
 
 
 def _predictions(probs: np.ndarray, labels: list[str]) -> list[Prediction]:

@@ -71,7 +71,7 @@ def _describe(err: dict, example: str) -> str:
     if err["type"] == "missing":
         return f"{where}: required, but missing"
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown field; the body has one field, `inputs`"
+        return f"{where}: unknown field; the body has the fields `inputs` and (multi-task models only) `task`"
     return f"{where or 'body'}: {err['msg']}"
 
 

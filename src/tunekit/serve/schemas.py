@@ -32,6 +32,8 @@ class ClassifyRequest(BaseModel):
         description="One text, a list of texts, or for sentence-pair models a list of `[text, text_pair]` pairs or "
         "`{\"text\": ..., \"text_pair\": ...}` objects. At most `max_inputs` items of at most `max_chars` characters each.",
     )
+    task: str | None = Field(None, description="Multi-task models only (trained with `data.task_column`): the task whose labels "
+                             "the inputs are classified into; required for them, an error for other models.")
 
 
 class Prediction(BaseModel):
@@ -58,6 +60,7 @@ class ClassifyResponse(BaseModel):
     model: str = Field(..., description="Name of the served model.")
     version: str | None = Field(..., description="Registry version of the served model; null when it was loaded from a path.")
     predictions: list[Prediction] = Field(..., description="One prediction per input, in input order.")
+    task: str | None = Field(None, description="Multi-task models: the task the labels belong to.")
     id: str | None = Field(None, description="Request id (also the `x-request-id` header); send it with `POST /v1/feedback`.")
     flags: list[dict] = Field(default_factory=list, description="Guardrail flags raised by the inputs (kind, where, detail, action).")
 

@@ -34,7 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tunekit import methods
+from tunekit import methods, multitask
 from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
@@ -123,6 +123,8 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
 
     encoded = _tokenize(tokenizer, data.train, cfg.model.max_length)
     labels = _train_labels(data, scaling)
+    multi = getattr(data, "multitask", False)  # multi-task: labels "task:label", each row within its own task
+    allowed = torch.as_tensor(multitask.allowed_matrix(data.labels), device=device) if multi else None
     steps_per_epoch = -(-len(encoded) // cfg.train.batch_size)
     # DDP when there are several processes; gradual unfreezing leaves some trainable weights without gradients
     par = distributed.parallel(model, lambda m: _optimizer(m, cfg, steps_per_epoch * cfg.train.epochs),
@@ -151,7 +153,12 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
                 batch = tokenizer.pad([encoded[i] for i in mine], return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
                 # the mean over this rank's rows, weighted so that DDP's average over ranks is the global batch's mean
-                loss = par.model(**batch, labels=labels[mine].to(device)).loss * (real * distributed.world_size() / len(idx))
+                y = labels[mine].to(device)
+                if allowed is None:
+                    loss = par.model(**batch, labels=y).loss
+                else:  # multi-task: each row's softmax runs over its own task's labels only
+                    loss = torch.nn.functional.cross_entropy(multitask.mask_logits(par.model(**batch).logits, y, allowed), y)
+                loss = loss * (real * distributed.world_size() / len(idx))
                 par.backward(loss)
                 par.step(cfg.train.max_grad_norm)
                 st.loss_sum += distributed.all_reduce_mean(loss.detach()).item()
@@ -220,6 +227,7 @@ def _validate(model, tokenizer, cfg: TunekitConfig, data, texts: list[str], pair
         return regression_metrics(np.asarray(list(data.validation["label"]), dtype=float), values)
     probs = distributed.gather_rows(lambda t, p: predict_proba(model, tokenizer, t, p, cfg.model.max_length, cfg.train.eval_batch_size, device),
                                     texts, pairs)
+    probs = multitask.restrict_split(probs, data, data.validation)
     return classification_metrics(np.asarray(list(data.validation["label"])), probs.argmax(1), data.labels)
 
 
@@ -398,6 +406,7 @@ def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: li
         "method": cfg.method.kind,
         "base_model": {"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision},
         "labels": data.labels,
+        **({"tasks": data.tasks} if getattr(data, "multitask", False) else {}),  # multi-task: label ids per task (tunekit.multitask)
         **({"target": scaling} if scaling is not None else {}),  # regression: outputs are (y - mean) / std
         "max_length": cfg.model.max_length,
         "text_pair": cfg.data.text_pair_column is not None,
