@@ -131,3 +131,23 @@ def test_the_task_column_is_part_of_the_frozen_split_key(tiny_config):
     multi = load_config(tiny_config(data={"train": "train.csv", "test": "test.csv", "task_column": "label"}))
     assert store.source_key(cfg, sources) != store.source_key(multi, sources)
 
+
+
+def test_feedback_on_a_task_becomes_a_training_row_of_that_task(multitask_config):
+    """A correction names the label within the request's task; retraining writes it back as label
+    and task columns, and the same text corrected in another task is not a duplicate."""
+    from tunekit.retrain import retrain_from_feedback
+    from tunekit.serve.requestlog import RequestLog
+
+    cfg = load_config(multitask_config)
+    first = pipeline.run(cfg, Console(quiet=True))
+    text = "wire the money to my sister urgent"
+    with RequestLog(cfg.workspace_dir / "serving.db", durable=True) as log:
+        for i, (task, label) in enumerate((("intent", "transfer"), ("mood", "urgent"))):
+            log.log({"id": f"r{i}", "model": cfg.name, "status": 200, "route": "/v1/classify",
+                     "request": {"inputs": [text], "task": task}, "response": []})
+            log.add_feedback(f"r{i}", None, label, None, None, None)
+    second = retrain_from_feedback(cfg, Console(quiet=True))
+    assert second.card["data"]["rows"]["train"] == first.card["data"]["rows"]["train"] + 2
+    written = next((cfg.workspace_dir / "retrain").glob("*/train.csv")).read_text().splitlines()
+    assert f"{text},transfer,intent" in written and f"{text},urgent,mood" in written

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from tunekit.config import TunekitConfig
 from tunekit.errors import DataError
+from tunekit.multitask import SEP, label_name, task_of
 
 __all__ = ["FeedbackRows", "feedback_rows", "retrain_from_feedback"]
 
@@ -61,7 +62,10 @@ def feedback_rows(cfg: TunekitConfig, serving_db: Path, since: float = 0.0) -> l
             messages = [m for m in body["messages"] if m.get("role") in ("system", "user", "assistant")]
             out.append({"messages": [*messages, {"role": "assistant", "content": fb["answer"]}], "feedback_id": fb["id"]})
         elif cfg.task != "generation" and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
-            out.append({"text": body["inputs"][0], "label": fb["label"], "feedback_id": fb["id"]})
+            label = str(fb["label"])
+            if body.get("task") and not label.startswith(f"{body['task']}{SEP}"):  # multi-task: the label within the request's task
+                label = f"{body['task']}{SEP}{label}"
+            out.append({"text": body["inputs"][0], "label": label, "feedback_id": fb["id"]})
         else:
             out.append({"unusable": True, "feedback_id": fb["id"]})
     return out
@@ -98,11 +102,13 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
     as_rows = {split: store.dataset_rows(getattr(prepared, split), names) if names else getattr(prepared, split).to_list()
                for split in ("train", "validation", "test")}
     test_texts = {_norm(r["text"]) for r in as_rows["test"]}
-    seen = {_norm(r["text"]) for r in as_rows["train"] + as_rows["validation"]}
+    # a text is one example per task: multi-task data holds the same text once for each of its tasks
+    key_of = (lambda r: (task_of(r["label"]), _norm(r["text"]))) if prepared.multitask else (lambda r: _norm(r["text"]))
+    seen = {key_of(r) for r in as_rows["train"] + as_rows["validation"]}
     summary = FeedbackRows([], 0, 0, 0, sum(1 for r in collected if r.get("unusable")))
     for row in (r for r in collected if not r.get("unusable")):
-        key = _norm(row["text"])
-        if key in test_texts:
+        key = key_of(row)
+        if _norm(row["text"]) in test_texts:
             summary.in_test += 1
         elif key in seen:
             summary.duplicates += 1
@@ -114,7 +120,8 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
     summary.used = len(summary.rows)
     meta = [c for c in cfg.data.metadata_columns]
     pair = cfg.data.text_pair_column is not None
-    columns = ["text", *(["text_pair"] if pair else []), "label", *meta]
+    multi = prepared.multitask  # labels are stored as "task:label"; written back as two columns
+    columns = ["text", *(["text_pair"] if pair else []), "label", *([cfg.data.task_column] if multi else []), *meta]
 
     def write(name: str, rows: list[dict]) -> str:
         path = out_dir / f"{name}.csv"
@@ -122,13 +129,15 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
             w = csv.writer(fh)
             w.writerow(columns)
             for r in rows:
-                w.writerow([r.get("text", ""), *([r.get("text_pair", "")] if pair else []), r["label"],
+                label = [label_name(r["label"]), task_of(r["label"])] if multi else [r["label"]]
+                w.writerow([r.get("text", ""), *([r.get("text_pair", "")] if pair else []), *label,
                             *(r.get(f"{META_PREFIX}{c}", "") for c in meta)])
         return str(path)
 
     data = {"train": write("train", as_rows["train"] + summary.rows), "validation": write("validation", as_rows["validation"]),
             "test": write("test", as_rows["test"]), "format": "csv", "header": True, "columns": None, "text_column": "text",
-            "label_column": "label", "text_pair_column": "text_pair" if pair else None, "max_train_rows": None}
+            "label_column": "label", "text_pair_column": "text_pair" if pair else None, "max_train_rows": None,
+            "task_column": cfg.data.task_column}
     new = cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
     new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
     return new, summary
