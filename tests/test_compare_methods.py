@@ -161,3 +161,22 @@ def test_peak_memory_is_the_childs_own():
         child = pool.submit(compare_module._rss_high_water_mb).result()
     assert 0 < child < 1536, child
     assert compare_module._rss_high_water_mb() > 1536
+
+
+def test_a_child_that_dies_without_reporting_is_an_error_not_a_hang():
+    import multiprocessing as mp
+
+    from tunekit.compare_methods import _wait_for
+    from tunekit.errors import TunekitError
+
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_exit_hard)
+    proc.start()
+    with pytest.raises(TunekitError, match=r"lora: its training process exited with code 3"):
+        _wait_for(proc, ctx.Queue(), "lora")
+
+
+def _exit_hard() -> None:
+    import os
+
+    os._exit(3)

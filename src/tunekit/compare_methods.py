@@ -166,11 +166,25 @@ def _train_in_child(cfg: TunekitConfig, out_dir: Path) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(cfg.model_dump(mode="json"), str(cfg._source_dir), str(cfg._cwd), str(out_dir), queue))
     proc.start()
-    result = queue.get()
+    result = _wait_for(proc, queue, cfg.method.kind)
     proc.join()
     if "error" in result:
         raise ConfigError(f"method.kind {cfg.method.kind}: {result['error']}")
     return result
+
+
+def _wait_for(proc, queue, kind: str) -> dict:
+    """The child's report; an error, not a hang, when it dies without one (killed for memory, a crash)."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=2)
+        except queues.Empty:
+            if not proc.is_alive():
+                how = "was killed (SIGKILL, often the out-of-memory killer)" if proc.exitcode == -9 else f"exited with code {proc.exitcode}"
+                raise TunekitError(f"method.kind {kind}: its training process {how} before reporting a result; "
+                                   "check memory (`tunekit plan CONFIG`) or leave the method out of --methods") from None
 
 
 def _child(raw: dict, source_dir: str, cwd: str, out_dir: str, queue) -> None:
