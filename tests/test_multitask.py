@@ -151,3 +151,10 @@ def test_feedback_on_a_task_becomes_a_training_row_of_that_task(multitask_config
     assert second.card["data"]["rows"]["train"] == first.card["data"]["rows"]["train"] + 2
     written = next((cfg.workspace_dir / "retrain").glob("*/train.csv")).read_text().splitlines()
     assert f"{text},transfer,intent" in written and f"{text},urgent,mood" in written
+
+
+def test_a_correction_is_read_within_its_requests_task():
+    assert multitask.feedback_label("urgent", {"inputs": ["x"], "task": "mood"}) == "mood:urgent"
+    assert multitask.feedback_label("mood:urgent", {"task": "mood"}) == "mood:urgent"
+    assert multitask.feedback_label("card", {"inputs": ["x"]}) == "card"  # a single-task request
+    assert multitask.feedback_label(3, {"task": "stars"}) == "stars:3"

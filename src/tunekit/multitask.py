@@ -20,7 +20,7 @@ from tunekit.errors import InputError
 
 SEP = ":"
 
-__all__ = ["SEP", "allowed_matrix", "label_name", "mask_logits", "restrict", "restrict_split", "row_tasks", "task_of", "tasks_of"]
+__all__ = ["SEP", "allowed_matrix", "feedback_label", "label_name", "mask_logits", "restrict", "restrict_split", "row_tasks", "task_of", "tasks_of"]
 
 
 def task_of(label: str) -> str:
@@ -68,6 +68,14 @@ def restrict(probs: np.ndarray, tasks: list[str], labels: list[str]) -> np.ndarr
         mask[r, per_task[task]] = True
     kept = np.where(mask, probs, 0.0)
     return (kept / kept.sum(axis=1, keepdims=True)).astype(probs.dtype)
+
+
+def feedback_label(label, request: dict) -> str:
+    """A correction sent with ``POST /v1/feedback`` as the served model's label name: for a
+    multi-task request the server answered ``card_arrival`` within task ``intent``, and the model's
+    label is ``intent:card_arrival`` (a label already given in that form is kept)."""
+    label, task = str(label), request.get("task")
+    return f"{task}{SEP}{label}" if task and not label.startswith(f"{task}{SEP}") else label
 
 
 def restrict_split(probs: np.ndarray, data, split) -> np.ndarray:

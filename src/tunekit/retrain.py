@@ -23,7 +23,7 @@ from rich.console import Console
 
 from tunekit.config import TunekitConfig
 from tunekit.errors import DataError
-from tunekit.multitask import SEP, label_name, task_of
+from tunekit.multitask import feedback_label, label_name, task_of
 
 __all__ = ["FeedbackRows", "feedback_rows", "retrain_from_feedback"]
 
@@ -62,10 +62,7 @@ def feedback_rows(cfg: TunekitConfig, serving_db: Path, since: float = 0.0) -> l
             messages = [m for m in body["messages"] if m.get("role") in ("system", "user", "assistant")]
             out.append({"messages": [*messages, {"role": "assistant", "content": fb["answer"]}], "feedback_id": fb["id"]})
         elif cfg.task != "generation" and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
-            label = str(fb["label"])
-            if body.get("task") and not label.startswith(f"{body['task']}{SEP}"):  # multi-task: the label within the request's task
-                label = f"{body['task']}{SEP}{label}"
-            out.append({"text": body["inputs"][0], "label": label, "feedback_id": fb["id"]})
+            out.append({"text": body["inputs"][0], "label": feedback_label(fb["label"], body), "feedback_id": fb["id"]})
         else:
             out.append({"unusable": True, "feedback_id": fb["id"]})
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit.errors import ConfigError
+from tunekit.multitask import feedback_label
 from tunekit.monitor.reference import user_text
 
 ROUTES = {"classification": ("/v1/classify",), "regression": ("/v1/predict",),
@@ -100,7 +101,7 @@ def _add_feedback(traffic: Traffic, item: dict, task: str) -> None:
         traffic.feedback_skipped += 1
         return
     if task == "classification":
-        traffic.given.append(str(label))
+        traffic.given.append(feedback_label(label, item["request"].get("request") or {}))  # multi-task: within the request's task
         traffic.answered.append(str(response[0]["label"]))
         return
     try:
