@@ -37,10 +37,11 @@ def _weights_mb(run_dir: Path) -> float:
 
 
 def _per_task(outcome) -> dict:
-    """Test metrics per task from the report card's `task=` slices (each task's own rows and labels)."""
-    return {s["slice"].split("=", 1)[1]: {"macro_f1": s["macro_f1"], "accuracy": s["accuracy"],
-                                          "baseline_macro_f1": s["baseline_macro_f1"]}
-            for s in outcome.card["analysis"]["slices"] if s["slice"].startswith("task=")}
+    """Test metrics per task (each task's own rows and labels): macro-F1 against the baseline with its
+    interval from the card's `tasks` analysis, accuracy from its `task=` slices."""
+    accuracy = {s["slice"].split("=", 1)[1]: s["accuracy"] for s in outcome.card["analysis"]["slices"] if s["slice"].startswith("task=")}
+    return {task: {"macro_f1": r["b"], "baseline_macro_f1": r["a"], "diff": r["diff"], "low": r["low"], "high": r["high"],
+                   "accuracy": accuracy[task]} for task, r in outcome.card["analysis"]["tasks"].items()}
 
 
 def main() -> None:

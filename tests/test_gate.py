@@ -52,3 +52,11 @@ def test_r2_is_better_when_higher():
     assert decide("r2", 0.8, 0.6, 0.1, None).passed
     assert not decide("r2", 0.6, 0.8, 0.0, None).passed
     assert not decide("r2", 0.85, 0.6, 0.0, ChampionScore("1", 0.9, "recorded")).passed
+
+
+def test_every_task_of_a_multitask_model_must_beat_its_baseline():
+    tasks = {"intent": {"a": 0.70, "b": 0.80}, "mood": {"a": 0.90, "b": 0.88}}  # the headline can rise while one task falls
+    d = decide("macro_f1", 0.84, 0.80, 0.0, None, tasks=tasks)
+    assert not d.passed and any(r.startswith("task mood:") for r in d.reasons)
+    assert not any(r.startswith("task intent:") for r in d.reasons)
+    assert decide("macro_f1", 0.84, 0.80, -0.05, None, tasks=tasks).passed  # a margin of -0.05 accepts mood's -0.02

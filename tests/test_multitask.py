@@ -76,6 +76,10 @@ def test_multitask_run_learns_both_tasks_and_reports_each(multitask_config):
     task_slices = {s["slice"]: s for s in outcome.card["analysis"]["slices"] if s["slice"].startswith("task=")}
     assert set(task_slices) == {"task=intent", "task=mood"} and task_slices["task=intent"]["n"] == 30
     assert task_slices["task=intent"]["accuracy"] == pytest.approx(per_task["intent"])
+    tasks = outcome.card["analysis"]["tasks"]  # each task against the baseline, with an interval, in the card and the gate
+    assert set(tasks) == {"intent", "mood"} and all(r["low"] <= r["diff"] <= r["high"] for r in tasks.values())
+    assert tasks["mood"]["rows"] == 30 and "Each task against the baseline" in (outcome.run_dir / "report.md").read_text()
+    assert any("tasks beats its baseline" in r or r.startswith("task ") for r in outcome.decision.reasons)
     _check_served(outcome.run_dir / "adapter")
 
 

@@ -88,7 +88,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
         result.analysis["versus_champion"] = _versus_champion(mlc, cfg, champion, run_dir)
     decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
                                cfg.gate.min_improvement, champion, cfg.gate.beat_champion,
-                               result.analysis.get("suite") if cfg.gate.require_suite else None)
+                               result.analysis.get("suite") if cfg.gate.require_suite else None, result.analysis.get("tasks"))
     tags = _tags(cfg, data, run_id)
     version, mlflow_run = _register(mlc, cfg, run_dir, data, base, result, trained, tags,
                                     {"train_examples_per_second": trained.train_examples_per_second},

@@ -79,6 +79,8 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
         "curves": curves.one_vs_rest(probs, y, labels),
         "slices": slices.slice_table(_slice_groups(cfg, data, texts), y, pred, base_pred, labels, cfg.eval.primary),
     }
+    if data.multitask:
+        analysis["tasks"] = _per_task(cfg, data, y, base_pred, pred)
     if cfg.eval.calibrate:
         analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png")
         files["reliability"] = out_dir / "reliability.png"
@@ -94,6 +96,18 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
         picks = rng.choice(len(texts), size=min(cfg.eval.explain_samples, len(texts)), replace=False)
         analysis["explanations"] = [explain.occlusion(lambda b: model.predict_proba(b), texts[i], labels) for i in sorted(picks)]
     return EvalResult(metrics=metrics, baseline=baseline.metrics, probs=probs, files=files, analysis=analysis)
+
+
+def _per_task(cfg, data, y: np.ndarray, base_pred: np.ndarray, pred: np.ndarray) -> dict:
+    """Each task's primary metric against the baseline on that task's rows, with a paired bootstrap
+    interval: a multi-task model is promoted only if every task beats its baseline (the gate)."""
+    tasks = np.asarray(row_tasks(y, data.labels))
+    out = {}
+    for task in dict.fromkeys(tasks.tolist()):
+        idx = np.flatnonzero(tasks == task)
+        r = stats.compare_metrics(y[idx], base_pred[idx], pred[idx], data.labels, cfg.eval.bootstrap_resamples, seed=cfg.train.seed)
+        out[task] = {"rows": int(len(idx)), **r[cfg.eval.primary]}
+    return out
 
 
 def _slice_groups(cfg, data, texts: list[str]) -> dict[str, list[str]]:

@@ -326,6 +326,11 @@ def _analysis_sections(card: dict) -> list[str]:
         m = a["mcnemar"]
         lines += ["", f"McNemar's test ({m['method']}): the fine-tuned model is right where the baseline is wrong on "
                       f"{m['a_wrong_b_right']} rows, and wrong where the baseline is right on {m['a_right_b_wrong']} rows; p = {m['p_value']:.3g}."]
+    if a.get("tasks"):
+        lines += ["", f"## Each task against the baseline ({card['primary']}, paired bootstrap on the task's own rows)", "",
+                  "| task | rows | baseline | fine-tuned | difference | 95% interval |", "|---|---:|---:|---:|---:|---:|"]
+        for task, r in a["tasks"].items():
+            lines.append(f"| {task} | {r['rows']} | {r['a']:.4f} | {r['b']:.4f} | {r['diff']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] |")
     if a.get("versus_champion"):
         vc = a["versus_champion"]
         lines += ["", f"## Against the current champion v{vc['version']} (same {vc['rows']} test rows)", "",

@@ -45,14 +45,17 @@ class GateDecision:
 
 
 def decide(primary: str, candidate: float, baseline: float, min_improvement: float,
-           champion: ChampionScore | None, beat_champion: bool = True, suite: dict | None = None) -> GateDecision:
-    """``suite``: the result of the behavioural suite when the gate requires it to pass."""
+           champion: ChampionScore | None, beat_champion: bool = True, suite: dict | None = None,
+           tasks: dict | None = None) -> GateDecision:
+    """``suite``: the result of the behavioural suite when the gate requires it to pass. ``tasks``
+    (multi-task models): each task's primary metric against the baseline on its own rows (``a``
+    baseline, ``b`` model); every task must clear ``min_improvement``, so a headline averaged over
+    tasks cannot hide one that got worse."""
     reasons, passed = [], True
     lower = lower_is_better(primary)
     margin = baseline - candidate if lower else candidate - baseline  # the improvement, > 0 when the candidate is better
     note = "lower is better; " if lower else ""
-    # "beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss
-    if margin >= min_improvement and (margin > 0 or min_improvement < 0):
+    if _beats(margin, min_improvement):
         reasons.append(f"{primary} {candidate:.4f} beats the baseline's {baseline:.4f} by {margin:+.4f} ({note}required {min_improvement:+.4f})")
     else:
         passed = False
@@ -74,4 +77,17 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
             reasons.append(f"{suite['failed']} of {suite['passed'] + suite['failed']} behavioural test cases fail")
         else:
             reasons.append(f"all {suite['passed']} behavioural test cases pass")
+    if tasks:
+        behind = {t: r for t, r in tasks.items() if not _beats(r["b"] - r["a"], min_improvement)}
+        if behind:
+            passed = False
+            reasons += [f"task {t}: {primary} {r['b']:.4f} does not beat its baseline's {r['a']:.4f} by the required {min_improvement:+.4f}"
+                        for t, r in behind.items()]
+        else:
+            reasons.append(f"each of the {len(tasks)} tasks beats its baseline ({primary})")
     return GateDecision(passed, primary, candidate, baseline, champion, reasons)
+
+
+def _beats(margin: float, min_improvement: float) -> bool:
+    """"Beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss."""
+    return margin >= min_improvement and (margin > 0 or min_improvement < 0)
