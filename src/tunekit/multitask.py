@@ -20,7 +20,8 @@ from tunekit.errors import InputError
 
 SEP = ":"
 
-__all__ = ["SEP", "allowed_matrix", "feedback_label", "label_name", "mask_logits", "restrict", "restrict_split", "row_tasks", "task_of", "tasks_of"]
+__all__ = ["SEP", "allowed_matrix", "feedback_label", "label_name", "mask_logits", "restrict", "restrict_split", "row_tasks",
+           "task_of", "tasks_of"]
 
 
 def task_of(label: str) -> str:

@@ -89,5 +89,6 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
 
 
 def _beats(margin: float, min_improvement: float) -> bool:
-    """"Beats" is strict at the default margin 0; a negative margin knowingly accepts a small loss."""
+    """Whether an improvement of ``margin`` clears ``min_improvement``: strictly better at the
+    default 0; a negative ``min_improvement`` knowingly accepts a small loss."""
     return margin >= min_improvement and (margin > 0 or min_improvement < 0)

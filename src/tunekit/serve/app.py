@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tunekit.monitor.gauges import push_latest
-from tunekit.multitask import SEP, label_name, task_of
+from tunekit.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.inputs import RequestError, parse_inputs
 from tunekit.serve.loading import Loader, ModelSlot, default_loader
@@ -234,7 +234,7 @@ def _task(loaded, task: str | None) -> str | None:
 
 def _task_probs(probs: np.ndarray, labels: list[str], task: str) -> tuple[np.ndarray, list[str]]:
     """The columns of ``task``'s labels, renormalised, with the task prefix taken off the names."""
-    ids = [i for i, label in enumerate(labels) if task_of(label) == task]
+    ids = tasks_of(labels)[task]
     kept = probs[:, ids]
     return kept / kept.sum(axis=1, keepdims=True), [label_name(labels[i]) for i in ids]
 
