@@ -156,11 +156,13 @@ def test_peak_memory_is_the_childs_own():
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from tunekit.train import rss_high_water_mb
+
     ballast = b"x" * (1536 * 2**20)  # written, so every page is resident  # noqa: F841
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        child = pool.submit(compare_module._rss_high_water_mb).result()
+        child = pool.submit(rss_high_water_mb).result()
     assert 0 < child < 1536, child
-    assert compare_module._rss_high_water_mb() > 1536
+    assert rss_high_water_mb() > 1536
 
 
 def test_a_child_that_dies_without_reporting_is_an_error_not_a_hang():

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import resource
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,24 +194,10 @@ def _child(raw: dict, source_dir: str, cwd: str, out_dir: str, queue) -> None:
         cfg = TunekitConfig.model_validate(raw)
         cfg._source_dir, cfg._cwd = Path(source_dir), Path(cwd)
         result, predictions = _train_and_predict(cfg, Path(out_dir))
-        on_gpu = models.pick_device(cfg.train.device).type == "cuda"
         queue.put({"trainable_params": result.trainable_params, "seconds": result.seconds, "predictions": predictions,
-                   "peak_memory_mb": round(result.peak_memory_mb if on_gpu else _rss_high_water_mb(), 1)})
+                   "peak_memory_mb": result.peak_memory_mb})
     except Exception as exc:  # noqa: BLE001 - reported by the parent with the method's name
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
-
-
-def _rss_high_water_mb() -> float:
-    """This process's peak resident memory. Not ``ru_maxrss``: a spawned child begins as a fork of
-    the parent, and Linux keeps that fork's resident size in ``ru_maxrss`` across the exec, so it
-    would count the parent's memory (torch, the baseline) as the method's. ``VmHWM`` starts afresh."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def _train_and_predict(cfg: TunekitConfig, out_dir: Path) -> tuple:

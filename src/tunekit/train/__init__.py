@@ -389,9 +389,24 @@ def _progress(console) -> Progress:
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    import resource
+    return round(rss_high_water_mb(), 1)
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+def rss_high_water_mb() -> float:
+    """This process's peak resident memory. Not ``ru_maxrss``: a spawned process (``compare-methods``
+    trains each method in one) begins as a fork of its parent, and Linux keeps that fork's resident
+    size in ``ru_maxrss`` across the exec, so it would count the parent's memory as this process's.
+    ``VmHWM`` starts afresh."""
+    import resource
+    import sys
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: list[dict], best_epoch: int,
