@@ -7,13 +7,17 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench lock clean
 
-$(BIN)/tunekit: pyproject.toml
+# requirements.lock holds the exact versions the suite passed with: a fresh machine installs those,
+# not whatever was released since (transformers 5.24 once broke prefix tuning on a fresh clone).
+LOCK   ?= requirements.lock
+
+$(BIN)/tunekit: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[test]"
 	touch $@
 
 install: $(BIN)/tunekit
@@ -25,10 +29,15 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[bench]"
 	$(BIN)/python bench/train_classification.py
 	$(BIN)/python bench/train_generation.py
 	$(BIN)/python bench/serve.py
+
+# After upgrading packages in .venv and seeing `make test` pass: record the versions as the new lock.
+lock:
+	{ sed -n '1,2p' $(LOCK); $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 clean:
 	rm -rf $(VENV) tunekit-workspace examples/*/tunekit-workspace

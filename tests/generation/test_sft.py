@@ -169,3 +169,35 @@ def test_packing_check_detects_a_model_that_mixes_examples(tiny_llama):
 
     model.forward = leaky
     assert not packing_isolates(model, torch.device("cpu"))
+
+
+def test_a_loaded_lora_adapter_generates_with_its_adapter(reverse_config, tmp_path):
+    """The regression test for evaluation scoring a LoRA run with the bare base model's answers:
+    the loaded generator's logits move away from the base's and equal plain PEFT's on the same adapter."""
+    from peft import PeftModel
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM
+
+    from tunekit.data.conversations import prepare_conversations
+    from tunekit.models import load_tokenizer, templates
+    from tunekit.models.causal import load_generator
+    from tunekit.train import run
+
+    cfg = reverse_config(method={"kind": "lora", "r": 4, "alpha": 8}, train={"epochs": 2})
+    tokenizer = load_tokenizer(cfg.model.base)
+    data = prepare_conversations(cfg, tokenizer, templates.resolve(tokenizer, "auto"))
+    adapter = tmp_path / "run" / "adapter"
+    run(cfg, data, adapter, Console(quiet=True))
+    gen = load_generator(adapter)
+    prompt = gen.encode_chat([{"role": "user", "content": "reverse: apple pear plum"}])
+    tuned = gen.next_token_logits(prompt)
+    base = gen.next_token_logits(prompt, adapter=gen.base_model)
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(cfg.model.base), adapter).eval()
+    with torch.no_grad():
+        expected = plain(input_ids=torch.tensor([prompt])).logits[0, -1]
+        untouched = AutoModelForCausalLM.from_pretrained(cfg.model.base).eval()(input_ids=torch.tensor([prompt])).logits[0, -1]
+    assert (tuned - base).abs().max() > 1e-2
+    torch.testing.assert_close(tuned, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(base, untouched, rtol=1e-4, atol=1e-4)
+    gen.generate([prompt], max_new_tokens=2, adapter=gen.base_model)  # asking for the base leaves the adapter on afterwards
+    torch.testing.assert_close(gen.next_token_logits(prompt), tuned)

@@ -130,6 +130,12 @@ class Generator:
                 advance(len(idx))
         return out  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def next_token_logits(self, prompt: list[int], adapter: str | None = None) -> torch.Tensor:
+        """The logits of the token after ``prompt``, exactly as ``generate`` would see them (parity checks)."""
+        with self._adapter(adapter):
+            return self.model(input_ids=torch.tensor([prompt], device=self.device)).logits[0, -1].float().cpu()
+
     def stream(self, prompt: list[int], max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, adapter: str | None = None, seed: int | None = None) -> Iterator[str | Generation]:
         """Text pieces as they are generated, then the final ``Generation``. Holds ``lock`` throughout.
@@ -220,11 +226,18 @@ class Generator:
                           finish_reason=reason)
 
     def _adapter(self, name: str | None):
-        """Context in which ``model`` is the named adapter (or the bare base model for ``None`` or the base id)."""
+        """Context in which ``model`` is the named adapter: ``None`` is the model's own adapter (the
+        one it was loaded with, as evaluation generates), the base id the bare base model.
+
+        ``None`` once meant the bare base, so evaluation scored a trained LoRA adapter with the base
+        model's answers; ``tests/generation/test_sft.py`` pins the logits of both paths.
+        """
         if not self.adapters:
             return contextlib.nullcontext()
-        if name is None or name == self.base_model:
+        if name == self.base_model:
             return self.model.disable_adapter()
+        if name is None:
+            name = next(iter(self.adapters))
         if name not in self.adapters:
             raise ModelError(f"unknown adapter {name!r}; loaded: {', '.join(self.adapters)}")
         self.model.set_adapter(name)
