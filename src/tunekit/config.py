@@ -55,34 +55,121 @@ class SplitConfig(_Section):
     seed: int = Field(13, description="Seed of the stratified split (by label; for `task: regression` by quantile bins of the target); the same data and seed always give the same split.")
 
 
-class DataConfig(_Section):
-    """Where the labelled rows are and which columns hold what."""
+FileFormat = Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"]
+Quoting = Literal["auto", "none", "csv"]
 
-    train: str = Field(..., description="Training file (CSV, TSV, JSONL, JSON or Parquet), relative to the config file.")
-    validation: str | None = Field(None, description="Validation file. If absent, `split.validation` of the training rows is held out.")
-    test: str | None = Field(None, description="Test file. If absent, `split.test` of the training rows is held out.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"] = Field("auto", description="File format; `auto` picks it from the file extension.")
+
+class FileConfig(_Section):
+    """One data file with reading options of its own; an option left out takes the `data` section's value."""
+
+    path: str = Field(..., description="The file, relative to the config file's folder.")
+    format: FileFormat | None = Field(None, description="File format of this file (default: `data.format`).")
+    header: bool | None = Field(None, description="Whether this CSV/TSV file starts with a header row (default: `data.header`).")
+    columns: list[str] | None = Field(None, description="Column names, in order, of this headerless CSV/TSV file (default: `data.columns`).")
+    encoding: str | None = Field(None, description="Text encoding of this file (default: `data.encoding`).")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="Field delimiter of this CSV/TSV file (default: `data.delimiter`).")
+    quoting: Quoting | None = Field(None, description="Quoting of this CSV/TSV file (default: `data.quoting`).")
+    rest_in_last_column: bool | None = Field(None, description="Whether extra fields of this file's rows join its last column (default: `data.rest_in_last_column`).")
+
+
+class ReadOptions(_Section):
+    """How one file is read: the `data` section's options with a file's own (`FileConfig`) on top."""
+
+    key: str = Field(..., description="The config key naming the file, e.g. `data.train`.")
+    path: str = Field(..., description="The file as written in the config.")
+    format: FileFormat = Field("auto", description="File format.")
+    header: bool = Field(True, description="CSV/TSV: a header row comes first.")
+    columns: list[str] | None = Field(None, description="CSV/TSV: column names when there is no header.")
+    encoding: str = Field("utf-8", description="Text encoding.")
+    delimiter: str | None = Field(None, description="CSV/TSV field delimiter; None: by format.")
+    quoting: Quoting = Field("auto", description="CSV/TSV quoting.")
+    rest_in_last_column: bool = Field(False, description="CSV/TSV: extra fields join the last column.")
+
+
+DataFile = str | FileConfig
+FILE_OPTIONS = ("format", "header", "columns", "encoding", "delimiter", "quoting", "rest_in_last_column")
+
+
+class DataConfig(_Section):
+    """Where the labelled rows are and which columns hold what. Each file key (`train`, `validation`, `test`) takes a path, or a mapping `{path: ..., header: false, columns: [...], ...}` whose reading options override the section's for that file alone."""
+
+    train: DataFile = Field(..., description="Training file (CSV, TSV, JSONL, JSON or Parquet), relative to the config file; or `{path: ..., <reading options>}` for options of its own.")
+    validation: DataFile | None = Field(None, description="Validation file (a path or `{path: ..., <reading options>}`). If absent, `split.validation` of the training rows is held out.")
+    test: DataFile | None = Field(None, description="Test file (a path or `{path: ..., <reading options>}`). If absent, `split.test` of the training rows is held out.")
+    format: FileFormat = Field("auto", description="File format; `auto` picks it from the file extension. Every task reads every format (generation: CSV, TSV and Parquet rows are `prompt_completion` or `alpaca` rows by their columns).")
     header: bool = Field(True, description="Whether CSV/TSV files start with a header row. When false, name the columns in `columns`.")
     columns: list[str] | None = Field(None, description="Column names, in order, for CSV/TSV files without a header row.")
-    layout: Literal["auto", "chat", "alpaca", "prompt_completion"] = Field("auto", description="Generation only: how rows are laid out. `chat`: OpenAI fine-tuning JSONL (`{\"messages\": [...]}`); `alpaca`: `instruction`, `input`, `output`; `prompt_completion`: `prompt_column` and `completion_column`; `auto` tells them apart by their keys. All become chat messages.")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="Field delimiter of CSV/TSV files, one character (e.g. `;` or `|`; a tab is `\"\\t\"`). Default: `,` for CSV, a tab for TSV.")
+    quoting: Quoting = Field("auto", description="How CSV/TSV fields are quoted. `csv`: a field may be wrapped in double quotes (holding delimiters, line breaks, and `\"\"` for a quote), and a quote that does not follow these rules is an error naming the line. `none`: one row per line, quotes are ordinary characters (TSV's convention: GLUE and most corpora). `auto`: `csv` for CSV files, `none` for TSV files.")
+    rest_in_last_column: bool = Field(False, description="CSV/TSV read with `quoting: none`: a row with more fields than columns puts the rest of its line, delimiters included, into the last column, so `DESC:manner How did serfdom end ?` lines read with `delimiter: \" \"`, `header: false` and `columns: [label, text]`.")
+    layout: Literal["auto", "chat", "alpaca", "prompt_completion"] = Field("auto", description="Generation only: how rows are laid out. `chat`: OpenAI fine-tuning JSONL (`{\"messages\": [...]}`); `alpaca`: `instruction`, `input`, `output`; `prompt_completion`: `prompt_column` and `completion_column`; `auto` tells them apart by their keys. All become chat messages. CSV, TSV and Parquet files hold `alpaca` or `prompt_completion` rows.")
     system_prompt: str | None = Field(None, description="Generation only: a system message put first in every conversation that has none (training, evaluation and serving alike).")
-    prompt_column: str = Field("prompt", description="Generation only: key of the prompt in `prompt_completion` rows.")
-    completion_column: str = Field("completion", description="Generation only: key of the completion in `prompt_completion` rows.")
-    overlength: Literal["error", "truncate", "drop"] = Field("error", description="Generation only: what to do with an example longer than `model.max_length` tokens: `error` names each one; `truncate` cuts the conversation (keeping at least one trained token); `drop` leaves it out. Counted in the data report either way.")
-    text_column: str = Field("text", description="Column holding the text to classify.")
+    prompt_column: str = Field("prompt", description="Generation only: key (column) of the prompt in `prompt_completion` rows.")
+    completion_column: str = Field("completion", description="Generation only: key (column) of the completion in `prompt_completion` rows.")
+    overlength: Literal["error", "truncate", "drop"] = Field("error", description="Generation only: what to do with an example longer than `model.max_length` tokens: `error` names each one; `truncate` shortens the prompt side first (earlier turns, then the end of the last prompt; the system message and the answer are kept) and cuts the answer only when it alone is too long; `drop` leaves it out of train and validation (test rows: see `overlength_test`). Counted per split in the data report either way.")
+    overlength_test: Literal["error", "truncate", "drop"] | None = Field(None, description="Generation only: what to do with an over-length *test* example. Default: as `overlength`, except that `drop` is refused for test rows (dropping them changes what the test measures): set `drop` here to drop them anyway (the report and the data check then say how many of the test rows went).")
+    text_column: str | list[str] = Field("text", description="Column holding the text to classify; a list of columns (e.g. `[title, description]`) joins their values, in order, with `text_separator`.")
+    text_separator: str = Field(" | ", description="Put between the values of the columns when `text_column` is a list. The default ` | ` is a token every tokenizer keeps (a line break would read as a plain space to most encoders).")
     text_pair_column: str | None = Field(None, description="Column holding a second text, for sentence-pair tasks (entailment, similarity, ...).")
     label_column: str = Field("label", description="Column holding the label; for `task: regression` the target, a finite number.")
+    label_map: dict[str, str] | None = Field(None, description="Classification only: names for the labels as found in the files, e.g. `{\"1\": World, \"2\": Sports}`, so numeric class ids read (and are served) as names. A label not in the map is an error naming its line.")
+    id_column: str | None = Field(None, description="Column holding each row's id (unique in its file), so row ids stay the same when rows move between files (retraining writes one). Default: the split and place of the row, `train-12` for line 12 of `data.train` named `train.*`, `train-tickets-12` for line 12 of `data.train` named `tickets.csv`.")
     task_column: str | None = Field(None, description="Classification only: multi-task training. The column naming each row's task (e.g. `intent`, `sentiment`); every task has its own label set, read as `task:label`. One encoder and one head are trained on all tasks, and each row's prediction is restricted to its own task's labels (exactly one head per task). Test metrics are reported per task and overall.")
-    metadata_columns: list[str] = Field([], description="Extra columns kept with every row (e.g. channel, language, customer tier) so the evaluation can be sliced by them (`eval.slice_columns`). Empty values are kept as empty strings.")
+    metadata_columns: list[str] = Field([], description="Extra columns kept with every row (e.g. channel, language, customer tier) so the evaluation can be sliced by them (`eval.slice_columns`). Empty values are kept as empty strings. Generation: extra keys of a row (`id`, `question_id`, ...) are errors unless listed here.")
+    fallback_columns: dict[str, str] = Field({}, description="Where a used column is empty or null in a row, take the value of another column instead, e.g. `{answer: long_answer}`. A row empty in both is still an error naming its line.")
+    duplicates: Literal["keep", "drop", "error"] | None = Field(None, description="Training rows whose input also sits in the validation or test split exactly (for classification: the same text and text pair): `keep` (with a warning: those scores are optimistic), `drop` (from train, counted in the data report) or `error` (each one named). Default: `keep` for classification and regression, `drop` for generation.")
     encoding: str = Field("utf-8", description="Text encoding of the data files, e.g. `utf-8`, `latin-1`, `cp1252`.")
     max_train_rows: int | None = Field(None, gt=0, description="Train on a seeded, stratified sample of this many training rows (for quick runs); validation and test rows are never sampled.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Split of the training file into train/validation/test.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _label_map_keys(cls, raw: Any) -> Any:
+        """YAML reads `1: World` with an integer key; labels are read as text, so keys are too."""
+        if isinstance(raw, dict) and isinstance(raw.get("label_map"), dict):
+            raw = {**raw, "label_map": {_label_key(k): v for k, v in raw["label_map"].items()}}
+        return raw
+
     @model_validator(mode="after")
     def _columns_for_headerless(self) -> DataConfig:
-        if not self.header and not self.columns:
-            raise ValueError("`data.header` is false, so list the column names in `data.columns` (e.g. [text, label])")
+        if not self.text_columns:
+            raise ValueError("`data.text_column` is an empty list; name at least one column")
+        for role in ("train", "validation", "test"):
+            options = self.read_options(role)
+            if options is not None and not options.header and not options.columns:
+                where = "`data.header`" if isinstance(getattr(self, role), str) or getattr(self, role).header is None else f"`data.{role}.header`"
+                raise ValueError(f"{where} is false, so list the column names in `data.columns` or `data.{role}.columns` (e.g. [text, label])")
         return self
+
+    def file_path(self, role: str) -> str | None:
+        """The path written for ``role`` (`train`, `validation`, `test`), or None when not given."""
+        value = getattr(self, role)
+        return value.path if isinstance(value, FileConfig) else value
+
+    def read_options(self, role: str) -> ReadOptions | None:
+        """How the file for ``role`` is read: the section's options with the file's own on top."""
+        value = getattr(self, role)
+        if value is None:
+            return None
+        own = value.model_dump(exclude_none=True) if isinstance(value, FileConfig) else {"path": value}
+        merged = {name: getattr(self, name) for name in FILE_OPTIONS} | own
+        return ReadOptions(key=f"data.{role}", **merged)
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The columns joined into the text (one, unless `text_column` is a list)."""
+        return [self.text_column] if isinstance(self.text_column, str) else list(self.text_column)
+
+    @property
+    def duplicates_policy(self) -> str:
+        """`data.duplicates` in force for a classification or regression task (generation reads its own default)."""
+        return self.duplicates or "keep"
+
+
+def _label_key(key: Any) -> str:
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return str(key).strip()
 
 
 class ModelConfig(_Section):
@@ -475,7 +562,8 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
 def config_reference_markdown() -> str:
     """The README's config reference, generated from the field descriptions."""
     sections: list[tuple[str, type[BaseModel]]] = [
-        ("(top level)", TunekitConfig), ("data", DataConfig), ("data.split", SplitConfig),
+        ("(top level)", TunekitConfig), ("data", DataConfig), ("data.train / data.validation / data.test as a mapping", FileConfig),
+        ("data.split", SplitConfig),
         ("model", ModelConfig), *((f"method (kind: {kind})", cls) for kind, cls in METHODS.items()),
         ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig), ("tune", TuneConfig), ("tune.space.KEY", SearchParam),
     ]

@@ -33,8 +33,8 @@ def _csv(delimiter: str, header: bool = True) -> str:
 def _write(project, fmt: str):
     if fmt == "csv":
         return project.write("train.csv", _csv(",")), {}
-    if fmt == "tsv":
-        return project.write("train.tsv", _csv("\t")), {}
+    if fmt == "tsv":  # written by a CSV writer: the text holding a tab is quoted, so the file says `quoting: csv`
+        return project.write("train.tsv", _csv("\t")), {"quoting": "csv"}
     if fmt == "headerless":
         return project.write("train.csv", _csv(",", header=False)), {"header": False, "columns": ["label", "text"]}
     if fmt == "jsonl":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 
-from tunekit.config import TunekitConfig
+from tunekit.config import FILE_OPTIONS, ReadOptions, TunekitConfig
 from tunekit.data import store
 from tunekit.data.markdown import render_report_markdown
 from tunekit.data.read import read_table
@@ -92,11 +92,22 @@ def read_splits(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, l
 def read_rows(path: str | Path, cfg: TunekitConfig, key: str = "data.train", known_labels: list[str] | None = None) -> list[dict]:
     """Canonical rows of one file (``{id, text, [text_pair], label, _at}``), every bad row an error.
 
-    ``path`` is resolved like a config path (relative to the config file). With ``known_labels``, a
-    label outside them is an error; validation and test files are read that way. For
-    ``task: regression`` the label is the float target.
+    ``path`` is resolved like a config path (relative to the config file) and read with the options
+    of ``key`` (``data.train``: the section's, with ``data.train``'s own on top). With
+    ``known_labels``, a label outside them is an error; validation and test files are read that way.
+    For ``task: regression`` the label is the float target.
     """
-    return canonical_rows(read_table(cfg.path(path), cfg.data, key), cfg.data, known_labels, cfg.task == "regression")
+    options = read_options(cfg, key)
+    return canonical_rows(read_table(cfg.path(path), options), cfg.data, known_labels, cfg.task == "regression")
+
+
+def read_options(cfg: TunekitConfig, key: str) -> ReadOptions:
+    """The reading options for config key ``key`` (``data.train``, ``data.validation``, ``data.test``)."""
+    role = key.rsplit(".", 1)[-1]
+    options = cfg.data.read_options(role) if role in store.SPLITS else None
+    if options is None:  # a file the config does not name for this role: the section's options
+        return ReadOptions(key=key, path="-", **{name: getattr(cfg.data, name) for name in FILE_OPTIONS})
+    return options.model_copy(update={"key": key})
 
 
 def summary(prepared: PreparedData) -> str:

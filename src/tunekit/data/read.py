@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tunekit.config import DataConfig
+from tunekit.config import ReadOptions
 from tunekit.data.problems import Problems
 from tunekit.errors import DataError
 
@@ -49,42 +50,44 @@ class RawTable:
     columns: list[str]
     records: list[Record]
     problems: Problems = field(default_factory=Problems)
+    key: str = "data.train"  # the config key that named the file; its last part is the split the rows are read for
 
 
-def read_table(path: Path, data: DataConfig, key: str) -> RawTable:
-    """Read ``path`` (named by config key ``key``, e.g. ``data.train``) into raw records."""
+def read_table(path: Path, options: ReadOptions) -> RawTable:
+    """Read ``path`` (named by config key ``options.key``, e.g. ``data.train``) into raw records."""
+    key = options.key
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path} (relative paths are relative to the config file's folder)")
-    fmt = detect_format(path, data)
+    fmt = detect_format(path, options)
     raw = path.read_bytes()
     if not raw:
         raise DataError(f"{path}: the file is empty (0 bytes); `{key}` must point at a file with labelled rows")
     if fmt == "parquet":
         table = _read_parquet(path)
     else:
-        text = decode(raw, path, data.encoding)
-        table = _TEXT_READERS[fmt](path, text, data)
+        text = decode(raw, path, options.encoding, key)
+        table = _TEXT_READERS[fmt](path, text, options)
     if not table.records:
         table.problems.raise_if_any(str(path))
-        raise DataError(_no_rows_message(table, data, key))
-    return table
+        raise DataError(_no_rows_message(table, options, key))
+    return replace(table, key=key)
 
 
-def detect_format(path: Path, data: DataConfig) -> str:
+def detect_format(path: Path, options: ReadOptions) -> str:
     """The configured format, or the one the extension implies; guessing from content hides mistakes."""
-    if data.format != "auto":
-        return data.format
+    if options.format != "auto":
+        return options.format
     fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(FORMATS_BY_SUFFIX))
         raise DataError(
             f"{path}: cannot tell the file format from the extension {path.suffix or '(none)'!r} "
-            f"(known: {known}); set `data.format` to one of csv, tsv, jsonl, json, parquet"
+            f"(known: {known}); set `data.format` (or `{options.key}.format`) to one of csv, tsv, jsonl, json, parquet"
         )
     return fmt
 
 
-def decode(raw: bytes, path: Path, encoding: str) -> str:
+def decode(raw: bytes, path: Path, encoding: str, key: str = "data") -> str:
     """Decode the whole file up front, so a bad byte is reported with its line, not as a crash mid-way."""
     try:
         text = raw.decode(encoding)
@@ -93,20 +96,38 @@ def decode(raw: bytes, path: Path, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         byte = raw[exc.start:exc.start + 1].hex()
-        raise DataError(f"{path} line {line}: byte 0x{byte} is not valid {encoding}; {ENCODING_HINT}") from None
+        hint = ENCODING_HINT if key == "data" else f"{ENCODING_HINT} (for this file alone: `{key}.encoding`)"
+        raise DataError(f"{path} line {line}: byte 0x{byte} is not valid {encoding}; {hint}") from None
     return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark would otherwise glue onto the first column name
 
 
-def _no_rows_message(table: RawTable, data: DataConfig, key: str) -> str:
-    if table.format in ("csv", "tsv") and data.header:
+def _no_rows_message(table: RawTable, options: ReadOptions, key: str) -> str:
+    if table.format in ("csv", "tsv") and options.header:
         return f"{table.path}: has a header row (line 1) but no data rows; `{key}` must point at a file with labelled rows"
     return f"{table.path}: contains no rows; `{key}` must point at a file with labelled rows"
 
 
-def _read_delimited(path: Path, text: str, data: DataConfig, delimiter: str, fmt: str) -> RawTable:
-    """CSV/TSV via the csv module, which handles quoting and multi-line fields and counts lines."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = None if data.header else list(data.columns or [])
+def quoting_of(fmt: str, options: ReadOptions) -> str:
+    """`csv` (double quotes wrap fields) or `none` (quotes are text): `auto` is `none` for TSV, `csv` otherwise."""
+    if options.quoting != "auto":
+        return options.quoting
+    return "none" if fmt == "tsv" else "csv"
+
+
+def _read_delimited(path: Path, text: str, options: ReadOptions, fmt: str) -> RawTable:
+    """CSV/TSV via the csv module, which counts lines; quoted (strict) or unquoted, never half of each.
+
+    With quoting, a quote that breaks the rules (text after a closing quote, a quote that never
+    closes) is an error naming the line rather than a field silently merged with the next ones.
+    Without quoting, every line is one row and quotes are kept as they are.
+    """
+    delimiter = options.delimiter or ("\t" if fmt == "tsv" else ",")
+    quoting = quoting_of(fmt, options)
+    if quoting == "none":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    columns = None if options.header else list(options.columns or [])
     records, problems, end = [], Problems(), 0
     try:
         for fields in reader:
@@ -115,27 +136,81 @@ def _read_delimited(path: Path, text: str, data: DataConfig, delimiter: str, fmt
                 continue  # a blank line is not a record
             if columns is None:
                 columns = [name.strip() for name in fields]
-            elif len(fields) != len(columns):
-                problems.add(
-                    f"{path} line {start}: expected {len(columns)} fields ({', '.join(columns)}), found {len(fields)}; "
-                    f"check the delimiter ({delimiter!r}) and quote values that contain it"
-                )
+                continue
+            if options.rest_in_last_column and quoting == "none" and len(fields) > len(columns) > 0:
+                fields = [*fields[:len(columns) - 1], delimiter.join(fields[len(columns) - 1:])]
+            if len(fields) != len(columns):
+                problems.add(_field_count_problem(path, start, end, fields, columns, delimiter, quoting, options))
+            elif fmt == "tsv" and quoting == "csv" and end > start and _rows_of_their_own(text, start, end, delimiter, len(columns)):
+                problems.add(f"{path} line {start}: the record runs on to line {end}, because a double quote opened a field that "
+                             f"closes only there, but each of those lines is a complete row by itself; if quotes in this file are "
+                             f"ordinary text, set `data.quoting: none` (or `{options.key}.quoting`), else close the quote")
             else:
-                records.append(Record(f"line {start}", start, dict(zip(columns, fields))))
+                values = dict(zip(columns, fields))
+                if quoting == "none" and options.quoting == "auto":
+                    _check_csv_style(path, start, values, problems)
+                records.append(Record(f"line {start}", start, values))
     except csv.Error as exc:
-        raise DataError(f"{path} line {reader.line_num}: cannot parse as {fmt.upper()}: {exc}; check quoting, or `data.format`") from None
+        raise DataError(_quote_error(path, fmt, end + 1, reader.line_num, str(exc), options)) from None
     return RawTable(path, fmt, columns or [], records, problems)
 
 
-def _read_csv(path: Path, text: str, data: DataConfig) -> RawTable:
-    return _read_delimited(path, text, data, ",", "csv")
+def _quote_error(path: Path, fmt: str, start: int, at: int, reason: str, options: ReadOptions) -> str:
+    fix = f"if quotes in this file are ordinary text, set `data.quoting: none` (or `{options.key}.quoting`)"
+    if "end of data" in reason:
+        return (f"{path} line {start}: a double quote opens a field here that is still open at the end of the file (line {at}); "
+                f"close the quote, or {fix}")
+    return (f"{path} line {at}: cannot parse as {fmt.upper()} with quoting ({reason}): a field that starts with a double quote "
+            f'must end with one right before the delimiter, and a quote inside it is written ""; fix the line, or {fix}')
 
 
-def _read_tsv(path: Path, text: str, data: DataConfig) -> RawTable:
-    return _read_delimited(path, text, data, "\t", "tsv")
+def _rows_of_their_own(text: str, start: int, end: int, delimiter: str, width: int) -> bool:
+    """Whether every physical line from ``start`` to ``end`` has exactly ``width`` fields when split plainly."""
+    lines = text.split("\n")[start - 1:end]
+    return all(len(line.rstrip("\r").split(delimiter)) == width for line in lines)
 
 
-def _read_jsonl(path: Path, text: str, data: DataConfig) -> RawTable:
+_CSV_QUOTED = re.compile(r'^"(?:[^"]|"")*""(?:[^"]|"")*"$', re.S)
+
+
+def _check_csv_style(path: Path, line: int, values: dict[str, str], problems: Problems) -> None:
+    """An unquoted TSV field that looks written by a CSV writer (wrapped in quotes, inner quotes doubled)
+    would keep those quotes as text: ask which reading is meant instead of picking one."""
+    for column, value in values.items():
+        if _CSV_QUOTED.match(value):
+            problems.add(f'{path} line {line}: column "{column}" is {_clip(value)}, wrapped in double quotes with doubled quotes inside, '
+                         "as CSV writers quote; TSV is read without quoting by default, which would keep those quotes as text. "
+                         "Set `data.quoting: csv` if the file was written with CSV quoting, or `data.quoting: none` to keep the quotes")
+            return
+
+
+def _field_count_problem(path: Path, start: int, end: int, fields: list[str], columns: list[str], delimiter: str,
+                         quoting: str, options: ReadOptions) -> str:
+    head = f"{path} line {start}: expected {len(columns)} fields ({', '.join(columns)}), found {len(fields)}; "
+    shown = "a tab" if delimiter == "\t" else repr(delimiter)
+    if quoting == "none":
+        return (head + f"this file is read without quoting (one row per line), so a text cannot hold the delimiter ({shown}) "
+                f"or a line break: check the delimiter (`data.delimiter`) and the line; if the file wraps such fields in double "
+                f"quotes, set `data.quoting: csv` (or `{options.key}.quoting`)")
+    if end > start:
+        return (head + f"this record runs on to line {end}, because a double quote opened a field that closes only there; "
+                f"if quotes in this file are ordinary text, set `data.quoting: none` (or `{options.key}.quoting`), else close the quote")
+    return head + f"check the delimiter ({shown}, `data.delimiter`), and wrap values that contain it in double quotes"
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit - 1] + "…")
+
+
+def _read_csv(path: Path, text: str, options: ReadOptions) -> RawTable:
+    return _read_delimited(path, text, options, "csv")
+
+
+def _read_tsv(path: Path, text: str, options: ReadOptions) -> RawTable:
+    return _read_delimited(path, text, options, "tsv")
+
+
+def _read_jsonl(path: Path, text: str, options: ReadOptions) -> RawTable:
     """One JSON object per line; every bad line is collected, not only the first."""
     records, problems, columns = [], Problems(), {}
     for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
@@ -154,7 +229,7 @@ def _read_jsonl(path: Path, text: str, data: DataConfig) -> RawTable:
     return RawTable(path, "jsonl", list(columns), records, problems)
 
 
-def _read_json(path: Path, text: str, data: DataConfig) -> RawTable:
+def _read_json(path: Path, text: str, options: ReadOptions) -> RawTable:
     """A JSON list of objects; each object is reported by record number and the line it starts on."""
     try:
         value = json.loads(text)

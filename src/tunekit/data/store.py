@@ -61,7 +61,7 @@ def source_files(cfg: TunekitConfig) -> list[SourceFile]:
     """The configured input files, hashed; a missing one names its config key."""
     out = []
     for role in SPLITS:
-        value = getattr(cfg.data, role)
+        value = cfg.data.file_path(role)
         if value is None:
             continue
         path = cfg.path(value)
@@ -77,10 +77,36 @@ def source_key(cfg: TunekitConfig, sources: list[SourceFile]) -> str:
     settings = cfg.data.model_dump(mode="json", exclude={"train", "validation", "test"})
     if settings.get("task_column") is None:  # single-task keys stay as they were before multi-task existed
         settings.pop("task_column", None)
+    for name, default in LATER_SETTINGS.items():  # settings added later: at their default, keys stay as they were
+        if settings.get(name) == default:
+            settings.pop(name, None)
+    own = {role: value.model_dump(mode="json", exclude={"path"}, exclude_none=True)
+           for role in SPLITS if not isinstance(value := getattr(cfg.data, role), (str, type(None)))}
+    if any(own.values()):
+        settings["files"] = own
+    unquoted = [s.role for s in sources if _unquoted(cfg, s)]
+    if unquoted:  # TSV was once read with CSV quoting: splits frozen that way must not be reused
+        settings["unquoted"] = unquoted
     blob = {"version": STORE_VERSION, "settings": settings, "files": {s.role: s.sha256 for s in sources}}
     if cfg.task == "regression":  # the same file read as numbers makes other rows; classification keys stay as they were
         blob["task"] = "regression"
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+LATER_SETTINGS = {"delimiter": None, "quoting": "auto", "text_separator": " | ", "label_map": None, "id_column": None,
+                  "fallback_columns": {}, "duplicates": None, "overlength_test": None,
+                  "rest_in_last_column": False}
+
+
+def _unquoted(cfg: TunekitConfig, source: SourceFile) -> bool:
+    from tunekit.data.read import detect_format, quoting_of
+
+    options = cfg.data.read_options(source.role)
+    try:
+        fmt = detect_format(source.path, options)
+    except DataError:
+        return False
+    return fmt in ("csv", "tsv") and quoting_of(fmt, options) == "none"
 
 
 def fingerprint(rows: dict[str, list[dict]], labels: list[str]) -> str:

@@ -35,24 +35,42 @@ def canonical_rows(table: RawTable, data: DataConfig, known_labels: Collection[s
     check_columns(table, data)
     known = set(known_labels) if known_labels is not None else None
     problems = table.problems  # malformed records found while reading come first
-    rows = []
+    rows, seen_ids = [], {}
     for record in table.records:
         row = _canonical(record, table, data, known, problems, regression)
-        if row is not None:
-            rows.append(row)
+        if row is None:
+            continue
+        if row["id"] in seen_ids:
+            problems.add(f'{table.path} {record.location}: column "{data.id_column}" has the id "{row["id"]}", which '
+                         f"{seen_ids[row['id']]} has too; ids must be unique in a file (fix one, or remove `data.id_column`)")
+            continue
+        seen_ids[row["id"]] = record.location
+        rows.append(row)
     problems.raise_if_any(str(table.path))
     return rows
 
 
+def row_id(table: RawTable, record: Record) -> str:
+    """The default id of a row: the split its file was given for, then the file (unless it is named
+    after that split) and the line, e.g. ``train-12`` or ``train-tickets-12``; a file named
+    ``test.csv`` given as ``data.train`` makes ``train-test-12``, never an id that reads as a test row."""
+    role = table.key.rsplit(".", 1)[-1]
+    stem = table.path.stem
+    return f"{role}-{record.number}" if stem == role else f"{role}-{stem}-{record.number}"
+
+
 def configured_columns(data: DataConfig) -> list[tuple[str, str]]:
     """(config key, column) for every column the config asks for."""
-    pairs = [("data.text_column", data.text_column)]
+    pairs = [("data.text_column", column) for column in data.text_columns]
     if data.text_pair_column:
         pairs.append(("data.text_pair_column", data.text_pair_column))
     pairs.append(("data.label_column", data.label_column))
     if data.task_column:
         pairs.append(("data.task_column", data.task_column))
+    if data.id_column:
+        pairs.append(("data.id_column", data.id_column))
     pairs += [("data.metadata_columns", column) for column in data.metadata_columns]
+    pairs += [("data.fallback_columns", column) for column in data.fallback_columns.values()]
     return pairs
 
 
@@ -74,10 +92,14 @@ def check_columns(table: RawTable, data: DataConfig) -> None:
 def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str] | None, problems: Problems,
                regression: bool = False) -> dict | None:
     where = f"{table.path} {record.location}"
-    text = _text(record.values.get(data.text_column), where, data.text_column, problems)
-    pair = _text(record.values.get(data.text_pair_column), where, data.text_pair_column, problems) if data.text_pair_column else ""
+    value = lambda column: _value(record.values, column, data.fallback_columns)  # noqa: E731
+    texts = [_text(value(column), where, _named(column, data), problems) for column in data.text_columns]
+    text = None if None in texts else data.text_separator.join(texts)  # type: ignore[arg-type]
+    pair = _text(value(data.text_pair_column), where, _named(data.text_pair_column, data), problems) if data.text_pair_column else ""
     read_label = _target if regression else _label
-    label = read_label(record.values.get(data.label_column), where, data.label_column, problems)
+    label = read_label(value(data.label_column), where, _named(data.label_column, data), problems)
+    if label is not None and data.label_map is not None and not regression:
+        label = _mapped(label, data.label_map, where, data.label_column, problems)
     if data.task_column and label is not None:  # multi-task: the label carries its task (tunekit.multitask)
         task = _text(record.values.get(data.task_column), where, data.task_column, problems)
         label = None if task is None else _namespaced(task.strip(), label, where, data.task_column, problems)
@@ -87,14 +109,39 @@ def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str
         return None
     if text is None or pair is None or label is None:
         return None
-    row = {"id": f"{table.path.stem}-{record.number}", "text": text}
+    row_key = _text(value(data.id_column), where, data.id_column, problems) if data.id_column else row_id(table, record)
+    if row_key is None:
+        return None
+    row = {"id": row_key.strip(), "text": text}
     if data.text_pair_column:
         row["text_pair"] = pair
     row.update(label=label, _at=record.location)
     for column in data.metadata_columns:  # kept for slicing; a missing value is a slice of its own
         value = record.values.get(column)
-        row[META_PREFIX + column] = "" if _is_missing(value) else str(value)
+        row[META_PREFIX + column] = "" if _is_missing(value) else _as_text(value)
     return row
+
+
+def _value(values: dict, column: str, fallback: dict[str, str]) -> Any:
+    """The row's value in ``column``, or in its fallback column (``data.fallback_columns``) when empty."""
+    found = values.get(column)
+    if _is_missing(found) and column in fallback:
+        return values.get(fallback[column])
+    return found
+
+
+def _named(column: str, data: DataConfig) -> str:
+    """A column as errors name it: with its fallback, when it has one."""
+    other = data.fallback_columns.get(column)
+    return f'{column}" and its fallback "{other}' if other else column
+
+
+def _mapped(label: str, label_map: dict[str, str], where: str, column: str, problems: Problems) -> str | None:
+    if label in label_map:
+        return label_map[label]
+    problems.add(f'{where}: column "{column}" has label "{label}", which `data.label_map` does not name (it maps '
+                 f"{_few(label_map)}); add it to `data.label_map` or fix the row")
+    return None
 
 
 def _namespaced(task: str, label: str, where: str, column: str, problems: Problems) -> str | None:
@@ -112,7 +159,8 @@ def _text(value: Any, where: str, column: str, problems: Problems) -> str | None
         problems.add(f'{where}: column "{column}" holds {type(value).__name__} data, not text; put a string there')
         return None
     if _is_missing(value):
-        problems.add(f'{where}: column "{column}" is empty; every row needs a text (fill it in or remove the row)')
+        problems.add(f'{where}: column "{column}" is empty; every row needs a text (fill it in, remove the row, '
+                     "or name a column to use instead in `data.fallback_columns`)")
         return None
     return value if isinstance(value, str) else str(value)
 
@@ -151,6 +199,13 @@ def _target(value: Any, where: str, column: str, problems: Problems) -> float | 
         problems.add(f'{where}: column "{column}" is {number}; a regression target must be a finite number (fix or remove the row)')
         return None
     return number
+
+
+def _as_text(value: Any) -> str:
+    """A metadata value as text: JSON for objects and lists (a nested JSON record keeps its shape)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def _short(value: Any, limit: int = 40) -> str:

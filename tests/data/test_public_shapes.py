@@ -1,0 +1,166 @@
+"""Public datasets as they are distributed, read from config alone (issue 18): one small file of each shape.
+
+Every test writes a file the way the public set ships it and pins the rows it must read, or the
+error (file, line, fix) it must give. Nothing is altered or dropped without a word.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunekit.data import read_rows
+from tunekit.errors import ConfigError, DataError
+
+
+def _texts(rows):
+    return [(row["text"], row["label"]) for row in rows]
+
+
+# ---- item 1: TSV is unquoted by convention ----------------------------------------------------------
+
+GLUE_TSV = ('\ufeffsentence\tlabel\n'
+            '"Yes," he said, "it is."\t1\n'
+            'a "quoted" word\t0\n'
+            '"an opening quote that never closes\t1\n'
+            'the next line\t0\n')
+
+
+def test_glue_tsv_with_bom_keeps_every_quote(project):
+    project.write("train.tsv", GLUE_TSV.encode("utf-8"))
+    rows = read_rows("train.tsv", project.config(train="train.tsv", text_column="sentence"))
+    assert _texts(rows) == [('"Yes," he said, "it is."', "1"), ('a "quoted" word', "0"),
+                            ('"an opening quote that never closes', "1"), ("the next line", "0")]
+    assert [row["_at"] for row in rows] == ["line 2", "line 3", "line 4", "line 5"]
+
+
+def test_tsv_read_with_csv_quoting_is_an_error_naming_the_line_not_a_merge(project):
+    project.write("train.tsv", GLUE_TSV)
+    with pytest.raises(DataError) as exc:
+        read_rows("train.tsv", project.config(train="train.tsv", text_column="sentence", quoting="csv"))
+    msg = str(exc.value)
+    assert "train.tsv line 2" in msg and "with quoting" in msg
+    assert "set `data.quoting: none`" in msg
+
+
+def test_tsv_field_holding_a_tab_names_the_line_and_the_quoting_option(project):
+    project.write("train.tsv", 'text\tlabel\nplain\ta\n"with\ttab"\tb\n')
+    with pytest.raises(DataError) as exc:
+        read_rows("train.tsv", project.config(train="train.tsv"))
+    msg = str(exc.value)
+    assert "train.tsv line 3: expected 2 fields (text, label), found 3" in msg
+    assert "read without quoting" in msg and "set `data.quoting: csv`" in msg
+    assert "quote values that contain it" not in msg  # the old hint, wrong for TSV
+    rows = read_rows("train.tsv", project.config(train="train.tsv", quoting="csv"))
+    assert _texts(rows) == [("plain", "a"), ("with\ttab", "b")]
+
+
+def test_csv_written_tsv_with_doubled_quotes_asks_which_reading_is_meant(project):
+    project.write("train.tsv", 'text\tlabel\n"She said ""hi"""\ta\nplain\tb\n')
+    with pytest.raises(DataError) as exc:
+        read_rows("train.tsv", project.config(train="train.tsv"))
+    assert "train.tsv line 2: column \"text\"" in str(exc.value) and "as CSV writers quote" in str(exc.value)
+    assert _texts(read_rows("train.tsv", project.config(train="train.tsv", quoting="csv")))[0] == ('She said "hi"', "a")
+    assert _texts(read_rows("train.tsv", project.config(train="train.tsv", quoting="none")))[0] == ('"She said ""hi"""', "a")
+
+
+def test_csv_text_after_a_closing_quote_is_an_error_not_a_silent_change(project):
+    project.write("train.csv", 'text,label\nfine,a\n"hi" there,b\n')
+    with pytest.raises(DataError, match=r"train\.csv line 3: cannot parse as CSV with quoting .*`data\.quoting: none`"):
+        read_rows("train.csv", project.config(train="train.csv"))
+    rows = read_rows("train.csv", project.config(train="train.csv", quoting="none"))
+    assert _texts(rows) == [("fine", "a"), ('"hi" there', "b")]
+
+
+def test_quote_that_swallows_lines_names_where_it_starts_and_ends(project):
+    project.write("train.tsv", 'text\tlabel\n"open\ta\nnext\tb\nlast"\tc\n')  # with quotes: one record of 3 lines
+    with pytest.raises(DataError) as exc:
+        read_rows("train.tsv", project.config(train="train.tsv", quoting="csv"))
+    assert "train.tsv line 2: the record runs on to line 4" in str(exc.value)
+    project.write("train.csv", 'text,label\n"open,a\nnext,b\n')  # the quote never closes: the record is one field
+    with pytest.raises(DataError) as exc:
+        read_rows("train.csv", project.config(train="train.csv"))
+    assert "train.csv line 2: a double quote opens a field here that is still open at the end of the file" in str(exc.value)
+
+
+def test_csv_with_multi_line_quoted_fields_reads_them_whole(project):
+    project.write("train.csv", 'article,label\n"first line\nsecond, line",a\nshort,b\n')
+    rows = read_rows("train.csv", project.config(train="train.csv", text_column="article"))
+    assert _texts(rows) == [("first line\nsecond, line", "a"), ("short", "b")]
+    assert [row["_at"] for row in rows] == ["line 2", "line 4"]
+
+
+# ---- item 2: format options per file, delimiter, joined text columns, label map ---------------------
+
+def test_headerless_csv_train_and_headed_test_with_per_file_options(project):
+    project.write("train.csv", '3,"Wall St. Bears Claw Back","Short-sellers, Wall Street\'s dwindling band"\n'
+                               '2,"Sox win","Boston beat New York"\n')
+    project.write("test.csv", "klass;headline;body\n1;Peace talks;Leaders met\n")
+    cfg = project.config(train={"path": "train.csv", "header": False, "columns": ["klass", "headline", "body"]},
+                         test={"path": "test.csv", "delimiter": ";"},
+                         text_column=["headline", "body"], label_column="klass",
+                         label_map={1: "World", 2: "Sports", 3: "Business"})
+    train = read_rows("train.csv", cfg, "data.train")
+    assert _texts(train) == [("Wall St. Bears Claw Back | Short-sellers, Wall Street's dwindling band", "Business"),
+                             ("Sox win | Boston beat New York", "Sports")]
+    assert _texts(read_rows("test.csv", cfg, "data.test")) == [("Peace talks | Leaders met", "World")]
+
+
+def test_label_missing_from_the_label_map_names_line_and_key(project):
+    project.write("train.csv", "text,label\na,1\nb,7\n")
+    with pytest.raises(DataError, match=r'train\.csv line 3: column "label" has label "7", which `data.label_map` does not name'):
+        read_rows("train.csv", project.config(train="train.csv", label_map={"1": "World"}))
+
+
+def test_per_file_headerless_needs_its_columns(project):
+    with pytest.raises(ConfigError, match=r"`data.test.header` is false, so list the column names"):
+        project.config(train="train.csv", test={"path": "t.csv", "header": False})
+
+
+def test_label_and_text_lines_in_latin1(project):
+    """TREC's shape: `LABEL:fine text with spaces`, one per line, in Latin-1."""
+    project.write("train.label", "DESC:manner How did serfdom develop in Russia ?\nHUM:ind Who was Caf\u00e9 's owner ?\n".encode("latin-1"))
+    cfg = project.config(train="train.label", format="csv", header=False, columns=["label", "text"], delimiter=" ",
+                         quoting="none", rest_in_last_column=True, encoding="latin-1")
+    assert _texts(read_rows("train.label", cfg)) == [("How did serfdom develop in Russia ?", "DESC:manner"),
+                                                     ("Who was Caf\u00e9 's owner ?", "HUM:ind")]
+
+
+def test_fallback_column_fills_an_empty_value_and_names_both_when_both_are_empty(project):
+    project.write("train.csv", "text,alt,label\nhello,,a\n,from alt,b\n,,c\n")
+    with pytest.raises(DataError, match=r'line 4: column "text" and its fallback "alt" is empty'):
+        read_rows("train.csv", project.config(train="train.csv", fallback_columns={"text": "alt"}))
+    project.write("train.csv", "text,alt,label\nhello,,a\n,from alt,b\n")
+    assert _texts(read_rows("train.csv", project.config(train="train.csv", fallback_columns={"text": "alt"}))) == [
+        ("hello", "a"), ("from alt", "b")]
+
+
+# ---- issue 18 item 9, issue 17 item 3: ids -----------------------------------------------------------
+
+def test_ids_are_prefixed_by_the_split_the_file_was_given_for(project):
+    project.labelled_csv("test.csv", {"a": 2, "b": 2})
+    project.labelled_csv("tickets.csv", {"a": 1})
+    cfg = project.config(train="test.csv")
+    assert [row["id"] for row in read_rows("test.csv", cfg, "data.train")] == ["train-test-2", "train-test-3", "train-test-4", "train-test-5"]
+    assert [row["id"] for row in read_rows("tickets.csv", cfg, "data.train")] == ["train-tickets-2"]
+    assert [row["id"] for row in read_rows("test.csv", cfg, "data.test")][:1] == ["test-2"]
+
+
+def test_id_column_keeps_ids_and_refuses_duplicates(project):
+    project.write("train.csv", "id,text,label\ntickets-5,hello,a\ntickets-9,bye,b\n")
+    rows = read_rows("train.csv", project.config(train="train.csv", id_column="id"))
+    assert [row["id"] for row in rows] == ["tickets-5", "tickets-9"]
+    project.write("train.csv", "id,text,label\nx,hello,a\nx,bye,b\n")
+    with pytest.raises(DataError, match=r'line 3: column "id" has the id "x", which line 2 has too'):
+        read_rows("train.csv", project.config(train="train.csv", id_column="id"))
+
+
+def test_json_list_with_extra_keys_and_nulls_reads_with_metadata_and_fallback(project):
+    rows = [{"id": 1, "question": "what?", "title": None, "label": "q", "extra": {"k": 1}},
+            {"id": 2, "question": None, "title": "the title", "label": "r", "extra": None}]
+    project.write("train.json", json.dumps(rows))
+    cfg = project.config(train="train.json", text_column="question", fallback_columns={"question": "title"},
+                         id_column="id", metadata_columns=["extra"])
+    read = read_rows("train.json", cfg)
+    assert [(r["id"], r["text"], r["label"], r["meta.extra"]) for r in read] == [("1", "what?", "q", '{"k": 1}'), ("2", "the title", "r", "")]
