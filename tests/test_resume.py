@@ -95,3 +95,45 @@ def test_kill_9_then_tunekit_run_resume(tiny_config, tmp_path):
     a, b = cards[run_id], next(c for k, c in cards.items() if k != run_id)
     assert [h["train_loss"] for h in a["train"]["history"]] == [h["train_loss"] for h in b["train"]["history"]]
     assert a["model"]["metrics"] == b["model"]["metrics"]
+
+
+class _Planted:
+    """What an attacker would put in a checkpoint: unpickling it touches ``marker`` (it could run anything)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_resume_never_runs_code_planted_in_a_checkpoint(tiny_config, tmp_path):
+    """Issue 14 item 10: --resume loads its checkpoint with weights_only=True, so a pickle that runs
+    code is refused with the file's name, and the code never runs."""
+    import torch
+
+    cfg = load_config(tiny_config(train={"epochs": 1}))
+    prepared = data.prepare(cfg)
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "x" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    torch.save({"data_fingerprint": prepared.fingerprint, "config_hash": cfg.hash(), "payload": _Planted(marker)}, checkpoint)
+    with pytest.raises(TunekitError, match=r"cannot resume from .*checkpoint\.pt: it is not a checkpoint tunekit can load safely"):
+        train.run(cfg, prepared, tmp_path / "x" / "adapter", resume=True)
+    assert not marker.exists()
+    _Planted(marker).__reduce__()[0](marker)  # the payload does work when called: the test can fail
+    assert marker.exists()
+
+
+def test_checkpoint_round_trips_through_the_safe_loader(tiny_config, tmp_path):
+    """Everything save_checkpoint writes (NumPy batch order and RNG state included) loads with weights_only=True."""
+    cfg = load_config(tiny_config(train={"epochs": 1}))
+    prepared = data.prepare(cfg)
+    st = train.LoopState(batches=[np.arange(4), np.arange(4, 8)], best_score=np.float64(0.5), history=[{"val": np.float64(0.25)}])
+    path = tmp_path / "checkpoint.pt"
+    train.save_checkpoint(path, {"data_fingerprint": "f", "config_hash": "h"}, st, *_parts(cfg, prepared))
+    state = train.load_checkpoint(path)
+    assert state["data_fingerprint"] == "f" and state["loop"]["best_score"] == 0.5
+    np.testing.assert_array_equal(state["loop"]["batches"][1], np.arange(4, 8))

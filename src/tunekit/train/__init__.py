@@ -308,11 +308,27 @@ def save_checkpoint(path: Path, identity: dict, st: LoopState, model, optimizer,
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by ``save_checkpoint``, loaded with ``weights_only=True``: tensors, plain
+    Python values and NumPy arrays (the batch order, the RNG state) only, so a file planted in the run
+    folder cannot run code when ``--resume`` loads it."""
+    import numpy
+
+    multiarray = numpy._core.multiarray if hasattr(numpy, "_core") else numpy.core.multiarray
+    dtypes = [type(numpy.dtype(t)) for t in ("bool", "int32", "int64", "uint32", "uint64", "float32", "float64")]
+    try:
+        with torch.serialization.safe_globals([multiarray._reconstruct, multiarray.scalar, numpy.ndarray, numpy.dtype, *dtypes]):
+            return torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, say which file and what to do
+        raise TunekitError(f"cannot resume from {path}: it is not a checkpoint tunekit can load safely ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:300]}). Delete it and start a new run (without --resume).") from None
+
+
 def _resume(path: Path, identity: dict, model, optimizer, scheduler, rng: np.random.Generator) -> LoopState:
     if not path.is_file():
         raise TunekitError(f"nothing to resume: no checkpoint at {path} (the run finished, or never reached a checkpoint; "
                            "set train.checkpoint_every to checkpoint more often)")
-    state = torch.load(path, weights_only=False)
+    state = load_checkpoint(path)
     for key, value in identity.items():
         if state[key] != value:
             raise TunekitError(f"cannot resume from {path}: its {key.replace('_', ' ')} is {state[key][:16]} but this run's is "
