@@ -118,10 +118,16 @@ def test_real_alpaca_demo_file():
 # file-level errors ------------------------------------------------------------------------------
 
 def test_unsupported_extension(tmp_path):
-    path = tmp_path / "train.csv"
+    path = tmp_path / "train.txt"
     path.write_text("prompt,completion\n", encoding="utf-8")
     msg = error(path)
-    assert "train.csv" in msg and ".jsonl" in msg and ".json" in msg
+    assert "train.txt" in msg and ".jsonl" in msg and ".csv" in msg and "`data.format`" in msg
+
+
+def test_csv_with_a_header_and_no_rows(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("prompt,completion\n", encoding="utf-8")
+    assert "train.csv: has a header row (line 1) but no data rows" in error(path)
 
 
 def test_json_file_that_is_not_a_list(tmp_path):

@@ -164,3 +164,77 @@ def test_json_list_with_extra_keys_and_nulls_reads_with_metadata_and_fallback(pr
                          id_column="id", metadata_columns=["extra"])
     read = read_rows("train.json", cfg)
     assert [(r["id"], r["text"], r["label"], r["meta.extra"]) for r in read] == [("1", "what?", "q", '{"k": 1}'), ("2", "the title", "r", "")]
+
+
+# ---- item 3: generation data in every format ----------------------------------------------------------
+
+def _conversations(path, cfg, key="data.train", min_examples=1):
+    from tunekit.data.chat import read_conversations
+    from tunekit.data.prepare import read_options
+
+    d = cfg.data
+    return read_conversations(path, d.layout, d.system_prompt, d.prompt_column, d.completion_column, d.encoding, min_examples,
+                              options=read_options(cfg, key), metadata_columns=d.metadata_columns, fallback_columns=d.fallback_columns)
+
+
+def _pairs(rows):
+    return [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+
+
+def test_summarisation_csv_with_multi_line_fields(project):
+    path = project.write("train.csv", 'document,summary\n"Para one, with a comma.\nPara two.","Two paras."\nShort doc,Short.\n')
+    cfg = project.config(train="train.csv", prompt_column="document", completion_column="summary")
+    rows = _conversations(path, cfg)
+    assert _pairs(rows) == [("Para one, with a comma.\nPara two.", "Two paras."), ("Short doc", "Short.")]
+    assert [r["at"] for r in rows] == ["line 2", "line 4"]
+
+
+def test_tsv_and_parquet_prompt_completion_and_alpaca(project):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tsv = project.write("train.tsv", 'instruction\tinput\toutput\nSay "hi"\t\thi\nAdd\t2 and 2\t4\n')
+    assert _pairs(_conversations(tsv, project.config(train="train.tsv"))) == [('Say "hi"', "hi"), ("Add\n\n2 and 2", "4")]
+    pq.write_table(pa.Table.from_pylist([{"q": "a?", "a": "b"}, {"q": "c?", "a": None}]), project.root / "train.parquet")
+    cfg = project.config(train="train.parquet", prompt_column="q", completion_column="a")
+    with pytest.raises(DataError) as exc:
+        _conversations(project.root / "train.parquet", cfg)
+    assert 'train.parquet row 2: "a" is null' in str(exc.value) and "data.fallback_columns" in str(exc.value)
+
+
+def test_jsonl_question_answer_with_extra_keys_kept_as_metadata(project):
+    rows = [{"id": 7, "question_id": "q7", "question": "2+2?", "answer": "4"}, {"id": 8, "question_id": "q8", "question": "3+3?", "answer": "6"}]
+    path = project.write_jsonl("train.jsonl", rows)
+    cfg = project.config(train="train.jsonl", prompt_column="question", completion_column="answer")
+    with pytest.raises(DataError) as exc:
+        _conversations(path, cfg)
+    msg = str(exc.value)
+    assert 'train.jsonl line 1: prompt_completion row has unrecognised keys "id", "question_id"' in msg
+    assert "list it in `data.metadata_columns`" in msg
+    assert "set `data.prompt_column`" not in msg  # it is set already
+    cfg = project.config(train="train.jsonl", prompt_column="question", completion_column="answer", metadata_columns=["id", "question_id"])
+    read = _conversations(path, cfg)
+    assert _pairs(read) == [("2+2?", "4"), ("3+3?", "6")]
+    assert [r["meta"] for r in read] == [{"id": "7", "question_id": "q7"}, {"id": "8", "question_id": "q8"}]
+
+
+def test_json_list_with_nulls_uses_a_declared_fallback(project):
+    rows = [{"question": "short?", "long_answer": "long", "short_answer": "s"},
+            {"question": "none?", "long_answer": "only long", "short_answer": None}]
+    path = project.write("train.json", json.dumps(rows, indent=1))
+    cfg = project.config(train="train.json", prompt_column="question", completion_column="short_answer",
+                         fallback_columns={"short_answer": "long_answer"})
+    assert _pairs(_conversations(path, cfg)) == [("short?", "s"), ("none?", "only long")]
+    rows[1]["long_answer"] = None
+    project.write("train.json", json.dumps(rows, indent=1))
+    with pytest.raises(DataError, match=r'train\.json line 7: "short_answer" and its fallback "long_answer" is null'):
+        _conversations(path, cfg)
+
+
+def test_nested_instruction_records_read_by_dotted_columns(project):
+    rows = [{"meta": {"source": "web"}, "task": {"instruction": "Name a colour."}, "response": {"text": "Blue."}}]
+    path = project.write_jsonl("train.jsonl", rows)
+    cfg = project.config(train="train.jsonl", layout="prompt_completion", prompt_column="task.instruction",
+                         completion_column="response.text", metadata_columns=["meta.source"])
+    read = _conversations(path, cfg)
+    assert _pairs(read) == [("Name a colour.", "Blue.")] and read[0]["meta"] == {"meta.source": "web"}

@@ -18,14 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunekit.config import ReadOptions
 from tunekit.data.problems import Problems
-from tunekit.data.read import decode
+from tunekit.data.read import decode, detect_format, read_table
 from tunekit.errors import DataError
 
 FORMATS = {".jsonl": "jsonl", ".json": "json"}
+DEFAULT_COLUMNS = ("prompt", "completion")
 LAYOUTS = ("chat", "alpaca", "prompt_completion")
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "name", "weight")
@@ -33,43 +37,67 @@ ALPACA_KEYS = ("instruction", "input", "output")
 _SPACE = re.compile(r"[ \t\r\n]*")  # JSON's whitespace, nothing more
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """What a row's keys mean: the prompt/completion columns, the extra keys kept as metadata, the fallbacks."""
+
+    columns: tuple[str, str] = DEFAULT_COLUMNS
+    metadata: tuple[str, ...] = ()
+    fallback: dict[str, str] = field(default_factory=dict)
+
+    def allowed(self, own: Sequence[str]) -> tuple[str, ...]:
+        """Top-level keys a row may have: the layout's own (``a.b`` allows ``a``), metadata and fallbacks."""
+        keys = [*own, *self.metadata, *self.fallback.values()]
+        return tuple(dict.fromkeys(key.split(".")[0] for key in keys)) + tuple(keys)
+
+
 def read_conversations(path: Path, layout: str = "auto", system_prompt: str | None = None,
                        prompt_column: str = "prompt", completion_column: str = "completion",
-                       encoding: str = "utf-8", min_examples: int = 10) -> list[dict]:
-    """Canonical rows: {"id": str, "messages": [{"role": str, "content": str, "weight": int (0|1)}], "line": int}
+                       encoding: str = "utf-8", min_examples: int = 10, *, options: ReadOptions | None = None,
+                       metadata_columns: Sequence[str] = (), fallback_columns: dict[str, str] | None = None) -> list[dict]:
+    """Canonical rows: {"id": str, "messages": [{"role": str, "content": str, "weight": int (0|1)}], "line": int, "at": str}
 
-    ``layout="auto"`` decides once per file, from the first object's keys: mixing layouts in one
-    file is far more often a mistake than a plan, and the rows that disagree are then named.
-    The ``id`` hashes the canonical messages, so identical examples share an id (which is what the
-    duplicate and leakage checks look for), wherever they sit in whichever file.
+    JSON Lines and JSON lists hold objects of any layout; CSV, TSV and Parquet files hold
+    ``alpaca`` or ``prompt_completion`` rows, one per record, read with ``options`` (the
+    ``data`` section's reading options). ``layout="auto"`` decides once per file, from the first
+    row's keys: mixing layouts in one file is far more often a mistake than a plan, and the rows
+    that disagree are then named. Keys listed in ``metadata_columns`` are kept as ``meta``;
+    ``fallback_columns`` names a column read where a used one is empty or null. The ``id``
+    hashes the canonical messages, so identical examples share an id (which is what the duplicate
+    and leakage checks look for), wherever they sit in whichever file.
     """
     if layout not in ("auto", *LAYOUTS):
         raise DataError(f"data.layout: unknown layout {layout!r}; use one of auto, {', '.join(LAYOUTS)}")
     path = Path(path)
-    text = _read_text(path, encoding)
+    options = options or ReadOptions(key="data.train", path=str(path), encoding=encoding)
     problems = Problems()
-    items = _jsonl_items(path, text, problems) if FORMATS[path.suffix.lower()] == "jsonl" else _json_items(path, text)
-    columns = (prompt_column, completion_column)
+    items = _items(path, options, problems)
+    spec = _Spec((prompt_column, completion_column), tuple(metadata_columns), dict(fallback_columns or {}))
     rows = []
-    for line, value in items:
-        where = f"{path} line {line}"
+    for line, at, value in items:
+        where = f"{path} {at}"
         if not isinstance(value, dict):
             problems.add(f"{where}: expected a JSON object {{...}}, found {_json_type(value)}; each example is one object")
             continue
         if layout == "auto":
-            layout = _detect_layout(value, columns)
+            layout = _detect_layout(value, spec.columns)
             if layout == "auto":
                 problems.add(f"{where}: cannot tell the layout from the keys {_keys(value) or '(none)'}; expected one of "
                              f'chat {{"messages": [...]}}, alpaca {{"instruction", "input" (optional), "output"}}, '
                              f'prompt_completion {{"{prompt_column}", "{completion_column}"}}: fix the rows, or set '
-                             "`data.layout` (and `data.prompt_column` / `data.completion_column`)")
+                             + ("`data.layout` (and `data.prompt_column` / `data.completion_column`)" if spec.columns == DEFAULT_COLUMNS
+                                else "`data.layout`, or correct `data.prompt_column` / `data.completion_column`"))
                 break
-        messages = _LAYOUTS[layout](value, where, problems, columns)
+        messages = _LAYOUTS[layout](value, where, problems, spec)
         if messages is None:
             continue
         if system_prompt is not None and all(m["role"] != "system" for m in messages):
             messages.insert(0, {"role": "system", "content": _lf(system_prompt), "weight": 0})
-        rows.append({"id": _example_id(messages), "messages": messages, "line": line})
+        row = {"id": _example_id(messages), "messages": messages, "line": line, "at": at}
+        meta = {column: _meta_text(_get(value, column)) for column in spec.metadata}
+        if meta:
+            row["meta"] = meta
+        rows.append(row)
     problems.raise_if_any(str(path))
     if len(rows) < min_examples:
         raise DataError(f"{path}: found {len(rows)} example{'s' if len(rows) != 1 else ''}; fine-tuning needs at least "
@@ -86,13 +114,22 @@ def render_plain(messages: list[dict]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
-def _read_text(path: Path, encoding: str) -> str:
+def _items(path: Path, options: ReadOptions, problems: Problems) -> list[tuple[int, str, Any]]:
+    """(line number, location, value) per row: JSON objects, or the records of a CSV/TSV/Parquet file."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (relative paths are relative to the config file's folder)")
-    if path.suffix.lower() not in FORMATS:
-        raise DataError(f"{path}: generation data must be JSON Lines (.jsonl) or a JSON list (.json), "
-                        f"not {path.suffix or '(no extension)'!r}; convert the file or rename it")
-    text = decode(path.read_bytes(), path, encoding)
+    fmt = detect_format(path, options)
+    if fmt not in ("jsonl", "json"):
+        table = read_table(path, options)
+        table.problems.raise_if_any(str(path))
+        return [(record.number, record.location, record.values) for record in table.records]
+    text = _read_text(path, options.encoding, options.key)
+    items = _jsonl_items(path, text, problems) if fmt == "jsonl" else _json_items(path, text)
+    return [(line, f"line {line}", value) for line, value in items]
+
+
+def _read_text(path: Path, encoding: str, key: str = "data") -> str:
+    text = decode(path.read_bytes(), path, encoding, key)
     if not text.strip():
         raise DataError(f"{path}: the file is empty; it must hold at least one example")
     return text
@@ -150,9 +187,9 @@ def _detect_layout(row: dict, columns: tuple[str, str]) -> str:
     return "auto"
 
 
-def _chat(row: dict, where: str, problems: Problems, columns: tuple[str, str]) -> list[dict] | None:
+def _chat(row: dict, where: str, problems: Problems, spec: _Spec) -> list[dict] | None:
     tools = {"tools", "functions", "parallel_tool_calls"} & set(row)
-    ok = _only_keys(row, ("messages",), f"{where}: chat row has", problems, " (tools are not supported)" if tools else "")
+    ok = _only_keys(row, spec.allowed(("messages",)), f"{where}: chat row has", problems, " (tools are not supported)" if tools else _KEEP_HINT)
     raw = row.get("messages")
     if not isinstance(raw, list) or not raw:
         found = 'no "messages"' if "messages" not in row else f'"messages" is {"an empty list" if raw == [] else _json_type(raw)}'
@@ -200,36 +237,65 @@ def _message(message: Any, where: str, problems: Problems) -> dict | None:
     return {"role": role, "content": _lf(content), "weight": int(weight)}
 
 
-def _alpaca(row: dict, where: str, problems: Problems, columns: tuple[str, str]) -> list[dict] | None:
-    ok = _only_keys(row, ALPACA_KEYS, f"{where}: alpaca row has", problems)
-    instruction = _field(row, "instruction", where, problems)
-    extra = _field(row, "input", where, problems, required=False)
-    output = _field(row, "output", where, problems, nonempty=True)
+def _alpaca(row: dict, where: str, problems: Problems, spec: _Spec) -> list[dict] | None:
+    ok = _only_keys(row, spec.allowed(ALPACA_KEYS), f"{where}: alpaca row has", problems, _KEEP_HINT)
+    instruction = _field(row, "instruction", where, problems, spec=spec)
+    extra = _field(row, "input", where, problems, required=False, spec=spec)
+    output = _field(row, "output", where, problems, nonempty=True, spec=spec)
     if not ok or instruction is None or extra is None or output is None:
         return None
     prompt = instruction + "\n\n" + extra if extra else instruction
     return [{"role": "user", "content": _lf(prompt), "weight": 0}, {"role": "assistant", "content": _lf(output), "weight": 1}]
 
 
-def _prompt_completion(row: dict, where: str, problems: Problems, columns: tuple[str, str]) -> list[dict] | None:
-    prompt_column, completion_column = columns
-    ok = _only_keys(row, columns, f"{where}: prompt_completion row has", problems,
-                    " (set `data.prompt_column` / `data.completion_column` if your keys differ)")
-    prompt = _field(row, prompt_column, where, problems)
-    completion = _field(row, completion_column, where, problems, nonempty=True)
+def _prompt_completion(row: dict, where: str, problems: Problems, spec: _Spec) -> list[dict] | None:
+    prompt_column, completion_column = spec.columns
+    hint = " (set `data.prompt_column` / `data.completion_column` if your keys differ)" if spec.columns == DEFAULT_COLUMNS else ""
+    ok = _only_keys(row, spec.allowed(spec.columns), f"{where}: prompt_completion row has", problems, hint + _KEEP_HINT)
+    prompt = _field(row, prompt_column, where, problems, spec=spec)
+    completion = _field(row, completion_column, where, problems, nonempty=True, spec=spec)
     if not ok or prompt is None or completion is None:
         return None
     return [{"role": "user", "content": _lf(prompt), "weight": 0}, {"role": "assistant", "content": _lf(completion), "weight": 1}]
 
 
-def _field(row: dict, key: str, where: str, problems: Problems, required: bool = True, nonempty: bool = False) -> str | None:
-    """The string at ``key`` ("" when optional and absent), or None after adding a problem."""
-    if key not in row:
+_KEEP_HINT = "; to keep it as metadata (e.g. for slices), list it in `data.metadata_columns`"
+_MISSING = object()
+
+
+def _get(row: dict, key: str, default: Any = None) -> Any:
+    """``row[key]``; a dotted key (``answer.text``) looks into nested objects when no key has that exact name."""
+    if key in row:
+        return row[key]
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value
+
+
+def _field(row: dict, key: str, where: str, problems: Problems, required: bool = True, nonempty: bool = False,
+           spec: _Spec | None = None) -> str | None:
+    """The string at ``key`` ("" when optional and absent), or None after adding a problem.
+
+    A missing, null or blank value is read from ``key``'s fallback column (``data.fallback_columns``) when it has one.
+    """
+    value = _get(row, key, _MISSING)
+    other = (spec.fallback if spec else {}).get(key)
+    if other is not None and (value is _MISSING or value is None or (isinstance(value, str) and not value.strip())):
+        key, value = f'{key}" and its fallback "{other}', _get(row, other, _MISSING)
+    if value is _MISSING:
         if not required:
             return ""
         problems.add(f'{where}: "{key}" is missing; add it as a string')
         return None
-    value = row[key]
+    if value is None and not required:
+        return ""
+    if value is None:
+        problems.add(f'{where}: "{key}" is null; put the text there, remove the example, or name a column to read instead '
+                     "in `data.fallback_columns`")
+        return None
     if not isinstance(value, str):
         problems.add(f'{where}: "{key}" is {_json_type(value)}, not a string; put the text there')
         return None
@@ -245,6 +311,12 @@ def _only_keys(obj: dict, allowed: tuple[str, ...], where: str, problems: Proble
         noun = "key" if len(unknown) == 1 else "keys"
         problems.add(f"{where} unrecognised {noun} {_keys(unknown)}{hint}; remove or rename it (allowed keys: {', '.join(allowed)})")
     return not unknown
+
+
+def _meta_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def _example_id(messages: list[dict]) -> str:

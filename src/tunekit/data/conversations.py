@@ -94,8 +94,11 @@ def prompt_and_reference(row: dict) -> tuple[list[dict], str]:
 
 def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], int]:
     d = cfg.data
+    from tunekit.data.prepare import read_options
+
     read = {role: read_conversations(path, d.layout, d.system_prompt, d.prompt_column, d.completion_column, d.encoding,
-                                     min_examples=10 if role == "train" else 1)
+                                     min_examples=10 if role == "train" else 1, options=read_options(cfg, f"data.{role}"),
+                                     metadata_columns=d.metadata_columns, fallback_columns=d.fallback_columns)
             for role, path in paths.items()}
     seen: set[str] = set()
     duplicates = 0
@@ -106,7 +109,8 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
                 duplicates += 1
                 continue
             seen.add(row["id"])
-            kept.append({"id": row["id"], "messages": row["messages"], "origin": f"{paths[role].name} line {row['line']}"})
+            kept.append({"id": row["id"], "messages": row["messages"], "origin": f"{paths[role].name} {row['at']}",
+                         **({"meta": row["meta"]} if "meta" in row else {})})
         if role in read:
             read[role] = kept
     train = read["train"]
@@ -136,7 +140,7 @@ def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
 
 
 def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], duplicates: int) -> Path:
-    canonical = {name: [{"id": r["id"], "messages": r["messages"]} for r in rows[name]] for name in SPLITS}
+    canonical = {name: [_canonical(r) for r in rows[name]] for name in SPLITS}
     fp = store.fingerprint(canonical, [])
     test_fp = store.split_fingerprint(canonical["test"])
     meta = {
@@ -163,11 +167,16 @@ def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     rows = {name: [json.loads(line) for line in (directory / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
             for name in SPLITS}
-    canonical = {name: [{"id": r["id"], "messages": r["messages"]} for r in rows[name]] for name in SPLITS}
+    canonical = {name: [_canonical(r) for r in rows[name]] for name in SPLITS}
     if store.fingerprint(canonical, []) != meta["fingerprint"]:
         raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
                         "(were files in it edited?); delete this folder to make them again from the source files")
     return rows, meta
+
+
+def _canonical(row: dict) -> dict:
+    """What the fingerprint covers: id and messages, and the metadata when the row has some."""
+    return {"id": row["id"], "messages": row["messages"], **({"meta.": row["meta"]} if row.get("meta") else {})}
 
 
 def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
