@@ -52,21 +52,85 @@ def test_overlength_is_an_error_naming_the_line_by_default(tmp_path, tiny_llama)
         _prepare(tmp_path, tiny_llama, rows, split={"validation": 0.1, "test": 0.1, "seed": 1})
 
 
-def test_overlength_drop_and_truncate_are_counted(tmp_path, tiny_llama):
+def test_overlength_drop_and_truncate_are_counted_per_split(tmp_path, tiny_llama):
     rows = reverse_rows(30) + [_long_row()]
-    dropped, _ = _prepare(tmp_path / "a", tiny_llama, rows, overlength="drop")
-    assert dropped.report["overlength"] == {"policy": "drop", "max_length": 40, "over": 1, "truncated": 0, "dropped": 1}
+    split = {"validation": 0.1, "test": 0.1, "seed": 13}
+    dropped, _ = _prepare(tmp_path / "a", tiny_llama, rows, overlength="drop", split=split)
+    o = dropped.report["overlength"]
+    assert (o["over"], o["truncated"], o["dropped"]) == (1, 0, 1)
+    assert o["per_split"] == {"train": {"rows": 25, "over": 1, "truncated": 0, "dropped": 1},
+                              "validation": {"rows": 3, "over": 0, "truncated": 0, "dropped": 0},
+                              "test": {"rows": 3, "over": 0, "truncated": 0, "dropped": 0}}
+    assert "1 of 25 train examples are longer than model.max_length 40 tokens (0 truncated, 1 dropped)" in dropped.report["warnings"]
     assert sum(map(len, dropped.rows.values())) == 30
-    cut, _ = _prepare(tmp_path / "b", tiny_llama, rows, overlength="truncate")
+    cut, _ = _prepare(tmp_path / "b", tiny_llama, rows, overlength="truncate", split=split)
     assert cut.report["overlength"]["truncated"] == 1
     assert max(len(e.ids) for split in cut.encoded.values() for e in split) == 40
 
 
-def test_truncation_that_leaves_nothing_to_train_is_an_error(tmp_path, tiny_llama):
+def _system_long_prompt_row(words: int = 40) -> dict:
+    return {"messages": [{"role": "system", "content": "You reverse lists."},
+                         {"role": "user", "content": "reverse: " + " ".join(["apple"] * words)},
+                         {"role": "assistant", "content": "plum fig kiwi"}]}
+
+
+def test_truncate_cuts_the_prompt_and_keeps_the_system_message_and_the_whole_answer(tmp_path, tiny_llama):
+    from tunekit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_llama))
+    template = templates.resolve(tokenizer, "auto")
+    row = _system_long_prompt_row()
+    full, _ = templates.encode(tokenizer, template, row["messages"])
+    ids, mask = conversations.fit(tokenizer, template, row["messages"], 40)
+    assert len(full) > 40 >= len(ids)
+    text = tokenizer.decode(ids)
+    assert "You reverse lists." in text and "reverse: apple" in text
+    trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    assert trained.startswith("plum fig kiwi") and trained.endswith("</s>")  # the whole answer and its end token
+
+
+def test_truncate_drops_the_oldest_turns_first(tmp_path, tiny_llama):
+    from tunekit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_llama))
+    template = templates.resolve(tokenizer, "auto")
+    old = [{"role": "user", "content": "reverse: " + " ".join(["pear"] * 20)}, {"role": "assistant", "content": "pear"}]
+    messages = old + _system_long_prompt_row(3)["messages"][1:]
+    ids, mask = conversations.fit(tokenizer, template, messages, 40)
+    text = tokenizer.decode(ids)
+    assert "pear" not in text and "reverse: apple apple apple" in text
+    assert tokenizer.decode([i for i, m in zip(ids, mask) if m]).startswith("plum fig kiwi")
+
+
+def test_long_prompt_no_longer_loses_its_answer_and_a_long_system_message_still_errors(tmp_path, tiny_llama):
     long_prompt = {"messages": [{"role": "user", "content": "reverse: " + " ".join(["apple"] * 40)},
                                 {"role": "assistant", "content": "apple"}]}
+    prepared, _ = _prepare(tmp_path / "a", tiny_llama, reverse_rows(30) + [long_prompt], overlength="truncate")
+    assert prepared.report["overlength"]["truncated"] == 1
+    long_system = {"messages": [{"role": "system", "content": " ".join(["apple"] * 60)}, {"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": "apple"}]}
     with pytest.raises(DataError, match="no assistant token is left"):
-        _prepare(tmp_path, tiny_llama, reverse_rows(30) + [long_prompt], overlength="truncate")
+        _prepare(tmp_path / "b", tiny_llama, reverse_rows(30) + [long_system], overlength="truncate")
+
+
+def _with_test_file(tmp_path, tiny_llama, test_rows, **data):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_jsonl(tmp_path / "test.jsonl", test_rows)
+    return _prepare(tmp_path, tiny_llama, reverse_rows(30), test="test.jsonl", **data)
+
+
+def test_drop_refuses_test_rows_unless_asked_and_then_says_the_test_set_changed(tmp_path, tiny_llama):
+    test_rows = reverse_rows(8, seed=5) + [_long_row(), _long_row() | {"messages": _long_row()["messages"][:1] + [{"role": "assistant", "content": "kiwi " * 30}]}]
+    with pytest.raises(DataError) as exc:
+        _with_test_file(tmp_path / "a", tiny_llama, test_rows, overlength="drop")
+    msg = str(exc.value)
+    assert "2 of 10 test examples are longer than model.max_length 40 (test.jsonl line 9, test.jsonl line 10)" in msg
+    assert "set data.overlength_test: truncate" in msg
+    assert not list((tmp_path / "a" / "ws" / "datasets").glob("*/meta.json"))  # a failed check freezes nothing
+    prepared, _ = _with_test_file(tmp_path / "b", tiny_llama, test_rows, overlength="drop", overlength_test="drop")
+    assert len(prepared.test) == 8
+    assert ("the test set changed: 2 of 10 test examples were dropped as over-length, so test metrics are on 8 examples"
+            in prepared.report["warnings"])
 
 
 def test_preview_marks_exactly_the_trained_tokens(tmp_path, tiny_llama):

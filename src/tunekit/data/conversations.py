@@ -75,9 +75,13 @@ def prepare_conversations(cfg: TunekitConfig, tokenizer, template: templates.Tem
     reused = directory is not None
     if directory is None:
         rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
-        directory = _freeze(cfg, key, sources, rows, duplicates)
-    rows, meta = _load(directory)
-    encoded, overlength = _encode_all(cfg, tokenizer, template, rows)
+        whole = {name: list(rows[name]) for name in SPLITS}
+        encoded, overlength = _encode_all(cfg, tokenizer, template, rows)  # before freezing: a failed check leaves nothing behind
+        directory = _freeze(cfg, key, sources, whole, duplicates)
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    else:
+        rows, meta = _load(directory)
+        encoded, overlength = _encode_all(cfg, tokenizer, template, rows)
     report = _report(cfg, rows, encoded, overlength, meta, template)
     store.write_json(directory / "report.json", report)
     (directory / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -180,12 +184,19 @@ def _canonical(row: dict) -> dict:
 
 
 def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
-    """Encode every example; apply ``data.overlength``; every example must keep a trained token."""
+    """Encode every example; apply ``data.overlength`` (test rows: ``data.overlength_test``); every example must keep a trained token.
+
+    ``rows`` loses the dropped examples, so it stays aligned with the encodings.
+    """
     limit, policy = cfg.model.max_length, cfg.data.overlength
+    test_policy = cfg.data.overlength_test or ("refuse" if policy == "drop" else policy)
     problems = Problems()
-    counts = {"policy": policy, "max_length": limit, "over": 0, "truncated": 0, "dropped": 0}
+    counts = {"policy": policy, "max_length": limit, "over": 0, "truncated": 0, "dropped": 0,
+              "per_split": {name: {"rows": len(rows[name]), "over": 0, "truncated": 0, "dropped": 0} for name in SPLITS}}
+    refused: list[str] = []
     out: dict[str, list[Encoded]] = {}
     for name in SPLITS:
+        rule, split = (test_policy if name == "test" else policy), counts["per_split"][name]
         kept_rows, kept = [], []
         for row in rows[name]:
             ids, mask = templates.encode(tokenizer, template, row["messages"])
@@ -194,16 +205,19 @@ def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[di
                              "have weight 0); give it an assistant answer with weight 1")
                 continue
             if len(ids) > limit:
-                counts["over"] += 1
-                if policy == "error":
+                split["over"] += 1
+                if rule == "refuse":
+                    refused.append(row["origin"])
+                    continue
+                if rule == "error":
                     problems.add(f"{row['origin']}: {len(ids)} tokens, more than model.max_length {limit}; raise model.max_length, "
                                  "shorten the example, or set data.overlength to truncate or drop")
                     continue
-                if policy == "drop":
-                    counts["dropped"] += 1
+                if rule == "drop":
+                    split["dropped"] += 1
                     continue
-                ids, mask = ids[:limit], mask[:limit]
-                counts["truncated"] += 1
+                ids, mask = fit(tokenizer, template, row["messages"], limit)
+                split["truncated"] += 1
                 if not any(mask):
                     problems.add(f"{row['origin']}: truncated to model.max_length {limit} tokens, no assistant token is left to train on; "
                                  "raise model.max_length or set data.overlength: drop")
@@ -211,12 +225,50 @@ def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[di
             kept_rows.append(row)
             kept.append(Encoded(ids, mask))
         rows[name], out[name] = kept_rows, kept
+    if refused:
+        problems.add(f"{len(refused)} of {len(rows['test']) + len(refused)} test examples are longer than model.max_length {limit} "
+                     f"({', '.join(refused[:5])}{', ...' if len(refused) > 5 else ''}); data.overlength: drop does not drop test rows, "
+                     "because that changes what the test measures: set data.overlength_test: truncate (keep them, shortened on the "
+                     "prompt side) or drop (the data report then says how many test rows went), or raise model.max_length")
     problems.raise_if_any("the generation data")
+    for key in ("over", "truncated", "dropped"):
+        counts[key] = sum(split[key] for split in counts["per_split"].values())
     for name in SPLITS:
         if not out[name]:
             raise DataError(f"no {name} example is left after data.overlength {policy!r} dropped {counts['dropped']} over "
                             f"model.max_length {limit}; raise model.max_length")
     return out, counts
+
+
+def fit(tokenizer, template, messages: list[dict], limit: int) -> tuple[list[int], list[int]]:
+    """Ids and mask of ``messages`` in at most ``limit`` tokens, shortened on the prompt side first.
+
+    First the oldest turns before the last prompt go (the system message stays), then the end of
+    the last prompt is cut; only when the system message, the prompt's first token and the answer
+    still do not fit is the answer itself cut at its end.
+    """
+    messages = [dict(m) for m in messages]
+    ids, mask = templates.encode(tokenizer, template, messages)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    while len(ids) > limit:  # drop the oldest turn (a prompt and what follows it, up to the next prompt)
+        first = next(i for i, m in enumerate(messages) if m["role"] != "system")
+        following = next((i for i in range(first + 1, last) if messages[i]["role"] == "user"), None)
+        if following is None:
+            break
+        del messages[first:following]
+        last -= following - first
+        ids, mask = templates.encode(tokenizer, template, messages)
+    prompt = last - 1
+    for _ in range(4):  # cut the end of the last prompt; token boundaries may shift a little on re-encoding
+        if len(ids) <= limit or prompt < 0 or messages[prompt]["role"] == "system":
+            break
+        content = tokenizer(messages[prompt]["content"], add_special_tokens=False)["input_ids"]
+        keep = max(1, len(content) - (len(ids) - limit) - 1)
+        if keep >= len(content):
+            break
+        messages[prompt] = {**messages[prompt], "content": tokenizer.decode(content[:keep]).rstrip()}
+        ids, mask = templates.encode(tokenizer, template, messages)
+    return ids[:limit], mask[:limit]
 
 
 def _report(cfg, rows, encoded, overlength, meta, template) -> dict:
@@ -225,9 +277,14 @@ def _report(cfg, rows, encoded, overlength, meta, template) -> dict:
         return {"p50": int(np.percentile(a, 50)), "p95": int(np.percentile(a, 95)), "max": int(a.max()), "mean": round(float(a.mean()), 1)}
 
     warnings = []
-    if overlength["over"]:
-        warnings.append(f"{overlength['over']} examples are longer than model.max_length {overlength['max_length']} "
-                        f"tokens ({overlength['truncated']} truncated, {overlength['dropped']} dropped)")
+    for name, split in overlength.get("per_split", {}).items():
+        if split["over"]:
+            warnings.append(f"{split['over']} of {split['rows']} {name} examples are longer than model.max_length "
+                            f"{overlength['max_length']} tokens ({split['truncated']} truncated, {split['dropped']} dropped)")
+    test = overlength.get("per_split", {}).get("test", {})
+    if test.get("dropped"):
+        warnings.append(f"the test set changed: {test['dropped']} of {test['rows']} test examples were dropped as over-length, "
+                        f"so test metrics are on {test['rows'] - test['dropped']} examples")
     if meta.get("duplicates_removed"):
         warnings.append(f"{meta['duplicates_removed']} duplicate examples removed (kept once, in the evaluated split when they were in one)")
     turns = [sum(m["role"] == "assistant" for m in r["messages"]) for r in rows["train"]]
@@ -252,7 +309,8 @@ def report_markdown(report: dict) -> str:
         t, a = report["tokens"][n], report["trained_tokens"][n]
         lines.append(f"| {n} | {rows[n]} | {t['p50']} | {t['p95']} | {t['max']} | {a['p50']} | {a['p95']} |")
     o = report["overlength"]
-    lines += ["", f"Over model.max_length: {o['over']} (policy `{o['policy']}`: {o['truncated']} truncated, {o['dropped']} dropped). "
+    per = "; ".join(f"{n} {v['over']} of {v['rows']}" for n, v in o.get("per_split", {}).items())
+    lines += ["", f"Over model.max_length: {o['over']} ({per}; policy `{o['policy']}`: {o['truncated']} truncated, {o['dropped']} dropped). "
               f"Duplicates removed: {report['duplicates_removed']}. Multi-turn training examples: {report['multi_turn']}; "
               f"with a system message: {report['with_system']}.", ""]
     lines += [f"- Warning: {w}" for w in report["warnings"]] or ["No warnings."]
