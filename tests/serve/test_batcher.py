@@ -73,7 +73,8 @@ def test_a_lone_item_does_not_wait_for_a_full_batch():
     assert elapsed < 1.0
 
 
-def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_works():
+def test_an_error_fails_only_the_caller_whose_item_caused_it_and_the_next_batch_works():
+    """Issue 14 item 1: one bad request in a micro-batch used to fail all 12 concurrent requests."""
     fn = Recorder(fail_on=3)
 
     async def main():
@@ -86,7 +87,9 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_works():
 
     failed, after = asyncio.run(main())
     assert fn.batches[0] == [0, 1, 2, 3]
-    assert all(isinstance(e, ValueError) and str(e) == "bad item 3" for e in failed)
+    assert fn.batches[1:5] == [[0], [1], [2], [3]]  # the failed batch again, one caller at a time
+    assert failed[:3] == [0, 2, 4]
+    assert isinstance(failed[3], ValueError) and str(failed[3]) == "bad item 3"
     assert after == [8, 10, 12, 14]
 
 
@@ -98,7 +101,7 @@ def test_a_wrong_number_of_results_is_an_error_for_the_callers():
         return results
 
     for result in asyncio.run(main()):
-        assert isinstance(result, RuntimeError) and "returned 1 results for 2 items" in str(result)
+        assert isinstance(result, RuntimeError) and "returned 0 results for 1 items" in str(result)  # each caller alone, after the batch failed
 
 
 def test_only_items_with_the_same_key_share_a_batch():

@@ -52,10 +52,31 @@ def test_wal_mode_schema_version_and_reopen(tmp_path):
     with RequestLog(path) as log:
         log.log(record(1))
     assert rows_of(path, "PRAGMA journal_mode") == [("wal",)]
-    assert rows_of(path, "SELECT version FROM schema_version") == [(1,)]
+    assert rows_of(path, "SELECT version FROM schema_version") == [(2,)]
     with RequestLog(path) as log:  # an existing database opens as it is
         assert log.count() == 1
-    assert rows_of(path, "SELECT version FROM schema_version") == [(1,)]
+    assert rows_of(path, "SELECT version FROM schema_version") == [(2,)]
+
+
+def test_a_version_1_log_is_migrated_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "serving.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+        CREATE TABLE requests (id TEXT PRIMARY KEY, created_at REAL NOT NULL, route TEXT, model TEXT, version TEXT, adapter TEXT,
+            status INTEGER, latency_ms REAL, key_id TEXT, request_json TEXT, response_json TEXT, flags_json TEXT,
+            prompt_tokens INTEGER, completion_tokens INTEGER);
+        CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, created_at REAL NOT NULL, rating INTEGER,
+            label TEXT, answer TEXT, comment TEXT, key_id TEXT);
+        INSERT INTO requests (id, created_at, status) VALUES ('req-old', 1.0, 200);
+        INSERT INTO feedback (request_id, created_at, rating) VALUES ('req-old', 2.0, 1);
+    """)
+    conn.close()
+    with RequestLog(path) as log:
+        log.add_feedback("req-old", rating=None, label="card", answer=None, comment=None, key_id=None, input_index=1)
+        feedback = log.feedback_since(0)
+    assert [(f["rating"], f["label"], f["input_index"]) for f in feedback] == [(1, None, None), (None, "card", 1)]
+    assert rows_of(path, "SELECT MAX(version) FROM schema_version") == [(2,)]
 
 
 def test_newer_schema_is_refused(tmp_path):

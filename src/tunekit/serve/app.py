@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from tunekit.monitor.gauges import push_latest
 from tunekit.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
-from tunekit.serve.inputs import RequestError, parse_inputs
+from tunekit.serve.feedback import check_feedback
+from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
 from tunekit.serve.loading import Loader, ModelSlot, default_loader
 from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware, record
 from tunekit.serve.schemas import (
@@ -73,7 +74,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     inference, admin = runtime.require("inference"), runtime.require("admin")
     openai_routes.install(app, slot, settings, runtime, [inference])
     app.middleware("http")(observe_middleware(runtime))
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
     async def healthz() -> Health:
@@ -82,6 +83,8 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @app.get("/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}}, summary="Readiness: the model is loaded")
     async def readyz() -> Ready:
         loaded = slot.require()
+        if runtime.log is not None:
+            runtime.log.check()  # a stopped log writer: not ready, rather than answering without logging
         return Ready(model=loaded.name, version=loaded.version)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -93,7 +96,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs", dependencies=[inference])
     async def classify(request: ClassifyRequest, http: Request) -> ClassifyResponse:
-        loaded, rec, rows = _rows(slot, runtime, settings, request, http, "classification")
+        loaded, rec, rows = await _rows(slot, runtime, settings, request, http, "classification")
         task = _task(loaded, request.task)
         probs, labels = np.asarray(await runtime.classify(rows)), loaded.model.labels
         if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.multitask)
@@ -107,7 +110,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, summary="Regression: predict a value per text or text pair",
               dependencies=[inference])
     async def predict(request: ClassifyRequest, http: Request) -> PredictResponse:
-        loaded, rec, rows = _rows(slot, runtime, settings, request, http, "regression")
+        loaded, rec, rows = await _rows(slot, runtime, settings, request, http, "regression")
         _task(loaded, request.task)
         values = [float(v) for v in await runtime.classify(rows)]
         rec.response = values
@@ -120,7 +123,11 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
             raise RequestError("feedback needs the request log, which this server runs without (log_requests: false)", "feedback_disabled", None, 400)
         rec = record(http)
         rec.request = body.model_dump()
-        stored = await run_in_threadpool(runtime.log.add_feedback, body.request_id, body.rating, body.label, body.answer, body.comment, rec.key_id)
+        check_strings(rec.request, "")
+        logged = await run_in_threadpool(runtime.log.request, body.request_id)
+        check_feedback(body, logged, slot.require())
+        stored = await run_in_threadpool(runtime.log.add_feedback, body.request_id, body.rating, body.label, body.answer, body.comment,
+                                         rec.key_id, body.index)
         return FeedbackAck(id=stored, request_id=body.request_id)
 
     @app.post("/v1/reload", response_model=Ready, responses=ERRORS, summary="Serve the version the alias points to now (admin)",
@@ -157,17 +164,19 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     return app
 
 
-def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, request: ClassifyRequest, http: Request, task: str):
+async def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, request: ClassifyRequest, http: Request, task: str):
     """The served model, the request's log record, and its (text, pair) rows: checked against the
-    model's task, the limits and the input guardrails."""
+    model's task, the limits and the input guardrails. The log redacts the texts itself, off the event loop."""
     loaded = slot.require()
     rec = record(http)
     rec.model, rec.version = loaded.name, loaded.version
     if loaded.task != task:
         raise RequestError(f"{http.url.path}: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
     texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
-    rec.request = {"inputs": [runtime.guardrails.for_log(t) for t in texts]}
-    runtime.check_input(http, texts + (pairs or []))
+    rec.request = {"inputs": texts}
+    if request.task is not None:
+        check_strings(request.task, "task")
+    await runtime.check_input(http, texts + (pairs or []))
     return loaded, rec, list(zip(texts, pairs or [None] * len(texts)))
 
 

@@ -13,7 +13,8 @@ next fills, so under load batches are full and no item waits longer than the bat
 
 Items carry a ``key`` (default ``None``); only items with the same key share a batch, so
 generation requests group by compatible decoding settings. Each caller gets its own result, or
-the exception ``fn`` raised for its batch; the worker keeps running either way. A caller that is
+the exception ``fn`` raised for its items: when a batch of several callers fails, each caller's items
+run again on their own, so one bad request fails only itself. The worker keeps running either way. A caller that is
 cancelled (its client hung up) is dropped from the queue, or, if its batch already runs, its
 result is discarded; the rest of the batch is unaffected.
 """
@@ -189,11 +190,16 @@ class MicroBatcher(Generic[T, R]):
             except Exception:  # a metrics hook must not fail the batch
                 logger.exception("batcher %s: on_batch hook failed", self.name)
         try:
-            results = await asyncio.to_thread(self.fn, items)
-            if len(results) != len(items):
-                raise RuntimeError(f"batcher {self.name!r}: fn returned {len(results)} results for {len(items)} items")
-        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error; the worker goes on
-            _fail(batch, exc)
+            results = await self._call(items)
+        except Exception as exc:  # noqa: BLE001 - the worker goes on
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            # one caller's bad item must not fail the others: run each caller's items on their own
+            logger.warning("batcher %s: a batch of %d requests failed (%s: %s); running each on its own", self.name, len(batch),
+                           type(exc).__name__, exc)
+            for entry in batch:
+                await self._run_batch([entry])
             return
         except BaseException:  # cancelled while fn ran
             _fail(batch, RuntimeError(f"batcher {self.name!r} was cancelled while this item ran"))
@@ -204,6 +210,12 @@ class MicroBatcher(Generic[T, R]):
             start += entry.rows
             if not entry.future.done():
                 entry.future.set_result(share if entry.many else share[0])
+
+    async def _call(self, items: list) -> list:
+        results = await asyncio.to_thread(self.fn, items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batcher {self.name!r}: fn returned {len(results)} results for {len(items)} items")
+        return results
 
 
 def _fail(entries: Sequence[_Entry] | deque[_Entry], exc: BaseException) -> None:

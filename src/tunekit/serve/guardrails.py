@@ -10,10 +10,12 @@ Each guardrail is ``off``, ``flag`` (the request goes through and the flag is re
             grounding         ``tunekit.evaluate.grounding.check_grounding`` when the request has context
     logs    redact_logs       ``for_log(text)`` is what the request log stores
 
-Every detector is lexical: a regex finds candidates and a validator (Luhn for cards, ISO 13616
-mod-97 for IBANs, digit counts for phones) drops the ones that cannot be real. They catch the common
-cases cheaply; they are not a data-loss-prevention product, and the injection rules are a tripwire
-for known phrasings, not a defence against a determined attacker.
+The PII detectors are ``tunekit.pii``'s, the same the request log redacts with. Every detector is
+lexical: a regex finds candidates and a validator (Luhn for cards, ISO 13616 mod-97 for IBANs, digit
+counts for phones) drops the ones that cannot be real. They catch the common cases cheaply; they
+are not a data-loss-prevention product, and the injection rules are a tripwire for known phrasings,
+not a defence against a determined attacker. Every pattern runs in time linear in the text, and the
+server runs the checks in a worker thread, so no text can stall the event loop.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tunekit import pii
 from tunekit.errors import ConfigError, ModelError, TunekitError
 from tunekit.evaluate.grounding import check_grounding
+from tunekit.pii import PLACEHOLDERS, iban_valid, luhn_valid, redact
 
 __all__ = [
     "INJECTION_RULES", "PLACEHOLDERS", "Flag", "GuardrailBlocked", "Guardrails", "GuardrailsConfig", "InjectionRule", "Span",
@@ -90,7 +94,7 @@ class Flag:
 
 
 # ---------------------------------------------------------------------------------------------------
-# PII: one compiled regex per type finds candidates, a validator drops those that cannot be real.
+# PII: the detectors of ``tunekit.pii``, shared with the request log and the data report.
 
 @dataclass(frozen=True)
 class Span:
@@ -102,127 +106,17 @@ class Span:
     text: str
 
 
-PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "iban": "[IBAN]", "ssn": "[SSN]", "ipv4": "[IP]"}
-
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])")
-# A card: 13-19 digits, single spaces or dashes allowed between them, not part of a longer digit run.
-_CARD = re.compile(r"(?<![\w+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!\w)(?![ -]\d)")
-# An IBAN: country, check digits, then alphanumerics with optional single spaces (trimmed to the
-# country's length by the validator, so a word after the IBAN is not taken in). Upper case only.
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
-# A US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000.
-_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
-
-# Phones come in three shapes. Each must not touch another digit group (so no piece of a card, an
-# IBAN or a list of numbers is taken for one), and a bare run of digits without `+` is never a phone
-# (order numbers, account numbers and years look just like it).
-_NOT_AFTER = r"(?<![\w+/:])(?<!\d[ .-])"
-_NOT_BEFORE = r"(?![\w/:])(?![ .-]\d)"
-_PHONE_SHAPES = (
-    # international: +CC then groups split by spaces, dots, dashes or a (area) part; 9-15 digits
-    (re.compile(r"(?<![\w+])\+(?:\d{8,15}|\d{1,4}(?:(?:[ .-]?\(\d{1,5}\)[ .-]?|[ .-])\d{1,6}){1,6})" + _NOT_BEFORE), 9, 15),
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1 555 123 4567
-    (re.compile(_NOT_AFTER + r"(?:1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4}" + _NOT_BEFORE), 10, 11),
-    # national with a trunk 0, as in most of Europe: 020 7946 0958, (030) 1234567, 01 23 45 67 89;
-    # at most 12 digits, since longer grouped runs are far more often card or account numbers
-    (re.compile(_NOT_AFTER + r"(?:\(0[1-9]\d{0,3}\)|0[1-9]\d{0,3})(?:[ .-]\d{2,8}){1,4}" + _NOT_BEFORE), 9, 12),
-)
-
-# ISO 13616 IBAN lengths by country (SWIFT IBAN registry). A country missing here is still accepted
-# when the whole candidate (15-34 characters) passes mod-97.
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
-    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn (mod-10) check of a payment card number, given as digits only."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def iban_valid(iban: str) -> bool:
-    """The ISO 13616 mod-97 check of an IBAN (spaces allowed): move the first four characters to the
-    end, turn letters into numbers (A=10 ... Z=35), and the number mod 97 must be 1."""
-    compact = iban.replace(" ", "").upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", compact):
-        return False
-    return int("".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])) % 97 == 1
-
-
-def _digits(text: str) -> str:
-    return re.sub(r"\D", "", text)
-
-
-def _cards(text: str) -> Iterable[Span]:
-    for m in _CARD.finditer(text):
-        digits = _digits(m.group())
-        if luhn_valid(digits) and len(set(digits)) > 1:  # 0000 0000 0000 0000 passes Luhn but is no card
-            yield Span(m.start(), m.end(), "card", m.group())
-
-
-def _ibans(text: str) -> Iterable[Span]:
-    for m in _IBAN.finditer(text):
-        found = m.group()
-        ends = [i + 1 for i, ch in enumerate(found) if ch != " "]  # ends[n - 1]: where n characters end
-        expected = _IBAN_LENGTHS.get(found[:2])
-        lengths = [expected] if expected else range(len(ends), 14, -1)
-        for n in lengths:
-            end = ends[n - 1] if n <= len(ends) else None
-            if end and (end == len(found) or found[end] == " ") and iban_valid(found[:end]):
-                yield Span(m.start(), m.start() + end, "iban", found[:end])
-                break
-
-
-def _phones(text: str) -> Iterable[Span]:
-    for pattern, least, most in _PHONE_SHAPES:
-        for m in pattern.finditer(text):
-            if least <= len(_digits(m.group())) <= most:
-                yield Span(m.start(), m.end(), "phone", m.group())
-
-
-def _simple(pattern: re.Pattern, kind: str) -> Callable[[str], Iterable[Span]]:
-    return lambda text: (Span(m.start(), m.end(), kind, m.group()) for m in pattern.finditer(text))
-
-
-# In order of precedence when two finds of the same length overlap.
-_DETECTORS = (_cards, _ibans, _simple(_SSN, "ssn"), _simple(_EMAIL, "email"), _phones, _simple(_IPV4, "ipv4"))
-
-
 def find_pii(text: str) -> list[Span]:
-    """Every piece of PII in ``text``, in text order, without overlaps: where two finds overlap the
-    longer one wins (an e-mail address that contains a phone number is one e-mail address)."""
-    found = [(rank, span) for rank, detect in enumerate(_DETECTORS) for span in detect(text)]
-    found.sort(key=lambda rs: (rs[1].start - rs[1].end, rs[0], rs[1].start))
-    kept: list[Span] = []
-    for _, span in found:
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+    """Every piece of PII in ``text`` (``tunekit.pii.find``), in text order, without overlaps."""
+    return [Span(start, end, kind, text[start:end]) for kind, start, end in pii.find(text)]
 
 
 def _replace(text: str, spans: list[Span]) -> str:
-    for span in reversed(spans):  # right to left, so earlier offsets stay valid
-        text = text[: span.start] + PLACEHOLDERS[span.type] + text[span.end :]
-    return text
-
-
-def redact(text: str) -> str:
-    """``text`` with each piece of PII replaced by its placeholder (``[EMAIL]``, ``[CARD]``, ...)."""
-    return _replace(text, find_pii(text))
+    parts, last = [], 0
+    for span in spans:
+        parts += [text[last:span.start], PLACEHOLDERS[span.type]]
+        last = span.end
+    return "".join(parts) + text[last:]
 
 
 def _types(spans: Iterable[Span]) -> str:

@@ -27,6 +27,8 @@ EXAMPLES = {  # a valid body per route, for the messages about bodies that are n
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
     """The OpenAI error object; also sent as the last event of a stream that fails midway."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # never fail on a lone surrogate quoted from the request
+    param = param if param is None else param.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"error": {"message": message, "type": _error_type(status), "code": code, "param": param}}
 
 

@@ -71,6 +71,7 @@ def _check_kind(is_pair: bool, where: str, expects_pairs: bool) -> None:
 def _check_text(value: Any, param: str, max_chars: int) -> None:
     if not isinstance(value, str):
         raise RequestError(f"{param}: expected a string, got {type_name(value)}", "invalid_type", param)
+    check_strings(value, param)
     if not value.strip():
         raise RequestError(f"{param}: empty text", "empty_text", param)
     if len(value) > max_chars:
@@ -79,6 +80,26 @@ def _check_text(value: Any, param: str, max_chars: int) -> None:
             "shorten the text or restart the server with a higher --max-chars",
             "text_too_long", param, http_status=413,
         )
+
+
+def check_strings(value: Any, param: str) -> None:
+    """422 (``invalid_text``) naming the first string in ``value`` (any JSON value) that is not valid
+    Unicode text: JSON's ``\\ud800`` escapes can carry a lone surrogate, which no tokenizer, log or
+    answer can encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            where = param or "body"
+            raise RequestError(f"{where}: character {exc.start} is a lone UTF-16 surrogate ({value[exc.start]!a}), which is not text; "
+                               "send valid Unicode (a surrogate pair such as \\ud83d\\ude00 is fine)", "invalid_text", where) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_strings(key, param or "body")
+            check_strings(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_strings(item, f"{param}[{i}]")
 
 
 def describe_value(item: Any) -> str:

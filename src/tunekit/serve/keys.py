@@ -151,17 +151,34 @@ class KeyStore:
             conn.commit()
         return changed > 0
 
+    def check(self) -> None:
+        """Open the store now (creating it if needed): ``ConfigError`` naming the file when it is not
+        a readable key database, so a server stops at start with a message rather than a traceback."""
+        with self._connect() as conn:
+            try:
+                conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._unreadable(exc) from None
+
     def _connect(self) -> closing[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30)
         if not self._initialised:
             with self._init_lock:
                 if not self._initialised:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute(_SCHEMA)
-                    conn.commit()
+                    try:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        conn.execute(_SCHEMA)
+                        conn.commit()
+                    except sqlite3.DatabaseError as exc:
+                        conn.close()
+                        raise self._unreadable(exc) from None
                     self._initialised = True
         return closing(conn)
+
+    def _unreadable(self, exc: Exception) -> ConfigError:
+        return ConfigError(f"{self.path}: not a readable API key database ({exc}). Restore it from a backup, or move it aside "
+                           f"(mv {self.path} {self.path}.corrupt) and create new keys with `tunekit keys create --scope inference`")
 
 
 def authenticate(store: KeyStore | None, authorization_header: str | None, required_scope: str,

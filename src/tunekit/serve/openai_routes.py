@@ -40,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from tunekit.errors import DataError, TunekitError
 from tunekit.models.causal import Generation, Generator
 from tunekit.serve.handlers import error_body
-from tunekit.serve.inputs import RequestError, describe_value, type_name
+from tunekit.serve.inputs import RequestError, check_strings, describe_value, type_name
 from tunekit.serve.loading import LoadedModel, ModelSlot
 from tunekit.serve.openai_schemas import (
     AssistantMessage,
@@ -107,8 +107,9 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
         _check(request, CHAT_REFUSED, http.url.path, warned)
         messages = conversation(request.messages)
         head = _head("chatcmpl", request.model)
-        rec = _record(http, loaded, adapter, head, runtime, {"messages": messages, "context": request.context})
-        runtime.check_input(http, [m["content"] for m in messages if m["role"] == "user"])
+        rec = _record(http, loaded, adapter, head, {"messages": messages, "context": request.context})
+        # every turn a client sends: a system or assistant turn can carry an injection as well as a user turn
+        await runtime.check_input(http, [m["content"] for m in messages])
         prompt = await run_in_threadpool(_encode_chat, gen, messages)
         _input_limit([prompt], settings.max_input_tokens, "messages")
         requested, param = (request.max_completion_tokens, "max_completion_tokens") if request.max_completion_tokens else (request.max_tokens, "max_tokens")
@@ -119,7 +120,7 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
             rec.deferred = True
             return _EventStream(_logged(_chat_chunks(gen, prompt, options, head, usage), runtime, rec, http, request.context, loaded.name))
         [answer] = await runtime.generate([prompt], options)
-        text = runtime.check_output(http, answer.text, request.context)
+        text = await runtime.check_output(http, answer.text, request.context)
         _finish(runtime, rec, loaded.name, [answer], [text])
         choice = ChatChoice(index=0, message=AssistantMessage(content=text), finish_reason=answer.finish_reason)
         return ChatCompletion(**head, choices=[choice], usage=_usage([answer]), flags=[f.to_json() for f in rec.flags])
@@ -129,10 +130,10 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
         loaded = slot.require()
         gen, adapter = _target(loaded, request.model, http.url.path)
         _check(request, COMPLETION_REFUSED, http.url.path, warned)
-        texts = prompt_texts(request.prompt)
+        texts = prompt_texts(request.prompt, settings.max_inputs)
         head = _head("cmpl", request.model)
-        rec = _record(http, loaded, adapter, head, runtime, {"prompt": texts, "context": request.context})
-        runtime.check_input(http, texts)
+        rec = _record(http, loaded, adapter, head, {"prompt": texts, "context": request.context})
+        await runtime.check_input(http, texts)
         prompts = await run_in_threadpool(lambda: [gen.encode_text(text) for text in texts])
         _input_limit(prompts, settings.max_input_tokens, "prompt")
         budget = _max_tokens(gen, prompts, request.max_tokens, "max_tokens", "prompt", settings.max_new_tokens, COMPLETIONS_MAX_TOKENS)
@@ -142,7 +143,7 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
             rec.deferred = True
             return _EventStream(_logged(_completion_chunks(gen, prompts, options, head, usage), runtime, rec, http, request.context, loaded.name))
         answers = await runtime.generate(prompts, options)
-        outputs = [runtime.check_output(http, a.text, request.context) for a in answers]
+        outputs = [await runtime.check_output(http, a.text, request.context) for a in answers]
         _finish(runtime, rec, loaded.name, answers, outputs)
         choices = [CompletionChoice(index=i, text=t, finish_reason=a.finish_reason) for i, (a, t) in enumerate(zip(answers, outputs))]
         return Completion(**head, choices=choices, usage=_usage(answers), flags=[f.to_json() for f in rec.flags])
@@ -173,7 +174,10 @@ def _target(loaded: LoadedModel, requested: str, route: str) -> tuple[Generator,
 
 
 def _check(request: ChatCompletionRequest | CompletionRequest, refused: Refusals, route: str, warned: set[str]) -> None:
-    """Refuse what this server cannot do (422); log, once per field, fields it does not know and ignores."""
+    """Refuse what this server cannot do (422) and text that is not valid Unicode (422); log, once per
+    field, fields it does not know and ignores."""
+    for name in ("model", "stop", "context", "messages", "prompt"):
+        check_strings(getattr(request, name, None), name)
     for name, (is_refused, why) in refused.items():
         if is_refused(getattr(request, name)):
             raise RequestError(f"{name}: {why}", "unsupported", name)
@@ -189,7 +193,14 @@ def conversation(raw: Any) -> list[dict]:
         raise RequestError(f'messages: expected a list of messages such as [{{"role": "user", "content": "hi"}}], got {type_name(raw)}', "invalid_type", "messages")
     if not raw:
         raise RequestError('messages: empty list; send at least one message, such as {"role": "user", "content": "hi"}', "empty_messages", "messages")
-    return [_message(item, f"messages[{i}]") for i, item in enumerate(raw)]
+    messages = [_message(item, f"messages[{i}]") for i, item in enumerate(raw)]
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is None or messages[first]["role"] != "user":
+        where = f"messages[{first}]" if first is not None else "messages"
+        what = "starts with an assistant turn" if first is not None else "has no user turn"
+        raise RequestError(f'{where}: the conversation {what}; after any system messages it must start with a user message, such as '
+                           '{"role": "user", "content": "hi"}', "invalid_conversation", where)
+    return messages
 
 
 def _message(item: Any, where: str) -> dict:
@@ -221,14 +232,19 @@ def _content(value: Any, where: str) -> str:
     return "\n".join(texts)
 
 
-def prompt_texts(raw: Any) -> list[str]:
-    """``prompt`` as a list of texts; token-id prompts and other shapes are a 422."""
+def prompt_texts(raw: Any, max_prompts: int) -> list[str]:
+    """``prompt`` as a list of texts; token-id prompts and other shapes are a 422, more than
+    ``max_prompts`` texts a 413 (the classify routes' ``max_inputs``)."""
     if isinstance(raw, str):
         return [raw]
     if not isinstance(raw, list):
         raise RequestError(f"prompt: expected a string or a list of strings, got {type_name(raw)}", "invalid_type", "prompt")
     if not raw:
         raise RequestError("prompt: empty list; send a text or a list of texts", "empty_prompt", "prompt")
+    if len(raw) > max_prompts:
+        raise RequestError(f"prompt: {len(raw)} prompts, more than the limit of {max_prompts} per request (setting max_inputs, "
+                           "--max-inputs); split the request or restart the server with a higher --max-inputs", "too_many_inputs",
+                           "prompt", 413)
     for i, item in enumerate(raw):
         if isinstance(item, int | list):
             raise RequestError("prompt: token-id prompts are not supported; send the prompt as text", "unsupported", "prompt")
@@ -291,28 +307,18 @@ def _input_limit(prompts: list[list[int]], limit: int, param: str) -> None:
                            "shorten the prompt", "context_length_exceeded", param, 400)
 
 
-def _record(http: Request, loaded: LoadedModel, adapter: str | None, head: dict, runtime: Runtime, request: dict) -> Record:
-    """The request's log record, under the answer's id (so feedback can name it)."""
+def _record(http: Request, loaded: LoadedModel, adapter: str | None, head: dict, request: dict) -> Record:
+    """The request's log record, under the answer's id (so feedback can name it); the log redacts it, off the event loop."""
     rec = record(http)
     rec.id, rec.model, rec.version, rec.adapter = head["id"], loaded.name, loaded.version, adapter
-    rec.request = {k: _for_log(v, runtime) for k, v in request.items() if v is not None}
+    rec.request = {k: v for k, v in request.items() if v is not None}
     return rec
-
-
-def _for_log(value: Any, runtime: Runtime) -> Any:
-    if isinstance(value, str):
-        return runtime.guardrails.for_log(value)
-    if isinstance(value, list):
-        return [_for_log(v, runtime) for v in value]
-    if isinstance(value, dict):
-        return {k: _for_log(v, runtime) for k, v in value.items()}
-    return value
 
 
 def _finish(runtime: Runtime, rec: Record, model: str, answers: list[Generation], texts: list[str], ttft: float | None = None) -> None:
     rec.prompt_tokens = sum(a.prompt_tokens for a in answers)
     rec.completion_tokens = sum(a.completion_tokens for a in answers)
-    rec.response = [{"text": runtime.guardrails.for_log(t), "finish_reason": a.finish_reason} for a, t in zip(answers, texts)]
+    rec.response = [{"text": t, "finish_reason": a.finish_reason} for a, t in zip(answers, texts)]
     runtime.metrics.observe_generation(model, rec.prompt_tokens, rec.completion_tokens, ttft)
 
 
@@ -340,13 +346,15 @@ async def _logged(chunks: AsyncIterator[dict], runtime: Runtime, rec: Record, ht
         raise
     finally:
         outputs = [texts.get(i, "") for i in range(max(texts, default=-1) + 1)]
-        flags = [f for t in outputs for f in runtime.guardrails.check_output(t, context)[1]]
+        with anyio.CancelScope(shield=True):  # also when the client hung up: check and log what was sent
+            checked = [await run_in_threadpool(runtime.guardrails.check_output, t, context) for t in outputs]
+        flags = [f for _, fs in checked for f in fs]
         rec.flags.extend(flags)
         for flag in flags:
             runtime.metrics.guardrail_flag(flag.kind, flag.where, "flag")
-        rec.response = [{"text": runtime.guardrails.for_log(t)} for t in outputs]
+        rec.response = [{"text": t} for t in outputs]
         runtime.metrics.observe_generation(model, 0, 0, ttft)
-        runtime.write(rec, http.url.path, status, (time.perf_counter() - started) * 1000)
+        await runtime.write(rec, http.url.path, status, (time.perf_counter() - started) * 1000)
 
 
 def _head(prefix: str, model: str) -> dict:

@@ -56,7 +56,7 @@ class _Sampling(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: sample from the most probable tokens whose probabilities add up to `top_p`. Default 1.")
     stop: SkipValidation[str | list[str] | None] = Field(None, description="A string or a list of strings; the answer ends before the first one it would contain (`finish_reason: stop`).")
     n: int | None = Field(None, description="Number of answers; only 1 is supported.")
-    seed: int | None = Field(None, description="Seed for sampling: the same request with the same seed gets the same answer.")
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="Seed for sampling: the same request with the same seed gets the same answer. From -2**63 to 2**64 - 1 (what PyTorch takes).")
     stream: bool | None = Field(False, description="Send the answer as server-sent events (`data: {chunk}`), ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Options of a streamed answer.")
     context: str | None = Field(None, description="tunekit extension: the source text the answer must be grounded in; the grounding guardrail checks the answer against it.")

@@ -68,6 +68,15 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)  # re-inserted last: the order is by last use
             return None if allowed else (1.0 - tokens) / self._rate
 
+    def wait(self, key: str) -> float | None:
+        """Like ``check``, without taking a token: None if ``key`` has one now, else the seconds until it will."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), self._clock()))
+            tokens = min(float(self.burst), tokens + max(0.0, self._clock() - last) * self._rate)
+            return None if tokens >= 1.0 - 1e-9 else (1.0 - tokens) / self._rate
+
     def enforce(self, key: str) -> None:
         """Take a token for ``key`` or raise ``RateLimited`` with the whole seconds to wait (>= 1)."""
         wait = self.check(key)

@@ -19,10 +19,11 @@ no loss even then passes ``durable=True``: ``log`` then returns only once its re
 with ``synchronous=FULL`` (concurrent callers still share a commit); it waits on the disk, so the
 server calls it off the event loop.
 
-Requests and responses are PII-redacted by default (``redact=True``): e-mail addresses, card
-numbers (Luhn-checked), IBANs, IP addresses and phone-like digit runs in any string of the request
-or response (and in a feedback's answer and comment) become ``[EMAIL]``, ``[CARD]``, ``[IBAN]``,
-``[IP]``, ``[PHONE]`` before they reach the disk.
+Requests and responses are PII-redacted by default (``redact=True``) with ``tunekit.pii``, the
+detectors the guardrails use: e-mail addresses, phone numbers, card numbers (Luhn-checked), IBANs,
+US SSNs and IP addresses in any string of the request or response, and in a feedback's label,
+answer and comment, become ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[IBAN]``, ``[SSN]``, ``[IP]``
+before they reach the disk.
 
 The schema has a version (table ``schema_version``); ``MIGRATIONS`` holds the SQL that takes a
 database from one version to the next, so later stages (monitoring) can add columns and tables to
@@ -35,18 +36,18 @@ import atexit
 import json
 import logging
 import queue
-import re
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Self
 
+from tunekit import pii
 from tunekit.errors import TunekitError
 
 logger = logging.getLogger("tunekit.serve")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
@@ -73,13 +74,16 @@ CREATE TABLE IF NOT EXISTS feedback (
     label TEXT,
     answer TEXT,
     comment TEXT,
-    key_id TEXT
+    key_id TEXT,
+    input_index INTEGER
 );
 CREATE INDEX IF NOT EXISTS feedback_created_at ON feedback (created_at);
 CREATE INDEX IF NOT EXISTS feedback_request_id ON feedback (request_id);
 """
-# version N -> the SQL that takes a version N-1 database to version N (none yet: version 1 is the first)
-MIGRATIONS: dict[int, str] = {}
+# version N -> the SQL that takes a version N-1 database to version N
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE feedback ADD COLUMN input_index INTEGER",  # which input of a multi-input request the feedback is about
+}
 
 COLUMNS = ("id", "created_at", "route", "model", "version", "adapter", "status", "latency_ms", "key_id",
            "request_json", "response_json", "flags_json", "prompt_tokens", "completion_tokens")
@@ -101,20 +105,43 @@ class FeedbackError(TunekitError):
         self.param = param
 
 
+class RequestLogDown(TunekitError):
+    """The request log's writer thread has stopped: 503 (``request_log_down``), so ``/readyz`` fails
+    and no request is answered without being logged."""
+
+    http_status = 503
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code, self.param = "request_log_down", None
+
+
 class RequestLog:
-    """The request and feedback log in the SQLite file ``path``, written by a background thread."""
+    """The request and feedback log in the SQLite file ``path``, written by a background thread.
+
+    The writer survives any row: a row SQLite refuses is logged (server log, with its id and the
+    reason) and counted in ``dropped``; a string that cannot be stored as UTF-8 (a lone surrogate)
+    is stored escaped. Should the thread stop all the same, ``check()`` raises ``RequestLogDown``.
+    """
 
     def __init__(self, path: Path, *, durable: bool = False, redact: bool = True):
         self.path = Path(path)
         self.durable = durable
         self.redact = redact
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._connect()  # the writer thread's connection; created here so schema errors surface now
+        try:
+            self._conn = self._connect()  # the writer thread's connection; created here so schema errors surface now
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self.path, exc) from None
         try:
             _create_or_migrate(self._conn, self.path)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise _unreadable(self.path, exc) from None
         except BaseException:
             self._conn.close()
             raise
+        self.failure: str | None = None  # why the writer thread stopped, if it did
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "closed?" checks and puts against close()
         self._closed = False
@@ -158,6 +185,15 @@ class RequestLog:
             self._queue.put(_Item(stop=True))
         self._thread.join(timeout)
         atexit.unregister(self.close)
+        if self.failure is not None:
+            lost = sum(1 for item in _drain(self._queue) if item.row is not None)
+            logger.error("request log %s: the writer had stopped (%s); %d queued record(s) were not written", self.path, self.failure, lost)
+
+    def check(self) -> None:
+        """Raise ``RequestLogDown`` (503) when the writer thread has stopped; ``/readyz`` calls it."""
+        if self.failure is not None or (not self._closed and not self._thread.is_alive()):
+            raise RequestLogDown(f"request log {self.path}: the writer thread stopped ({self.failure or 'unknown reason'}); requests "
+                                 "cannot be logged. See the server log, then restart the server (what was committed is kept).")
 
     def __enter__(self) -> Self:
         return self
@@ -169,6 +205,7 @@ class RequestLog:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"request log {self.path} is closed")
+            self.check()
             self._queue.put(item)
 
     def _row(self, record: dict[str, Any]) -> tuple:
@@ -184,29 +221,38 @@ class RequestLog:
             if self.redact and field != "flags":
                 value = redact(value)
             try:
-                values[column] = None if value is None else json.dumps(value, ensure_ascii=False)
+                values[column] = None if value is None else _json(value)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"request log record {record['id']!r}: `{field}` is not JSON-serialisable ({exc})") from exc
-        return tuple(values.get(column) for column in COLUMNS)
+        return tuple(_storable(values.get(column)) for column in COLUMNS)
 
     def _write_loop(self) -> None:
         """The writer thread: take everything queued, insert it in one transaction, then wake waiters."""
-        stop = False
-        while not stop:
-            items = [self._queue.get()]
-            while len(items) < MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            rows = [item.row for item in items if item.row is not None]
-            errors = iter(self._insert(rows))
-            for item in items:
-                error = next(errors) if item.row is not None else None
+        try:
+            stop = False
+            while not stop:
+                items = [self._queue.get()]
+                while len(items) < MAX_BATCH:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                rows = [item.row for item in items if item.row is not None]
+                errors = iter(self._insert(rows))
+                for item in items:
+                    error = next(errors) if item.row is not None else None
+                    if item.done is not None:
+                        item.done.set(error)
+                    stop = stop or item.stop
+        except BaseException as exc:  # not expected: _insert catches every row's error; say so rather than stop silently
+            self.failure = f"{type(exc).__name__}: {exc}"
+            logger.critical("request log %s: the writer thread stopped: %s; /readyz now fails", self.path, self.failure, exc_info=exc)
+            for item in _drain(self._queue):
                 if item.done is not None:
-                    item.done.set(error)
-                stop = stop or item.stop
-        self._conn.close()
+                    item.done.set(RequestLogDown(f"request log {self.path}: the writer thread stopped ({self.failure})"))
+            raise
+        finally:
+            self._conn.close()
 
     def _insert(self, rows: list[tuple]) -> list[Exception | None]:
         """Insert ``rows`` in one transaction; if that fails, one by one, so a bad row costs only itself.
@@ -218,7 +264,7 @@ class RequestLog:
             with self._conn:
                 self._conn.executemany(INSERT, rows)
             return [None] * len(rows)
-        except sqlite3.Error:
+        except Exception:  # noqa: BLE001 - one bad row: retry them one by one below
             pass
         errors: list[Exception | None] = []
         for row in rows:
@@ -226,7 +272,7 @@ class RequestLog:
                 with self._conn:
                     self._conn.execute(INSERT, row)
                 errors.append(None)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer survives any row
                 errors.append(exc)
                 self.dropped += 1
                 logger.error("request log %s: could not store request %r: %s", self.path, row[0], exc)
@@ -235,35 +281,42 @@ class RequestLog:
     # -- feedback ----------------------------------------------------------------------------------
 
     def add_feedback(self, request_id: str, rating: int | None, label: str | None, answer: str | None,
-                     comment: str | None, key_id: str | None) -> int:
-        """Store feedback on request ``request_id`` and return its id once it is committed.
+                     comment: str | None, key_id: str | None, input_index: int | None = None) -> int:
+        """Store feedback on request ``request_id`` (on its input ``input_index`` when it had several)
+        and return its id once it is committed.
 
         ``FeedbackError`` 422 (``invalid_feedback``) without rating, label or answer, or with a rating
         outside -1..5; 404 (``request_not_found``) when no logged request has that id.
         """
         _check_feedback(rating, label, answer)
-        if not self._known(request_id):
-            self.flush(timeout=10)  # the request may still be on the queue
-            if not self._known(request_id):
-                raise FeedbackError(
-                    f"request_id: no request {request_id!r} in the request log; send the `id` of a response this server returned",
-                    "request_not_found", "request_id", 404,
-                )
+        self.request(request_id)  # 404 unless it is logged
         if self.redact:
-            answer, comment = redact(answer), redact(comment)
+            label, answer, comment = redact(label), redact(answer), redact(comment)
         conn = self._connect(durable=True)
         try:
             with conn:
                 cursor = conn.execute(
-                    "INSERT INTO feedback (request_id, created_at, rating, label, answer, comment, key_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (request_id, time.time(), rating, label, answer, comment, key_id),
+                    "INSERT INTO feedback (request_id, created_at, rating, label, answer, comment, key_id, input_index) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    tuple(_storable(v) for v in (request_id, time.time(), rating, label, answer, comment, key_id, input_index)),
                 )
             return int(cursor.lastrowid)
         finally:
             conn.close()
 
-    def _known(self, request_id: str) -> bool:
-        return self._query("SELECT 1 FROM requests WHERE id = ?", (request_id,)) != []
+    def request(self, request_id: str) -> dict[str, Any]:
+        """The logged request ``request_id``, JSON fields decoded (waiting for it if it is still
+        queued); ``FeedbackError`` 404 (``request_not_found``) when there is none."""
+        rows = self._query("SELECT * FROM requests WHERE id = ?", (_storable(request_id),))
+        if not rows:
+            self.flush(timeout=10)  # the request may still be on the queue
+            rows = self._query("SELECT * FROM requests WHERE id = ?", (_storable(request_id),))
+        if not rows:
+            raise FeedbackError(
+                f"request_id: no request {request_id!r} in the request log; send the `id` of a response this server returned",
+                "request_not_found", "request_id", 404,
+            )
+        return _decode(rows[0])
 
     # -- reading (monitoring) ----------------------------------------------------------------------
 
@@ -356,6 +409,41 @@ def _check_feedback(rating: int | None, label: str | None, answer: str | None) -
                             "invalid_feedback", "rating", 422)
 
 
+def _json(value: Any) -> str:
+    """``value`` as JSON text SQLite can store: UTF-8 where possible, escaped where a string holds
+    what UTF-8 cannot encode (a lone surrogate such as ``"\\ud800"``, which JSON allows)."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True)
+    return text
+
+
+def _storable(value: Any) -> Any:
+    """A string SQLite can store (lone surrogates backslash-escaped), or ``value`` unchanged."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _drain(q: queue.SimpleQueue) -> list[_Item]:
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def _unreadable(path: Path, exc: Exception) -> TunekitError:
+    return TunekitError(f"{path}: not a readable request log database ({exc}). Move it aside (mv {path} {path}.corrupt) and restart: "
+                        "the server starts a new log; `sqlite3 FILE .recover` may save the old rows.")
+
+
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in JSON_FIELDS.values()}
     for field, column in JSON_FIELDS.items():
@@ -365,36 +453,13 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 # -- PII redaction -------------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
-_IP = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
-_ANY_DIGIT = re.compile(r"\d")
-_DIGITS = re.compile(r"(?<![\w+])\+?\(?\d(?:[\s().-]{0,2}\d){8,18}(?!\w)")  # 9-19 digits with separators
-
 
 def redact(value: Any) -> Any:
-    """``value`` with PII replaced in every string it holds (dict keys are kept)."""
+    """``value`` with PII (``tunekit.pii``) replaced in every string it holds (dict keys are kept)."""
     if isinstance(value, str):
-        return _redact_text(value)
+        return pii.redact(value)
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
-
-
-def _redact_text(text: str) -> str:
-    if "@" in text:
-        text = _EMAIL.sub("[EMAIL]", text)
-    if _ANY_DIGIT.search(text) is None:  # most text: the number patterns need not run
-        return text
-    text = _IBAN.sub("[IBAN]", text)
-    text = _IP.sub("[IP]", text)
-    return _DIGITS.sub(_digits_kind, text)
-
-
-def _digits_kind(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group())
-    from tunekit.serve.guardrails import luhn_valid
-
-    return "[CARD]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else "[PHONE]"

@@ -16,15 +16,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from tunekit.errors import TunekitError
 from tunekit.serve.batcher import MicroBatcher
 from tunekit.serve.guardrails import Flag, GuardrailBlocked, Guardrails
 from tunekit.serve.keys import FILENAME as KEYS_FILE
-from tunekit.serve.keys import KeyInfo, KeyStore, authenticate, startup_message
+from tunekit.serve.keys import AuthError, KeyInfo, KeyStore, authenticate, startup_message
 from tunekit.serve.metrics import ServerMetrics
-from tunekit.serve.ratelimit import RateLimiter
+from tunekit.serve.ratelimit import RateLimited, RateLimiter
 from tunekit.serve.requestlog import RequestLog
 from tunekit.serve.settings import ServeSettings
 
@@ -68,7 +70,11 @@ class Runtime:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.keys = KeyStore(settings.workspace_dir / KEYS_FILE) if settings.auth else None
+        if self.keys is not None:
+            self.keys.check()  # a corrupt keys.db stops the start with a message naming it, not a traceback
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        # failed authentications per client address: past this many a minute, 429 before any key is checked
+        self.auth_failures = RateLimiter(settings.auth_failures_per_minute)
         self.guardrails = Guardrails(settings.guardrails)
         self.metrics = ServerMetrics()
         self.log = (RequestLog(settings.workspace_dir / LOG_FILE, durable=settings.durable_log, redact=settings.guardrails.redact_logs)
@@ -98,12 +104,27 @@ class Runtime:
         """A route dependency: a valid key with ``scope`` (401/403), then the key's rate limit (429)."""
 
         async def check(request: Request) -> KeyInfo | None:
-            info = authenticate(self.keys, request.headers.get("authorization"), scope, request.headers.get("x-api-key"))
+            client = request.client.host if request.client else "local"
+            if self.keys is not None:
+                self._throttle_failures(client)
+            try:
+                info = authenticate(self.keys, request.headers.get("authorization"), scope, request.headers.get("x-api-key"))
+            except AuthError:
+                self.auth_failures.check(client)  # takes one of the client's failure tokens
+                raise
             record(request).key_id = info.key_id if info else None
-            self.limiter.enforce(info.key_id if info else (request.client.host if request.client else "local"))
+            self.limiter.enforce(info.key_id if info else client)
             return info
 
         return Depends(check)
+
+    def _throttle_failures(self, client: str) -> None:
+        """429 while ``client`` has used up its failed authentications (the key is not even checked)."""
+        wait = self.auth_failures.wait(client)
+        if wait is not None:
+            retry_after = max(1, int(wait) + 1)
+            raise RateLimited(f"too many failed authentications from {client}: more than {self.settings.auth_failures_per_minute:g} a minute "
+                              f"(setting auth_failures_per_minute); check the API key and retry in {retry_after} s", retry_after)
 
     async def within_timeout(self, awaitable):
         try:
@@ -118,13 +139,14 @@ class Runtime:
         key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
         return await self.within_timeout(self.batchers["generate"].submit_many([(p, options) for p in prompts], key=key))
 
-    def check_input(self, request: Request, texts: list[str]) -> None:
-        """Input guardrails: flags noted on the record; a blocking one answers 400."""
-        self._flags(request, self.guardrails.check_input(texts))
+    async def check_input(self, request: Request, texts: list[str]) -> None:
+        """Input guardrails (in a worker thread: regexes over long texts must not stall the event loop):
+        flags noted on the record; a blocking one answers 400."""
+        self._flags(request, await run_in_threadpool(self.guardrails.check_input, texts))
 
-    def check_output(self, request: Request, text: str, context: str | None) -> str:
-        """Output guardrails on one answer: the (possibly redacted) text; a blocking flag answers 400."""
-        text, flags = self.guardrails.check_output(text, context)
+    async def check_output(self, request: Request, text: str, context: str | None) -> str:
+        """Output guardrails on one answer, in a worker thread: the (possibly redacted) text; a blocking flag answers 400."""
+        text, flags = await run_in_threadpool(self.guardrails.check_output, text, context)
         self._flags(request, flags)
         return text
 
@@ -137,9 +159,20 @@ class Runtime:
         if blocking is not None:
             raise GuardrailBlocked(blocking)
 
-    def write(self, rec: Record, route: str, status: int, latency_ms: float) -> None:
+    async def write(self, rec: Record, route: str, status: int, latency_ms: float) -> None:
+        """Log the request, in a worker thread (PII redaction is CPU work; a durable log waits on the disk).
+
+        Shielded from cancellation: a client that hangs up does not unlog its request."""
         if self.log is None:
             return
+        with anyio.CancelScope(shield=True):
+            try:
+                await run_in_threadpool(self._write, rec, route, status, latency_ms)
+            except Exception:  # noqa: BLE001 - the answer is already made; the log's own check() makes /readyz fail
+                logger.exception("request %s could not be logged", rec.id)
+
+    def _write(self, rec: Record, route: str, status: int, latency_ms: float) -> None:
+        assert self.log is not None
         self.log.log({
             "id": rec.id, "route": route, "model": rec.model, "version": rec.version, "adapter": rec.adapter, "status": status,
             "latency_ms": round(latency_ms, 2), "key_id": rec.key_id, "request": rec.request, "response": rec.response,
@@ -173,7 +206,7 @@ def observe_middleware(runtime: Runtime):
             route = _route_template(request)
             runtime.metrics.observe_request(route, status, rec.model or "", seconds)
             if route.startswith(LOGGED_PREFIX) and not rec.deferred:
-                runtime.write(rec, route, status, seconds * 1000)
+                await runtime.write(rec, route, status, seconds * 1000)
             logger.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
 
     return observe
@@ -186,40 +219,59 @@ def _route_template(request: Request) -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` is answered 413 before any route parses it.
+    """ASGI middleware: the request body is read here, counting the bytes actually received, before
+    any route parses it.
 
-    ``Content-Length`` is checked first; a chunked body is read up to the limit and replayed to the app.
+    - a body over ``max_bytes`` is answered 413, whatever ``Content-Length`` says (a declared length
+      over the limit is refused before reading);
+    - ``Content-Length`` together with ``Transfer-Encoding`` is conflicting framing: 400;
+    - a body that does not arrive within ``timeout_s`` is answered 408.
+    The body is then replayed to the app.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send, int(length))
-        if length is not None:
-            return await self.app(scope, receive, send)
+        headers = [(k.lower(), v) for k, v in scope.get("headers") or []]
+        lengths = [v for k, v in headers if k == b"content-length"]
+        if lengths and any(k == b"transfer-encoding" for k, _ in headers):
+            return await self._answer(send, 400, "the request has both Content-Length and Transfer-Encoding headers, which conflict; "
+                                      "send one of them (HTTP/1.1, RFC 9112 section 6.3)", "conflicting_framing")
+        if len(set(lengths)) > 1 or any(not v.strip().isdigit() for v in lengths):
+            return await self._answer(send, 400, f"invalid Content-Length header {b', '.join(lengths).decode('latin-1')!r}; "
+                                      "send one length in bytes", "invalid_content_length")
+        if lengths and int(lengths[0]) > self.max_bytes:
+            return await self._too_large(send, int(lengths[0]))
         messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                return await self._refuse(send, size)
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
+        try:
+            with anyio.fail_after(self.timeout_s):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    size += len(message.get("body", b""))
+                    if size > self.max_bytes:
+                        return await self._too_large(send, size)
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+        except TimeoutError:
+            return await self._answer(send, 408, f"the request body did not arrive within {self.timeout_s:g} s (setting body_timeout_s); "
+                                      f"{size} bytes came; send the whole body at once", "body_timeout")
 
         async def replay():
             return messages.pop(0) if messages else await receive()
 
         return await self.app(scope, replay, send)
 
-    async def _refuse(self, send, size: int) -> None:
+    async def _too_large(self, send, size: int) -> None:
+        await self._answer(send, 413, f"the request body has more than {self.max_bytes} bytes ({size} or more), this server's limit "
+                           "(setting max_body_bytes); send less per request", "body_too_large")
+
+    async def _answer(self, send, status: int, message: str, code: str) -> None:
         from tunekit.serve.handlers import error_response
 
-        response = error_response(413, f"the request body has more than {self.max_bytes} bytes ({size} or more), this server's limit "
-                                  "(setting max_body_bytes); send less per request", "body_too_large", "body")
+        # the body was not read to its end, so the connection cannot carry another request
+        response = error_response(status, message, code, "body", headers={"Connection": "close"})
         await response({"type": "http"}, None, send)

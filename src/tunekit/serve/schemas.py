@@ -7,7 +7,7 @@ error per branch of the union.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt
 
 
 class TextPair(BaseModel):
@@ -95,9 +95,12 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(..., description="The `id` of the answer (the `x-request-id` response header).")
-    rating: int | None = Field(None, description="-1 (bad) to 5 (excellent).")
-    label: str | None = Field(None, description="Classification: the correct label.")
+    rating: StrictInt | None = Field(None, description="-1 (bad) to 5 (excellent), as a JSON integer.")
+    label: str | None = Field(None, description="Classification: the correct label, one of the model's labels (a multi-task request: of its "
+                              "task); regression: the correct value, as a string.")
     answer: str | None = Field(None, description="Generation: the answer that should have been given.")
+    index: StrictInt | None = Field(None, ge=0, description="Which input (`inputs`) or prompt (`prompt`) of the request a `label` or "
+                                    "`answer` is about, from 0; required when the request had more than one.")
     comment: str | None = Field(None, description="Free text for a reviewer.")
 
 
