@@ -409,6 +409,9 @@ class TunekitConfig(_Section):
         if self.data.task_column and self.task != "classification":
             raise ValueError(f"`data.task_column` (multi-task) applies to task classification; for task {self.task} remove it "
                              "(generation: put every task's conversations in one training file, they share one format)")
+        if self.task == "generation" and self.data.duplicates == "keep":
+            raise ValueError("`data.duplicates: keep` does not apply to task generation: an example is identified by its content, "
+                             "so a repeated one is kept once (`drop`, the default) or refused (`error`)")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
         unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]

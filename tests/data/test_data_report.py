@@ -117,3 +117,26 @@ def test_summary_for_the_terminal(planted):
     assert text.startswith("Data t: 6 train / 2 validation / 3 test rows, 2 labels")
     assert f"Fingerprint {planted.fingerprint[:16]} (froze new splits in {planted.directory})" in text
     assert "Warning: 1 training rows repeat an earlier training row exactly" in text
+
+
+def test_exact_train_test_duplicates_can_be_dropped_or_refused(project):
+    from tunekit.errors import DataError
+
+    project.write("train.csv", TRAIN)
+    project.write("valid.csv", VALIDATION)
+    project.write("test.csv", TEST)
+    files = {"train": "train.csv", "validation": "valid.csv", "test": "test.csv"}
+    with pytest.raises(DataError) as exc:
+        prepare(project.config(**files, duplicates="error"))
+    msg = str(exc.value)
+    assert "3 problems" in msg and "train.csv line 2: this training row's text also sits in the test split exactly (row test-2, line 2)" in msg
+    assert "train.csv line 6: this training row's text also sits in the validation split exactly" in msg
+    assert not list((project.root / "ws" / "datasets").glob("*/meta.json"))  # refused before anything was frozen
+    dropped = prepare(project.config(**files, duplicates="drop"))
+    assert dropped.report["rows"] == {"train": 3, "validation": 2, "test": 3}
+    assert dropped.report["leakage"]["test"]["exact"] == 0 and dropped.report["leakage"]["validation"]["exact"] == 0
+    assert dropped.report["leaked_rows_removed"] == 3
+    assert ("3 training rows were left out because their text sits exactly in the validation or test split (data.duplicates: drop)"
+            in dropped.report["warnings"])
+    kept = prepare(project.config(**files))  # the default keeps them, with the leakage warning
+    assert kept.report["rows"]["train"] == 6 and kept.report["leakage"]["test"]["exact"] == 1

@@ -238,3 +238,25 @@ def test_nested_instruction_records_read_by_dotted_columns(project):
                          completion_column="response.text", metadata_columns=["meta.source"])
     read = _conversations(path, cfg)
     assert _pairs(read) == [("Name a colour.", "Blue.")] and read[0]["meta"] == {"meta.source": "web"}
+
+
+def test_test_rows_written_out_with_their_ids_keep_the_test_fingerprint(project):
+    """Issue 17 item 3: retraining writes the frozen splits to new files; with their ids in an id column
+    (`data.id_column`) the new version's test rows are the champion's, by fingerprint and by id."""
+    import csv
+
+    from tunekit.data import prepare
+    from tunekit.data.store import dataset_rows
+
+    project.labelled_csv("tickets.csv", {"a": 10, "b": 10})
+    first = prepare(project.config(train="tickets.csv"))
+    assert list(first.test["id"])[:2] == ["train-tickets-2", "train-tickets-4"]
+    for split in ("train", "validation", "test"):
+        with (project.root / f"{split}.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "text", "label"])
+            writer.writerows([r["id"], r["text"], r["label"]] for r in dataset_rows(getattr(first, split), first.labels))
+    again = prepare(project.config(train="train.csv", validation="validation.csv", test="test.csv", id_column="id"))
+    assert again.test_fingerprint == first.test_fingerprint and list(again.test["id"]) == list(first.test["id"])
+    without_ids = prepare(project.config(train="train.csv", validation="validation.csv", test="test.csv"))
+    assert without_ids.test_fingerprint != first.test_fingerprint  # renumbered ids: compare would refuse

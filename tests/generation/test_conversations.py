@@ -140,3 +140,9 @@ def test_preview_marks_exactly_the_trained_tokens(tmp_path, tiny_llama):
     _, reference = conversations.prompt_and_reference(prepared.train[0])
     assert trained.startswith(reference) and trained.endswith("</s>")
     assert "user" in "".join(text for text, on in pieces if not on)
+
+
+def test_duplicates_error_names_both_places(tmp_path, tiny_llama):
+    rows = reverse_rows(30)
+    with pytest.raises(DataError, match=r"train\.jsonl line 31: the same example as train\.jsonl line 1"):
+        _prepare(tmp_path, tiny_llama, rows + rows[:1], duplicates="error")

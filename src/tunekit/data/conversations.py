@@ -104,19 +104,23 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
                                      min_examples=10 if role == "train" else 1, options=read_options(cfg, f"data.{role}"),
                                      metadata_columns=d.metadata_columns, fallback_columns=d.fallback_columns)
             for role, path in paths.items()}
-    seen: set[str] = set()
-    duplicates = 0
+    seen: dict[str, str] = {}
+    duplicates, problems = 0, Problems()
     for role in ("test", "validation", "train"):  # a duplicate is kept where it is evaluated, removed from training
         kept = []
         for row in read.get(role, []):
             if row["id"] in seen:
                 duplicates += 1
+                if cfg.data.duplicates == "error":
+                    problems.add(f"{paths[role]} {row['at']}: the same example as {seen[row['id']]}; remove one, or set "
+                                 "`data.duplicates: drop` to keep it once, in the evaluated split (counted in the data report)")
                 continue
-            seen.add(row["id"])
+            seen[row["id"]] = f"{paths[role].name} {row['at']}"
             kept.append({"id": row["id"], "messages": row["messages"], "origin": f"{paths[role].name} {row['at']}",
                          **({"meta": row["meta"]} if "meta" in row else {})})
         if role in read:
             read[role] = kept
+    problems.raise_if_any("the generation data")
     train = read["train"]
     rng = np.random.default_rng(cfg.data.split.seed)
     order = list(rng.permutation(len(train)))

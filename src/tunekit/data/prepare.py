@@ -18,7 +18,7 @@ from tunekit.data import store
 from tunekit.data.markdown import render_report_markdown
 from tunekit.data.read import read_table
 from tunekit.data.report import build_report
-from tunekit.data.split import make_splits
+from tunekit.data.split import make_splits, remove_leaked
 from tunekit.data.validate import canonical_rows, constant_target_error, label_set_error
 
 
@@ -62,7 +62,8 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
     reused = frozen is not None
     if frozen is None:
         rows, labels = read_splits(cfg, {s.role: s.path for s in sources})
-        frozen = store.freeze(cfg, key, sources, rows, labels)
+        removed = remove_leaked(rows, cfg.data.duplicates_policy, {s.role: s.path for s in sources})
+        frozen = store.freeze(cfg, key, sources, rows, labels, {"leaked_rows_removed": removed} if removed else None)
     report = build_report(cfg, frozen.rows, frozen.labels, frozen.meta, tokenizer)
     store.write_json(frozen.directory / "report.json", report)
     (frozen.directory / "report.md").write_text(render_report_markdown(report), encoding="utf-8")

@@ -36,6 +36,7 @@ def build_report(cfg: TunekitConfig, rows: dict[str, list[dict]], labels: list[s
         "duplicates": duplicate_report(rows["train"]),
         "leakage": {name: leakage_report(rows["train"], rows[name]) for name in ("validation", "test")},
         "lengths": length_report(rows, cfg.model.max_length, tokenizer),
+        "leaked_rows_removed": meta.get("leaked_rows_removed", 0),
     }
     report["warnings"] = warnings(report)
     return report
@@ -121,6 +122,9 @@ def warnings(report: dict) -> list[str]:
     if dup["normalised"]["conflicting_labels"]:
         what = "targets" if "target" in report else "labels"
         out.append(f"{dup['normalised']['conflicting_labels']} training texts appear with different {what}")
+    if report.get("leaked_rows_removed"):
+        out.append(f"{report['leaked_rows_removed']} training rows were left out because their text sits exactly in the "
+                   "validation or test split (data.duplicates: drop)")
     for name, leak in report["leakage"].items():
         if leak["normalised"]:
             out.append(f"{leak['normalised']} {name} rows also appear in train ({leak['exact']} exactly, the rest after "

@@ -147,3 +147,26 @@ def allocate(counts: dict[str, int], size: int) -> dict[str, int]:
         if quota[label] < counts[label]:
             quota[label] += 1
     return quota
+
+
+def remove_leaked(rows: dict[str, list[dict]], policy: str, files: dict[str, Path]) -> int:
+    """Apply ``data.duplicates`` to training rows whose input (text and text pair) sits exactly in
+    validation or test: ``keep`` them (the report warns), ``drop`` them from train (returns how many),
+    or ``error`` naming each. Validation and test rows are never touched: they are what is measured."""
+    if policy == "keep":
+        return 0
+    held = {}
+    for name in ("validation", "test"):
+        for row in rows[name]:
+            held.setdefault((row["text"], row.get("text_pair", "")), (name, row))
+    leaked = [row for row in rows["train"] if (row["text"], row.get("text_pair", "")) in held]
+    if policy == "error":
+        problems = Problems()
+        for row in leaked:
+            name, other = held[(row["text"], row.get("text_pair", ""))]
+            problems.add(f"{files['train']} {row['_at']}: this training row's text also sits in the {name} split exactly "
+                         f"(row {other['id']}, {other['_at']}); remove it, or set `data.duplicates: drop` to leave such rows "
+                         "out of train (counted in the data report), or `keep` to train on them (the report warns)")
+        problems.raise_if_any(str(files["train"]))
+    rows["train"] = [row for row in rows["train"] if (row["text"], row.get("text_pair", "")) not in held]
+    return len(leaked)

@@ -184,13 +184,15 @@ def read_directory(directory: Path) -> Frozen:
     return Frozen(rows, dsets, labels, meta["fingerprint"], meta["test_fingerprint"], directory, meta)
 
 
-def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str]) -> Frozen:
-    """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index."""
+def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[str, list[dict]], labels: list[str],
+           notes: dict | None = None) -> Frozen:
+    """Write the splits once under ``datasets/<fingerprint[:16]>`` and record ``key`` in the index;
+    ``notes`` (e.g. how many leaked training rows were removed) go into ``meta.json``."""
     rows = {name: [{f: v for f, v in row.items() if _stored(f)} for row in rows[name]] for name in SPLITS}  # drop "_at"
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
     dsets = {name: to_dataset(rows[name], labels, with_pair, cfg.task == "regression") for name in SPLITS}
-    meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels)
+    meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels) | (notes or {})
     root = datasets_root(cfg)
     directory = root / fp[:16]
     if not (directory / "meta.json").is_file():
