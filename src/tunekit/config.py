@@ -319,6 +319,7 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation only: longest generated answer when scoring (greedy decoding, the same for the baseline and the fine-tuned model).")
     k_shot: int = Field(3, ge=0, le=32, description="Generation only: worked examples (drawn from train with the split seed) shown to the few-shot baseline; 0 runs only the zero-shot baseline.")
     max_test_rows: int | None = Field(None, gt=0, description="Generation only: score generation on a seeded sample of this many test rows (decoding is the slow part); loss and perplexity use every test row.")
+    extract: str | None = Field(None, description="Generation only: score the answer inside the text rather than the whole text, in references and generated answers alike. `last_number`: the last number (`1,234.50` reads as `1234.5`); or a regular expression whose first group (or whole match) is the answer, e.g. `'#### *(.+)'` for math sets whose answers end in `#### 42`. A generated text without a match scores as an empty answer; a test reference without one is a data error naming its line.")
     grounding: bool = Field(False, description="Generation only: check every answer against its prompt (for retrieval-augmented data, where the prompt holds the source text): quoted spans must occur in it and at least half of the answer's content words must. The report gives the grounded rate of the baseline and the fine-tuned model.")
     side_by_side: int = Field(8, ge=0, description="Generation only: test rows shown in the report with prompt, reference, baseline and fine-tuned answers.")
 
@@ -409,6 +410,18 @@ class TunekitConfig(_Section):
         if self.data.task_column and self.task != "classification":
             raise ValueError(f"`data.task_column` (multi-task) applies to task classification; for task {self.task} remove it "
                              "(generation: put every task's conversations in one training file, they share one format)")
+        if self.eval.extract is not None and self.task != "generation":
+            raise ValueError(f"`eval.extract` picks the answer out of generated text, for task generation; this task is {self.task}: remove it")
+        if self.eval.extract not in (None, "last_number"):
+            import re
+
+            try:
+                pattern = re.compile(self.eval.extract)
+            except re.error as exc:
+                raise ValueError(f"`eval.extract` is not a valid regular expression ({exc}); use `last_number` or a pattern like '#### *(.+)'") from None
+            if pattern.groups > 1:
+                raise ValueError(f"`eval.extract` has {pattern.groups} groups; the answer is the first group, so use one "
+                                 "(make the others non-capturing: (?:...))")
         if self.task == "generation" and self.data.duplicates == "keep":
             raise ValueError("`data.duplicates: keep` does not apply to task generation: an example is identified by its content, "
                              "so a repeated one is kept once (`drop`, the default) or refused (`error`)")

@@ -75,12 +75,14 @@ def prepare_conversations(cfg: TunekitConfig, tokenizer, template: templates.Tem
     reused = directory is not None
     if directory is None:
         rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
+        check_answers(cfg, rows["test"])
         whole = {name: list(rows[name]) for name in SPLITS}
         encoded, overlength = _encode_all(cfg, tokenizer, template, rows)  # before freezing: a failed check leaves nothing behind
         directory = _freeze(cfg, key, sources, whole, duplicates)
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     else:
         rows, meta = _load(directory)
+        check_answers(cfg, rows["test"])
         encoded, overlength = _encode_all(cfg, tokenizer, template, rows)
     report = _report(cfg, rows, encoded, overlength, meta, template)
     store.write_json(directory / "report.json", report)
@@ -94,6 +96,22 @@ def prompt_and_reference(row: dict) -> tuple[list[dict], str]:
     messages = row["messages"]
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return messages[:last], messages[last]["content"]
+
+
+def check_answers(cfg: TunekitConfig, test: list[dict]) -> None:
+    """With ``eval.extract``, every test reference must hold an answer: one without could never be matched."""
+    if cfg.eval.extract is None:
+        return
+    from tunekit.evaluate.textgen import extract_answer
+
+    problems = Problems()
+    for row in test:
+        reference = prompt_and_reference(row)[1]
+        if extract_answer(reference, cfg.eval.extract) is None:
+            short = reference if len(reference) <= 60 else "…" + reference[-59:]
+            problems.add(f"{row['origin']}: the reference answer {short!r} has no answer for eval.extract {cfg.eval.extract!r}; "
+                         "fix the row, or change eval.extract")
+    problems.raise_if_any("the test references")
 
 
 def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], int]:

@@ -13,6 +13,9 @@ Four metrics, all in [0, 1] and higher is better:
 - ``chrf``: sacrebleu chrF (character n-grams) / 100; per example sentence chrF, for the set
   corpus chrF.
 
+With ``eval.extract`` every metric scores the answer found in the text (``extract_answer``) in
+predictions and references alike; a prediction with no answer in it scores as an empty one.
+
 An empty prediction scores 0 on every metric (unless its reference is empty too, which is an exact
 match). Both models in ``compare`` answer the same rows, so the bootstrap is paired, as in
 ``stats.paired_bootstrap``: one draw of row indices per resample scores both models, and corpus
@@ -22,6 +25,7 @@ BLEU and chrF are recomputed on each resampled corpus from per-row sufficient st
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,15 +37,48 @@ from tunekit.evaluate.stats import _bootstrap_p
 GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
 
 
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+")
+
+
+def extract_answer(text: str, rule: str | None) -> str | None:
+    """The answer inside ``text`` by ``eval.extract``: the whole text when ``rule`` is None;
+    ``last_number``: the last number, commas removed and trailing zeros after the point dropped
+    (``1,234.50`` -> ``1234.5``, ``42.0`` -> ``42``); else the first group (or the whole match) of
+    the first match of the regular expression ``rule``. None when there is no answer in the text."""
+    if rule is None:
+        return text
+    if rule == "last_number":
+        numbers = _NUMBER.findall(text)
+        if not numbers:
+            return None
+        number = numbers[-1].replace(",", "").lstrip("+")
+        if "." in number:
+            number = number.rstrip("0").rstrip(".") or "0"
+        return number
+    match = re.search(rule, text, re.S)
+    if match is None:
+        return None
+    return (match.group(1) if match.re.groups else match.group(0)).strip()
+
+
+def extract_all(texts: list[str], rule: str | None) -> list[str]:
+    """``extract_answer`` of each text, an empty answer where there is none (it then scores 0)."""
+    if rule is None:
+        return list(texts)
+    return [extract_answer(t, rule) or "" for t in texts]
+
+
 def normalise_answer(text: str) -> str:
     """The form exact match compares: leading and trailing whitespace removed, every run of
     whitespace (spaces, tabs, newlines) made one space. Case and punctuation are kept."""
     return " ".join(text.split())
 
 
-def per_example(preds: list[str], refs: list[str]) -> dict[str, np.ndarray]:
-    """Each metric per row (``GENERATION_METRICS`` order), as float arrays of ``len(preds)``."""
+def per_example(preds: list[str], refs: list[str], extract: str | None = None) -> dict[str, np.ndarray]:
+    """Each metric per row (``GENERATION_METRICS`` order), as float arrays of ``len(preds)``;
+    with ``extract`` (``eval.extract``) on the answers found in predictions and references."""
     _check_rows(preds=preds, refs=refs)
+    preds, refs = extract_all(preds, extract), extract_all(refs, extract)
     sentence_bleu, chrf = BLEU(effective_order=True), CHRF()
     return {
         "exact_match": _exact_match(preds, refs),
@@ -51,14 +88,16 @@ def per_example(preds: list[str], refs: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def generation_metrics(preds: list[str], refs: list[str]) -> dict[str, float]:
-    """Test-set scores: mean exact match and ROUGE-L over rows; corpus BLEU and corpus chrF."""
+def generation_metrics(preds: list[str], refs: list[str], extract: str | None = None) -> dict[str, float]:
+    """Test-set scores: mean exact match and ROUGE-L over rows; corpus BLEU and corpus chrF;
+    with ``extract`` (``eval.extract``) on the answers found in predictions and references."""
     _check_rows(preds=preds, refs=refs)
+    preds, refs = extract_all(preds, extract), extract_all(refs, extract)
     return _Scores.of(preds, refs).summary(np.ones(len(preds), dtype=np.int64))
 
 
 def compare(preds_base: list[str], preds_model: list[str], refs: list[str], resamples: int = 1000,
-            seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+            seed: int = 0, confidence: float = 0.95, extract: str | None = None) -> dict[str, dict]:
     """Paired bootstrap of model minus baseline for every metric (``diff`` > 0: the model is better).
 
     Returns ``{metric: {"baseline", "model", "diff", "low", "high", "p_value"}}``. The resampled
@@ -66,6 +105,7 @@ def compare(preds_base: list[str], preds_model: list[str], refs: list[str], resa
     p-value is its: the share of resampled gaps on the far side of 0, doubled, capped at 1.
     """
     _check_rows(preds_base=preds_base, preds_model=preds_model, refs=refs)
+    preds_base, preds_model, refs = (extract_all(texts, extract) for texts in (preds_base, preds_model, refs))
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:
