@@ -87,9 +87,22 @@ def model_directory(settings: ServeSettings) -> Path:
 def _load(path: Path, device: str) -> TrainedModel | Generator:
     """A generation model when the directory's manifest says ``task: generation``, else a classifier."""
     manifest = path / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()).get("task") == "generation":
+    if manifest.is_file() and _manifest(manifest).get("task") == "generation":
         return load_generator(path, device)
     return _merged(load_trained(path, device))  # also the one that explains a directory without a manifest
+
+
+def _manifest(path: Path) -> dict:
+    """The model directory's ``tunekit.json``; ``ModelError`` naming the file when it cannot be read."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable tunekit manifest ({type(exc).__name__}: {exc}); the model directory is damaged. "
+                         "Copy it again from the registry or the run folder, or retrain the model.") from None
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(info).__name__}; the model directory is damaged. "
+                         "Copy it again from the registry or the run folder, or retrain the model.")
+    return info
 
 
 def _merged(trained: TrainedModel) -> TrainedModel:

@@ -195,6 +195,13 @@ def observe_middleware(runtime: Runtime):
         started = time.perf_counter()
         rec = record(request)
         status = 500
+        if runtime.log is not None and request.url.path.startswith(LOGGED_PREFIX):
+            try:
+                runtime.log.check()  # a stopped log writer: 503 rather than an answer nobody can find later
+            except TunekitError as exc:
+                from tunekit.serve.handlers import error_response
+
+                return error_response(exc.http_status, str(exc), exc.code, None)
         try:
             with runtime.metrics.track_inflight():
                 response = await call_next(request)
