@@ -140,3 +140,21 @@ def test_exact_train_test_duplicates_can_be_dropped_or_refused(project):
             in dropped.report["warnings"])
     kept = prepare(project.config(**files))  # the default keeps them, with the leakage warning
     assert kept.report["rows"]["train"] == 6 and kept.report["leakage"]["test"]["exact"] == 1
+
+
+def test_pii_scan_counts_kinds_per_split_and_names_rows(project):
+    project.write("train.csv", "text,label\n"
+                               "mail me at jane.doe@example.com,a\n"
+                               "call +44 20 7946 0958 or +1 (555) 123-4567,b\n"
+                               "nothing personal here,a\n"
+                               "card 4111 1111 1111 1111 please,b\n")
+    project.write("test.csv", "text,label\nwrite to joe@example.org,a\nplain text,b\n")
+    project.write("valid.csv", "text,label\nok,a\nfine,b\n")
+    prepared = prepare(project.config(train="train.csv", validation="valid.csv", test="test.csv"))
+    pii = prepared.report["pii"]
+    assert {name: (split["rows"], split["counts"]) for name, split in pii.items()} == {
+        "train": (3, {"card": 1, "email": 1, "phone": 2}), "validation": (0, {}), "test": (1, {"email": 1})}
+    assert [e["at"] for e in pii["train"]["examples"]] == ["train-2", "train-3", "train-5"]
+    assert pii["test"]["examples"] == [{"at": "test-2", "kinds": ["email"]}]
+    assert "1 test rows hold personal data: e-mail addresses (1); e.g. test-2" in prepared.report["warnings"]
+    assert "## Personal data (PII)" in render_report_markdown(prepared.report)

@@ -146,3 +146,16 @@ def test_duplicates_error_names_both_places(tmp_path, tiny_llama):
     rows = reverse_rows(30)
     with pytest.raises(DataError, match=r"train\.jsonl line 31: the same example as train\.jsonl line 1"):
         _prepare(tmp_path, tiny_llama, rows + rows[:1], duplicates="error")
+
+
+def test_the_data_report_flags_personal_data_in_dialogues(tmp_path, tiny_llama):
+    rows = reverse_rows(30)
+    rows[3] = {"messages": [{"role": "user", "content": "my mail is ann@example.com"}, {"role": "assistant", "content": "noted"}]}
+    rows[7] = {"messages": [{"role": "user", "content": "call me"}, {"role": "assistant", "content": "dial +1 (555) 123-4567"}]}
+    prepared, _ = _prepare(tmp_path, tiny_llama, rows, split={"validation": 0.1, "test": 0.1, "seed": 1}, overlength="truncate")
+    pii = prepared.report["pii"]
+    assert sum(split["rows"] for split in pii.values()) == 2
+    found = {e["at"]: e["kinds"] for split in pii.values() for e in split["examples"]}
+    assert found == {"train.jsonl line 4": ["email"], "train.jsonl line 8": ["phone"]}
+    assert any("hold personal data" in w for w in prepared.report["warnings"])
+    assert "## Personal data (PII)" in conversations.report_markdown(prepared.report)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tunekit.config import TunekitConfig
-from tunekit.data import store
+from tunekit.data import pii_scan, store
 from tunekit.data.chat import read_conversations
 from tunekit.data.problems import Problems
 from tunekit.errors import DataError
@@ -309,6 +309,8 @@ def _report(cfg, rows, encoded, overlength, meta, template) -> dict:
                         f"so test metrics are on {test['rows'] - test['dropped']} examples")
     if meta.get("duplicates_removed"):
         warnings.append(f"{meta['duplicates_removed']} duplicate examples removed (kept once, in the evaluated split when they were in one)")
+    pii = pii_scan.scan(rows, lambda row: [m["content"] for m in row["messages"]], lambda row: row["origin"])
+    warnings += pii_scan.warnings(pii)
     turns = [sum(m["role"] == "assistant" for m in r["messages"]) for r in rows["train"]]
     return {
         "name": cfg.name, "task": "generation", "fingerprint": meta["fingerprint"], "test_fingerprint": meta["test_fingerprint"],
@@ -318,7 +320,7 @@ def _report(cfg, rows, encoded, overlength, meta, template) -> dict:
         "trained_tokens": {n: stats([e.trained for e in encoded[n]]) for n in SPLITS},
         "train_tokens_total": int(sum(len(e.ids) for e in encoded["train"])),
         "multi_turn": int(sum(t > 1 for t in turns)), "with_system": int(sum(r["messages"][0]["role"] == "system" for r in rows["train"])),
-        "warnings": warnings,
+        "pii": pii, "warnings": warnings,
     }
 
 
@@ -336,6 +338,8 @@ def report_markdown(report: dict) -> str:
               f"Duplicates removed: {report['duplicates_removed']}. Multi-turn training examples: {report['multi_turn']}; "
               f"with a system message: {report['with_system']}.", ""]
     lines += [f"- Warning: {w}" for w in report["warnings"]] or ["No warnings."]
+    if "pii" in report:
+        lines += ["", pii_scan.markdown(report["pii"])]
     return "\n".join(lines) + "\n"
 
 

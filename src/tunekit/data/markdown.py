@@ -16,6 +16,7 @@ def render_report_markdown(report: dict) -> str:
         _duplicates(report["duplicates"]),
         _leakage(report["leakage"]),
         _lengths(report["lengths"]),
+        *([_pii(report["pii"])] if "pii" in report else []),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -95,3 +96,9 @@ def _lengths(lengths: dict) -> str:
         rows.append([name, s["min"], s["mean"], s["p50"], s["p95"], s["max"]] + ([s["over_max_length"]] if over else []))
     note = f"\n\n{lengths['note']}." if lengths["note"] else ""
     return f"## Lengths ({lengths['unit']})\n\n{table(header, rows)}{note}"
+
+
+def _pii(report: dict) -> str:
+    from tunekit.data import pii_scan
+
+    return pii_scan.markdown(report)

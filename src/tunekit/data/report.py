@@ -14,6 +14,7 @@ import re
 from collections import Counter, defaultdict
 
 from tunekit.config import TunekitConfig
+from tunekit.data import pii_scan
 from tunekit.data.lengths import length_report
 
 MAX_EXAMPLES = 5
@@ -37,6 +38,7 @@ def build_report(cfg: TunekitConfig, rows: dict[str, list[dict]], labels: list[s
         "leakage": {name: leakage_report(rows["train"], rows[name]) for name in ("validation", "test")},
         "lengths": length_report(rows, cfg.model.max_length, tokenizer),
         "leaked_rows_removed": meta.get("leaked_rows_removed", 0),
+        "pii": pii_scan.scan(rows, lambda row: (row["text"], row.get("text_pair", "")), lambda row: row["id"]),
     }
     report["warnings"] = warnings(report)
     return report
@@ -130,6 +132,7 @@ def warnings(report: dict) -> list[str]:
             out.append(f"{leak['normalised']} {name} rows also appear in train ({leak['exact']} exactly, the rest after "
                        f"normalising): {name} scores will be optimistic")
     out += _target_warnings(report["target"]) if "target" in report else _label_warnings(report["labels"])
+    out += pii_scan.warnings(report.get("pii", {}))
     lengths = report["lengths"]
     for name, split in lengths["splits"].items():
         if split.get("over_max_length"):
