@@ -54,6 +54,22 @@ def test_defaults_paths_and_method_learning_rate(tmp_path, monkeypatch):
     assert other.learning_rate == 2e-3 and other.hash() != cfg.hash()
 
 
+def test_every_path_written_in_the_config_is_relative_to_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sub = tmp_path / "proj"
+    (sub / "models" / "tiny").mkdir(parents=True)
+    cfg = load_config(write(sub, "name: x\nworkspace: ws\ndata: {train: a.csv}\nmodel: {base: models/tiny}\n"))
+    assert cfg.workspace_dir == sub / "ws"
+    assert cfg.model.base == str(sub / "models" / "tiny")  # absolute: the adapter records where its base is
+    assert cfg.paths_note() == f"Paths in the config are relative to its folder {sub}; workspace {sub / 'ws'} (named in the config)"
+    default = load_config(write(sub, "name: x\ndata: {train: a.csv}\nmodel: {base: org/hub-model}\n"))
+    assert default.model.base == "org/hub-model"  # a hub id stays one
+    assert default.paths_note().endswith(f"workspace {tmp_path / 'tunekit-workspace'} (the default, in the directory tunekit runs in)")
+    (tmp_path / "cwd-model").mkdir()
+    with pytest.raises(ConfigError, match=r"model.base 'cwd-model' is a folder relative to the current directory, .* write `base: ../cwd-model`"):
+        load_config(write(sub, "name: x\ndata: {train: a.csv}\nmodel: {base: cwd-model}\n"))
+
+
 def test_overrides(tmp_path):
     cfg = load_config(write(tmp_path, "name: x\ndata: {train: a.csv}\n"), {"train.epochs": 7, "method.kind": "full"})
     assert cfg.train.epochs == 7 and cfg.method.kind == "full"

@@ -3,9 +3,11 @@
 One pydantic model per YAML section, a description on every field (they become the README's
 config reference and the JSON schema), ``extra="forbid"`` so a misspelt key is an error rather than
 a silently ignored default, and every problem reported at once with its YAML path and line.
-Relative data paths in the config are relative to the config file, not to the shell's working
-directory, so ``tunekit run examples/banking77/config.yaml`` works from anywhere; the workspace is
-relative to the working directory, where ``tunekit serve`` and ``tunekit registry`` look for it.
+Every relative path written in the config (data files, a local ``model.base``, ``model.init_from``,
+``eval.suite``, ``workspace``) is relative to the config file's folder, not to the shell's working
+directory, so ``tunekit run examples/banking77/config.yaml`` works from anywhere. Only the default
+workspace, when the config names none, is ``./tunekit-workspace`` in the working directory, where
+``tunekit serve`` and ``tunekit registry`` look for it.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def _label_key(key: Any) -> str:
 class ModelConfig(_Section):
     """The pretrained base model."""
 
-    base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory, or a Hugging Face hub id.")
+    base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory (relative to the config file's folder), or a Hugging Face hub id.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
     template: Literal["auto", "chatml", "llama2", "alpaca", "plain"] = Field("auto", description="Generation only: how conversations become text. `auto`: the tokenizer's own chat template when it has one, else `chatml`. The template is saved with the model, so training, evaluation and serving render identically.")
@@ -374,7 +376,7 @@ class TunekitConfig(_Section):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
     task: Literal["classification", "generation", "regression"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `regression`: one number per text (or text pair) with an encoder (a score, a price, a rating); the label column holds the target and the baseline is TF-IDF + ridge. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
-    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log, relative to the directory tunekit runs in.")
+    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log. Like every path in the config (data files, `model.base` when it is a folder, `model.init_from`, `eval.suite`), relative to the config file's folder; left out, `./tunekit-workspace` in the directory tunekit runs in, where `tunekit serve` and `tunekit registry` look by default. Every run says which at its top.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -450,10 +452,21 @@ class TunekitConfig(_Section):
 
     @property
     def workspace_dir(self) -> Path:
-        """The workspace, relative to the directory tunekit was started in (like ``./mlruns``), so
-        ``tunekit serve`` and ``tunekit registry`` run from the same place find it by default."""
+        """The workspace. One rule for paths: a path written in the config is relative to the config
+        file's folder, like every other path in it. Left out, it is ``./tunekit-workspace`` in the
+        directory tunekit was started in (like ``./mlruns``), where ``tunekit serve`` and ``tunekit
+        registry`` look for it by default."""
         p = Path(self.workspace).expanduser()
-        return p if p.is_absolute() else (self._cwd / p).resolve()
+        if p.is_absolute():
+            return p
+        return ((self._source_dir if "workspace" in self.model_fields_set else self._cwd) / p).resolve()
+
+    def paths_note(self) -> str:
+        """One line for the top of every run: where relative paths start, and the workspace in force."""
+        where = ("named in the config" if "workspace" in self.model_fields_set
+                 else "the default, in the directory tunekit runs in")
+        return (f"Paths in the config are relative to its folder {self._source_dir}; "
+                f"workspace {self.workspace_dir} ({where})")
 
     @property
     def tracking(self) -> str:
@@ -487,7 +500,29 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tu
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, path, root)) from None
     cfg._source_dir = path.resolve().parent
-    return cfg
+    return _local_base(cfg, path)
+
+
+def _local_base(cfg: TunekitConfig, path: Path) -> TunekitConfig:
+    """A ``model.base`` that is a folder is relative to the config file's folder, like every path in the
+    config; it is made absolute here, so the adapter records where its base really is. A folder
+    found only relative to the current directory is an error that says what to write instead."""
+    base = cfg.model.base
+    if base.startswith("bundled:") or Path(base).expanduser().is_absolute():
+        return cfg
+    here = cfg._source_dir / Path(base).expanduser()
+    if here.exists() or base.startswith("."):
+        new = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": str(here.resolve())})})
+        new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
+        return new
+    there = Path.cwd() / base
+    if there.exists():
+        import os
+
+        relative = os.path.relpath(there.resolve(), cfg._source_dir)
+        raise ConfigError(f"{path}: model.base {base!r} is a folder relative to the current directory, but paths in a config "
+                          f"are relative to the config file's folder ({cfg._source_dir}): write `base: {relative}`")
+    return cfg  # a hub id
 
 
 def settings_from_yaml(model: type[BaseModel], path: str | Path | None, what: str, overrides: dict[str, Any]):
