@@ -158,3 +158,19 @@ def test_pii_scan_counts_kinds_per_split_and_names_rows(project):
     assert pii["test"]["examples"] == [{"at": "test-2", "kinds": ["email"]}]
     assert "1 test rows hold personal data: e-mail addresses (1); e.g. test-2" in prepared.report["warnings"]
     assert "## Personal data (PII)" in render_report_markdown(prepared.report)
+
+
+def test_sentence_pair_duplicates_and_leakage_show_both_texts(project):
+    project.write("train.csv", "premise,hypothesis,label\nit rains,it is wet,yes\nit rains,it is wet,yes\nit rains,it is dry,no\n"
+                               "a cat sleeps,an animal rests,yes\nthe sun is out,it is night,no\n")
+    project.write("valid.csv", "premise,hypothesis,label\nx,y,yes\nz,w,no\n")
+    project.write("test.csv", "premise,hypothesis,label\nit rains,it is dry,no\nit rains,it snows,no\n")
+    prepared = prepare(project.config(train="train.csv", validation="valid.csv", test="test.csv", text_column="premise",
+                                      text_pair_column="hypothesis"))
+    report = prepared.report
+    assert report["duplicates"]["exact"]["examples"] == [
+        {"text": "it rains", "text_pair": "it is wet", "count": 2, "ids": ["train-2", "train-3"], "labels": ["yes"]}]
+    assert report["leakage"]["test"]["examples"] == [{"id": "test-2", "text": "it rains", "text_pair": "it is dry", "label": "no"}]
+    markdown = render_report_markdown(report)
+    assert "| id | label | text | text pair |" in markdown and "| test-2 | no | it rains | it is dry |" in markdown
+    assert "| it rains | it is wet | 2 | yes | train-2, train-3 |" in markdown

@@ -260,3 +260,16 @@ def test_test_rows_written_out_with_their_ids_keep_the_test_fingerprint(project)
     assert again.test_fingerprint == first.test_fingerprint and list(again.test["id"]) == list(first.test["id"])
     without_ids = prepare(project.config(train="train.csv", validation="validation.csv", test="test.csv"))
     assert without_ids.test_fingerprint != first.test_fingerprint  # renumbered ids: compare would refuse
+
+
+def test_config_texts_read_with_the_configs_options(project):
+    """Issue 18 item 9: what `tunekit models tiny` trains its tokenizer on, read as the config reads the data."""
+    from tunekit.config import TunekitConfig, load_config
+    from tunekit.data.conversations import config_texts
+
+    project.write("train.tsv", "q\ta\nwhat is 2+2?\t4\n")
+    project.config(train="train.tsv", prompt_column="q", completion_column="a")
+    raw = (project.root / "config.yaml").read_text().replace("name: t", "name: t\ntask: generation")
+    (project.root / "config.yaml").write_text(raw)
+    cfg = load_config(project.root / "config.yaml")
+    assert isinstance(cfg, TunekitConfig) and config_texts(cfg) == ["user: what is 2+2?\nassistant: 4"]

@@ -370,6 +370,28 @@ def preview(tokenizer, prepared: PreparedConversations, n: int = 3) -> list[list
     return out
 
 
+def config_texts(cfg: TunekitConfig) -> list[str]:
+    """The plain text of every example in the files ``cfg`` names, read with its layout, column and
+    format options (what ``tunekit models tiny`` trains a tokenizer on when given a config)."""
+    from tunekit.data.chat import render_plain
+    from tunekit.data.prepare import read_options, read_rows
+
+    texts: list[str] = []
+    d = cfg.data
+    for role in SPLITS:
+        value = d.file_path(role)
+        if value is None:
+            continue
+        if cfg.task != "generation":
+            texts += [" ".join(filter(None, (r["text"], r.get("text_pair")))) for r in read_rows(value, cfg, f"data.{role}")]
+            continue
+        rows = read_conversations(cfg.path(value), d.layout, d.system_prompt, d.prompt_column, d.completion_column, d.encoding,
+                                  min_examples=1, options=read_options(cfg, f"data.{role}"),
+                                  metadata_columns=d.metadata_columns, fallback_columns=d.fallback_columns)
+        texts += [render_plain(r["messages"]) for r in rows]
+    return texts
+
+
 def fingerprint_of(messages: list[dict]) -> str:
     """The id of an example: its content hash (what ``data.chat`` assigns)."""
     return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]

@@ -71,9 +71,12 @@ def _duplicates(dup: dict) -> str:
     rows = [[kind, dup[kind]["rows"], dup[kind]["groups"], dup[kind]["conflicting_labels"]] for kind in ("exact", "normalised")]
     body = table(["kind", "repeated rows", "distinct texts", "with conflicting labels"], rows)
     examples = dup["normalised"]["examples"]
+    pair = any("text_pair" in e for e in examples)
     if examples:
         body += "\n\nExamples (normalised):\n\n" + table(
-            ["text", "count", "labels", "ids"], [[e["text"], e["count"], ", ".join(map(str, e["labels"])), ", ".join(e["ids"])] for e in examples])
+            ["text", *(["text pair"] if pair else []), "count", "labels", "ids"],
+            [[e["text"], *([e.get("text_pair")] if pair else []), e["count"], ", ".join(map(str, e["labels"])), ", ".join(e["ids"])]
+             for e in examples])
     return "## Duplicates within train\n\nNormalised: lowercased, punctuation removed, whitespace collapsed.\n\n" + body
 
 
@@ -82,8 +85,10 @@ def _leakage(leakage: dict) -> str:
     body = table(["split", "exact in train", "normalised in train", "fraction exact"], rows)
     for name, leak in leakage.items():
         if leak["examples"]:
+            pair = any("text_pair" in e for e in leak["examples"])
             body += f"\n\n{name.capitalize()} rows also in train:\n\n" + table(
-                ["id", "label", "text"], [[e["id"], e["label"], e["text"]] for e in leak["examples"]])
+                ["id", "label", "text", *(["text pair"] if pair else [])],
+                [[e["id"], e["label"], e["text"], *([e.get("text_pair")] if pair else [])] for e in leak["examples"]])
     return "## Leakage into train\n\n" + body
 
 

@@ -95,7 +95,7 @@ def _duplicates(rows: list[dict], key) -> dict:
         groups[key(row)].append(row)
     repeated = [group for group in groups.values() if len(group) > 1]
     conflicting = [group for group in repeated if len({row["label"] for row in group}) > 1]
-    examples = [{"text": _short(group[0]["text"]), "count": len(group), "ids": [row["id"] for row in group[:MAX_EXAMPLES]],
+    examples = [{"text": _short(group[0]["text"]), **_pair(group[0]), "count": len(group), "ids": [row["id"] for row in group[:MAX_EXAMPLES]],
                  "labels": sorted({row["label"] for row in group})} for group in (conflicting + repeated)[:MAX_EXAMPLES]]
     return {"rows": sum(len(group) - 1 for group in repeated), "groups": len(repeated),
             "conflicting_labels": len(conflicting), "examples": examples}
@@ -111,7 +111,7 @@ def leakage_report(train: list[dict], other: list[dict]) -> dict:
         "exact": len(exact),
         "normalised": len(normalised),
         "fraction_exact": round(len(exact) / len(other), 4) if other else 0.0,
-        "examples": [{"id": row["id"], "text": _short(row["text"]), "label": row["label"]} for row in normalised[:MAX_EXAMPLES]],
+        "examples": [{"id": row["id"], "text": _short(row["text"]), **_pair(row), "label": row["label"]} for row in normalised[:MAX_EXAMPLES]],
     }
 
 
@@ -165,6 +165,11 @@ def _target_warnings(target: dict) -> list[str]:
             out.append(f"the {name} target mean {split['mean']:.4g} is {abs(shift):.1f} training standard deviations "
                        f"{'above' if shift > 0 else 'below'} the train mean {train['mean']:.4g}: {name} scores describe other values than training saw")
     return out
+
+
+def _pair(row: dict) -> dict:
+    """A sentence-pair row's second text, for the examples (``{}`` for single texts)."""
+    return {"text_pair": _short(row["text_pair"])} if "text_pair" in row else {}
 
 
 def _short(text: str) -> str:
