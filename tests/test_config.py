@@ -107,3 +107,14 @@ def test_readme_config_reference_is_in_sync():
 
 def test_readme_shows_the_shipped_quickstart_config():
     assert (ROOT / "examples/banking77/config.yaml").read_text() in (ROOT / "README.md").read_text()
+
+
+def test_data_section_for_files_tunekit_wrote_resets_reading_options(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\ndata: {train: {path: a.csv, header: false, columns: [l, t]}, delimiter: ';', "
+                                      "encoding: latin-1, label_map: {1: World}, text_column: t, label_column: l, quoting: none, "
+                                      "metadata_columns: [channel], max_train_rows: 50}\n"))
+    new = cfg.data.for_written_files(train="/w/train.csv", test="/w/test.csv", text_pair_column=None, id_column="id")
+    assert (new.train, new.test, new.delimiter, new.encoding, new.label_map, new.quoting, new.header, new.columns) == (
+        "/w/train.csv", "/w/test.csv", None, "utf-8", None, "auto", True, None)
+    assert (new.text_column, new.label_column, new.id_column, new.max_train_rows) == ("text", "label", "id", None)
+    assert new.metadata_columns == ["channel"]  # what the rows carry stays

@@ -157,6 +157,16 @@ class DataConfig(_Section):
         merged = {name: getattr(self, name) for name in FILE_OPTIONS} | own
         return ReadOptions(key=f"data.{role}", **merged)
 
+    def for_written_files(self, **update: Any) -> DataConfig:
+        """This section pointed at files tunekit wrote itself (UTF-8; CSV with a header and comma, or chat
+        JSONL): every reading and column option back to its default, then ``update`` (the file paths,
+        the columns written). Retraining reads its new version of the data so; the user's options
+        (a `;` delimiter, a label map, Latin-1) described the original files, not these."""
+        reset = {name: field.get_default(call_default_factory=True) for name, field in DataConfig.model_fields.items()
+                 if name in (*FILE_OPTIONS, "layout", "prompt_column", "completion_column", "text_column", "text_separator",
+                             "text_pair_column", "label_column", "label_map", "id_column", "fallback_columns", "max_train_rows")}
+        return self.model_copy(update=reset | update)
+
     @property
     def text_columns(self) -> list[str]:
         """The columns joined into the text (one, unless `text_column` is a list)."""

@@ -273,3 +273,16 @@ def test_config_texts_read_with_the_configs_options(project):
     (project.root / "config.yaml").write_text(raw)
     cfg = load_config(project.root / "config.yaml")
     assert isinstance(cfg, TunekitConfig) and config_texts(cfg) == ["user: what is 2+2?\nassistant: 4"]
+
+
+def test_per_file_options_are_part_of_the_frozen_splits_key(project):
+    from tunekit.data import prepare
+
+    project.labelled_csv("train.csv", {"a": 10, "b": 10})
+    project.write("test.csv", "text;label\nhello;a\nbye;b\n")
+    first = prepare(project.config(train="train.csv", test={"path": "test.csv", "delimiter": ";"}))
+    assert not first.reused and list(first.test["text"]) == ["hello", "bye"]
+    assert prepare(project.config(train="train.csv", test={"path": "test.csv", "delimiter": ";"})).reused
+    project.write("test.csv", "text|label\nhello|a\nbye|b\n")
+    other = prepare(project.config(train="train.csv", test={"path": "test.csv", "delimiter": "|"}))
+    assert not other.reused and other.test_fingerprint == first.test_fingerprint  # same rows, other bytes and options
