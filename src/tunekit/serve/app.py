@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tunekit.errors import ConfigError, DataError, ModelError
 from tunekit.monitor.gauges import push_latest
 from tunekit.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
@@ -148,8 +149,12 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         if body.name in gen.adapters or body.name == gen.base_model:
             raise RequestError(f"name: {body.name!r} is already served; unload it first (DELETE /v1/adapters/{body.name}) or pick another name",
                                "adapter_exists", "name", 409)
-        path = await run_in_threadpool(_model_path, body.source, settings)
-        await runtime.within_timeout(run_in_threadpool(gen.add_adapter, body.name, path))
+        check_strings(body.model_dump(), "")
+        try:
+            path = await run_in_threadpool(_model_path, body.source, settings)
+            await runtime.within_timeout(run_in_threadpool(gen.add_adapter, body.name, path))
+        except (ConfigError, DataError, ModelError) as exc:  # the source the admin named is not a loadable adapter: their input
+            raise RequestError(f"source: {exc}", "invalid_adapter", "source", 422) from None
         return AdapterList(base_model=gen.base_model, adapters={k: str(v) for k, v in gen.adapters.items()})
 
     @app.delete("/v1/adapters/{name}", response_model=AdapterList, responses=ERRORS | {404: {"model": ErrorResponse}},
@@ -216,8 +221,13 @@ def _generator(slot: ModelSlot):
 def _model_path(source: str, settings: ServeSettings) -> str:
     from pathlib import Path
 
-    path = Path(source).expanduser()
-    if path.exists():
+    try:
+        path = Path(source).expanduser()
+        exists = path.exists()
+    except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a NUL byte, an unknown ~user
+        raise RequestError(f"source: {source[:80]!r} is not a usable path ({type(exc).__name__}: {exc}); give a tunekit model directory "
+                           "or a registry reference (NAME@ALIAS, NAME/VERSION)", "adapter_not_found", "source", 422) from None
+    if exists:
         return str(path)
     if source.startswith((".", "/", "~")):
         raise RequestError(f"source: no such folder {source!r}", "adapter_not_found", "source", 404)
