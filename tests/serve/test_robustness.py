@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -102,7 +101,7 @@ def _fuzz_server(fuzz: Fuzz, app, valid: dict[tuple[str, str], dict], examples: 
     for (method, path), body in valid.items():
         @limits
         @given(data=st.data())
-        def poisoned(data):
+        def poisoned(data, method=method, path=path, body=body):
             fuzz.send(method, path, _poison(data, body))
 
         poisoned()

@@ -54,8 +54,8 @@ from tunekit.serve.openai_schemas import (
     ModelList,
     Usage,
 )
-from tunekit.serve.schemas import ErrorResponse
 from tunekit.serve.runtime import Record, Runtime, record
+from tunekit.serve.schemas import ErrorResponse
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")

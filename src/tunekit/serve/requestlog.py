@@ -264,8 +264,8 @@ class RequestLog:
             with self._conn:
                 self._conn.executemany(INSERT, rows)
             return [None] * len(rows)
-        except Exception:  # noqa: BLE001 - one bad row: retry them one by one below
-            pass
+        except Exception as exc:  # noqa: BLE001 - one bad row: retry them one by one below
+            logger.debug("request log %s: a batch of %d rows failed (%s); inserting them one by one", self.path, len(rows), exc)
         errors: list[Exception | None] = []
         for row in rows:
             try:

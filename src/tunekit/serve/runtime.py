@@ -24,7 +24,13 @@ from tunekit.errors import TunekitError
 from tunekit.serve.batcher import MicroBatcher
 from tunekit.serve.guardrails import Flag, GuardrailBlocked, Guardrails
 from tunekit.serve.keys import FILENAME as KEYS_FILE
-from tunekit.serve.keys import AuthError, KeyInfo, KeyStore, authenticate, startup_message
+from tunekit.serve.keys import (
+    AuthError,
+    KeyInfo,
+    KeyStore,
+    authenticate,
+    startup_message,
+)
 from tunekit.serve.metrics import ServerMetrics
 from tunekit.serve.ratelimit import RateLimited, RateLimiter
 from tunekit.serve.requestlog import RequestLog
@@ -168,7 +174,7 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             try:
                 await run_in_threadpool(self._write, rec, route, status, latency_ms)
-            except Exception:  # noqa: BLE001 - the answer is already made; the log's own check() makes /readyz fail
+            except Exception:  # the answer is already made; the log's own check() makes /readyz fail
                 logger.exception("request %s could not be logged", rec.id)
 
     def _write(self, rec: Record, route: str, status: int, latency_ms: float) -> None:

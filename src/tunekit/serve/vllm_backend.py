@@ -21,7 +21,7 @@ from pathlib import Path
 from tunekit.errors import ModelError
 from tunekit.models import MANIFEST, resolve_base
 
-__all__ = ["vllm_command", "run_vllm"]
+__all__ = ["run_vllm", "vllm_command"]
 
 
 def vllm_command(model_dir: Path, host: str, port: int, template_file: Path) -> list[str]:
