@@ -53,3 +53,22 @@ def test_plan_command_counts_the_head_from_the_data(tiny_config):
     proc = tunekit("plan", str(tiny_config()), "--gpu", "t4-16gb")
     assert proc.returncode == 0, proc.stderr
     assert "head for 3 labels" in proc.stdout and "fits" in proc.stdout
+
+
+def test_server_and_monitor_options_come_from_their_settings():
+    """The help of every generated option shows the settings model's own default, so the two
+    cannot drift apart (the help once said 5 ms for a 2 ms default)."""
+    from tunekit.monitor.settings import MonitorSettings
+    from tunekit.serve.settings import ServeSettings
+
+    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    serve_help = runner.invoke(app, ["serve", "--help"], env=wide).stdout
+    for name in ("max_wait_ms", "batch_size", "max_body_bytes", "port"):
+        flag = "--" + name.replace("_", "-")
+        default = ServeSettings.model_fields[name].default
+        assert flag in serve_help and f"(default: {default})" in serve_help, name
+    assert "--rate-limit" in serve_help and "--no-auth" in serve_help
+    monitor_help = runner.invoke(app, ["monitor", "--help"], env=wide).stdout
+    assert "--p-value" in monitor_help and f"(default: {MonitorSettings.model_fields['p_value'].default})" in monitor_help
+    keys_help = runner.invoke(app, ["keys", "create", "--help"], env=wide).stdout
+    assert "keys.db" in keys_help and "runs/" not in keys_help

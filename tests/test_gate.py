@@ -15,7 +15,9 @@ def test_margin_required():
 
 
 def test_equal_to_baseline_is_not_beating_it():
-    assert not decide("accuracy", 0.7, 0.7, 0.0, None).passed
+    tie = decide("accuracy", 0.7, 0.7, 0.0, None)
+    assert not tie.passed and "a tie is not a gain" in tie.summary()
+    assert decide("accuracy", 0.7, 0.7, -0.001, None).passed  # the documented way to accept ties
     assert decide("accuracy", 0.69, 0.7, -0.02, None).passed  # a negative margin knowingly accepts a small loss
 
 

@@ -31,7 +31,7 @@ def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
     assert manifest["metrics"]["accuracy"] == pytest.approx(card["model"]["metrics"]["accuracy"])
     page = (outcome.run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "Is the difference real?" in page
-    assert "label_noise" in card
+    assert card["task"] == "classification" and card["data"]["n_labels"] == 3
 
 
 def test_second_run_is_compared_with_the_champion_on_the_same_rows(tiny_config, quiet):
@@ -105,3 +105,44 @@ def test_champion_tested_on_other_rows_is_re_evaluated_on_these(tiny_config, qui
 
     expected, _ = score(load_trained(first.run_dir / "adapter"), data.prepare(load_config(cfg_path)))
     assert champ.score == pytest.approx(expected["macro_f1"])
+
+
+def test_resume_with_a_changed_setting_is_refused_before_any_work(tiny_config, quiet, monkeypatch):
+    """--resume names the changed setting and how to continue, in a second, before the data check."""
+    from tunekit import data as data_stage
+    from tunekit.errors import ConfigError
+
+    cfg = load_config(tiny_config(train={"epochs": 1}))
+    run_dir = cfg.workspace_dir / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / pipeline.RUN_CONFIG).write_text(json.dumps(cfg.model_dump(mode="json")))
+    changed = load_config(tiny_config(train={"epochs": 1, "learning_rate": 0.5}))
+    monkeypatch.setattr(data_stage, "prepare", lambda *a, **k: pytest.fail("the data check ran before the refusal"))
+    with pytest.raises(ConfigError, match=r"train.learning_rate: .* now; .*--set train.learning_rate="):
+        pipeline.run(changed, quiet, resume="r1")
+    with pytest.raises(ConfigError, match="--resume nope: no such run .*runs there: r1"):
+        pipeline.run(changed, quiet, resume="nope")
+
+
+def test_a_classifier_that_predicts_one_class_is_called_out(tiny_config, quiet, monkeypatch):
+    """Planted: the model's test probabilities all favour one label. The card and the console say
+    so in words, and no temperature is applied to such a model."""
+    import numpy as np
+
+    import tunekit.evaluate as evaluate
+    from tunekit.evaluate.metrics import classification_metrics
+
+    real = evaluate.score
+
+    def one_class(model, data, batch_size=64):
+        _, probs = real(model, data, batch_size)
+        probs = np.full_like(probs, 0.1)
+        probs[:, 1] = 0.8
+        return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
+
+    monkeypatch.setattr(evaluate, "score", one_class)
+    console = Console(record=True, width=200)
+    outcome = pipeline.run(load_config(tiny_config(train={"epochs": 1})), console)
+    assert outcome.card["analysis"]["collapsed"] == {"label": "refund", "rows": 30, "labels": 3}  # labels sorted: card, refund, transfer
+    assert outcome.card["analysis"]["calibration"]["applied"] is False
+    assert "predicts one class" in console.export_text() and "one class for every row" in (outcome.run_dir / "report.md").read_text()

@@ -132,3 +132,15 @@ def test_bundled_minilm_with_lora_on_query_and_value(tmp_path):
 
 def render(result) -> str:
     return planning.render_markdown(result)
+
+
+def test_plan_measures_training_time_with_the_real_loop(tiny_config):
+    """The estimate is the real loop's measured rate times the run's rows and epochs."""
+    from tunekit import data
+
+    cfg = load_config(tiny_config(train={"epochs": 5, "batch_size": 8}))
+    prepared = data.prepare(cfg)
+    t = planning.estimate_time(cfg, prepared, batches=2)
+    assert t["measured_rows"] == 16 and t["train_rows"] == len(prepared.train) and t["epochs"] == 5
+    assert t["seconds"] == pytest.approx(t["train_rows"] * 5 / t["examples_per_second"], rel=0.02)
+    assert "Training time on this machine: about" in planning.render_time(t)

@@ -28,13 +28,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tunekit import baseline, methods, models
+from tunekit import baseline, methods, models, task_kinds
 from tunekit import data as data_stage
 from tunekit.config import METHODS, TunekitConfig, lower_is_better
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.evaluate import stats
 from tunekit.evaluate.metrics import REGRESSION_FNS, classification_metrics
-from tunekit.evaluate.report import change_word
+from tunekit.report.markdown import change_word
 
 __all__ = ["compare_methods"]
 
@@ -102,25 +102,25 @@ def _memory_kind(cfg: TunekitConfig) -> str:
 
 def _reference(cfg: TunekitConfig, console: Console) -> _Reference:
     """The baseline ``tunekit run`` would compare with, on the same frozen test rows."""
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         return _prompted_reference(cfg, console)
     data = data_stage.prepare(cfg)
     base = baseline.run(cfg, data)
     truth = list(data.test["label"])
-    predictions = base.values if cfg.task == "regression" else base.probs.argmax(1)
+    predictions = base.values if task_kinds.kind(cfg.task).numeric else base.probs.argmax(1)
     return _Reference(base.name, base.metrics[cfg.eval.primary], base.seconds, truth, predictions.tolist(),
                       data.test_fingerprint, data.labels)
 
 
 def _prompted_reference(cfg: TunekitConfig, console: Console) -> _Reference:
-    """The best of the untouched base model zero- and k-shot, as in ``pipeline._run_generation``.
+    """The best of the untouched base model zero- and k-shot, as ``tunekit run`` picks it.
     The base model is the plain (unquantised) one, and it is freed before the first method trains,
     so this process holds no accelerator memory while the children train."""
     import torch
 
+    from tunekit.baseline import best
     from tunekit.baseline.prompted import run_prompted, scored_rows
     from tunekit.data.conversations import prepare_conversations, prompt_and_reference
-    from tunekit.evaluate.generation import best_baseline
     from tunekit.models import templates
     from tunekit.models.causal import base_generator, load_causal_base
 
@@ -129,7 +129,7 @@ def _prompted_reference(cfg: TunekitConfig, console: Console) -> _Reference:
     template = templates.resolve(tokenizer, cfg.model.template)
     data = prepare_conversations(cfg, tokenizer, template)
     generator = base_generator(cfg, model, tokenizer, template, device)
-    base = best_baseline(run_prompted(cfg, data, generator, console), cfg.eval.primary)
+    base = best(run_prompted(cfg, data, generator, console), cfg.eval.primary)
     del generator, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -141,12 +141,12 @@ def _versus_baseline(cfg: TunekitConfig, ref: _Reference, predictions: list) -> 
     """The method's primary metric and the paired bootstrap of method minus baseline on the same rows.
     Generated text goes through ``textgen.compare`` (corpus BLEU and chrF resample from n-gram counts)."""
     primary, n, seed = cfg.eval.primary, cfg.eval.bootstrap_resamples, cfg.train.seed
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         from tunekit.evaluate import textgen
 
         r = textgen.compare(ref.predictions, predictions, ref.truth, n, seed=seed)[primary]
         return {primary: r["model"], "diff": r["diff"], "low": r["low"], "high": r["high"]}
-    if cfg.task == "regression":
+    if task_kinds.kind(cfg.task).numeric:
         metric_fn = REGRESSION_FNS[primary]
     else:
         metric_fn = lambda y, p: classification_metrics(y, p, ref.labels)[primary]
@@ -205,7 +205,7 @@ def _train_and_predict(cfg: TunekitConfig, out_dir: Path) -> tuple:
     label ids, target values or answer texts, in the order of ``_Reference.truth``."""
     from tunekit import train
 
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         from tunekit.data.conversations import prepare_conversations
         from tunekit.evaluate.generation import score_generator
         from tunekit.models import templates
@@ -222,7 +222,7 @@ def _train_and_predict(cfg: TunekitConfig, out_dir: Path) -> tuple:
     result = train.run(cfg, data, out_dir)
     model = models.load_trained(out_dir)
     texts, pairs, batch = list(data.test["text"]), text_pairs(data.test), cfg.train.eval_batch_size
-    if cfg.task == "regression":
+    if task_kinds.kind(cfg.task).numeric:
         return result, model.predict(texts, pairs, batch).tolist()
     from tunekit.multitask import restrict_split
 

@@ -339,7 +339,7 @@ class EvalConfig(_Section):
 class GateConfig(_Section):
     """When a newly trained version becomes `champion`."""
 
-    min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points). For the error metrics `rmse`, `mae` and `mse` lower is better, so the improvement is the baseline's error minus the model's (in the target's units). Multi-task models (`data.task_column`) must clear it on every task's own rows as well as overall.")
+    min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points); at 0 it must be strictly better (a tie does not pass; a small negative value such as -0.001 accepts ties). For the error metrics `rmse`, `mae` and `mse` lower is better, so the improvement is the baseline's error minus the model's (in the target's units). Multi-task models (`data.task_column`) must clear it on every task's own rows as well as overall.")
     beat_champion: bool = Field(True, description="Also require the primary metric to be no worse than the current champion's on the same test rows (no lower; for `rmse`, `mae`, `mse` no higher).")
     require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
 

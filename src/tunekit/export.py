@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError
 from tunekit.models import MANIFEST
 
@@ -68,7 +69,7 @@ def export_merged(model_dir: Path, out_dir: Path, prompts: list[str] | None = No
 
 
 def _load(model_dir: Path, info: dict, prompts: list[str] | None):
-    if info["task"] == "generation":
+    if task_kinds.kind(info["task"]).causal:
         from tunekit.models.causal import load_generator
 
         gen = load_generator(model_dir)
@@ -86,5 +87,5 @@ def _load(model_dir: Path, info: dict, prompts: list[str] | None):
 def _reload(out_dir: Path, info: dict):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    cls = AutoModelForCausalLM if info["task"] == "generation" else AutoModelForSequenceClassification
+    cls = AutoModelForCausalLM if task_kinds.kind(info["task"]).causal else AutoModelForSequenceClassification
     return cls.from_pretrained(out_dir).eval()

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from tunekit import methods
+from tunekit import methods, task_kinds
 from tunekit.config import LoraMethod, QLoraMethod, TunekitConfig
 from tunekit.errors import ConfigError, ModelError, TunekitError
 from tunekit.models import resolve_base
 
-__all__ = ["CUDA_OVERHEAD_GIB", "GPUS", "plan", "render_markdown"]
+__all__ = ["CUDA_OVERHEAD_GIB", "GPUS", "estimate_time", "plan", "render_markdown"]
 
 GIB = 1024**3
 # Total memory of common cards in GiB, as nvidia-smi reports it (a little above what PyTorch can use).
@@ -57,7 +57,7 @@ def plan(cfg: TunekitConfig, gpu: str | None = None, num_labels: int | None = No
         raise ConfigError(f"num_labels must be at least 1, got {num_labels}")
     labels = num_labels or DEFAULT_NUM_LABELS
     result = _estimate(cfg, cfg.method, labels, cfg.train.batch_size)
-    generation = cfg.task == "generation"
+    generation = task_kinds.kind(cfg.task).causal
     notes = [] if num_labels or generation else [f"The classification head assumes {labels} labels; pass the task's label count for its exact size."]
     if generation:
         notes.append("Generation: activations include the output logits (sequence x vocabulary, twice: logits and the float copy the loss reads); "
@@ -75,6 +75,38 @@ def plan(cfg: TunekitConfig, gpu: str | None = None, num_labels: int | None = No
         if headroom < 0:
             result["recommendations"] = _recommendations(cfg, result, gpu_gib)
     return result
+
+
+def estimate_time(cfg: TunekitConfig, data, batches: int = 4) -> dict[str, Any]:
+    """The training time of ``cfg`` on this machine, measured, not modelled: the real training loop
+    runs for ``batches`` batches (one epoch over that many training rows, validated on one batch of
+    rows, in a temporary folder), and its measured examples per second scale to the whole run.
+    Validation and evaluation are not included; the figure is the optimisation loop alone."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from tunekit import train
+
+    n = min(len(data.train), batches * cfg.train.batch_size)
+    sample = dataclasses.replace(data, train=data.train.select(range(n)),
+                                 validation=data.validation.select(range(min(len(data.validation), cfg.train.batch_size))))
+    probe = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1, "checkpoint_every": 0, "early_stopping_patience": 0})})
+    with tempfile.TemporaryDirectory(prefix="tunekit-plan-") as tmp:
+        result = train.run(probe, sample, Path(tmp) / "adapter", Console(quiet=True))
+    rate = result.train_examples_per_second
+    seconds = len(data.train) * cfg.train.epochs / rate
+    return {"measured_rows": n, "examples_per_second": round(rate, 2), "train_rows": len(data.train), "epochs": cfg.train.epochs,
+            "seconds": round(seconds, 1)}
+
+
+def render_time(t: dict[str, Any]) -> str:
+    from tunekit.progress import clock
+
+    return (f"Training time on this machine: about {clock(t['seconds'])} for {t['epochs']} epochs of {t['train_rows']:,} rows "
+            f"(measured: {t['examples_per_second']} examples/s over {t['measured_rows']} rows; validation and evaluation come on top).\n")
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -114,7 +146,7 @@ def _estimate(cfg: TunekitConfig, method, num_labels: int, batch_size: int) -> d
     checkpointing = method.kind == "qlora" or cfg.train.gradient_checkpointing or _checkpointing(model)
     seq_len = cfg.model.max_length + (method.num_virtual_tokens if method.kind in PROMPT_KINDS else 0)
     per_row = _activation_bytes(shape, method, seq_len, checkpointing)
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         per_row += 2 * 4 * seq_len * hf_config.vocab_size  # fp32 logits and the copy cross-entropy reads
     memory = {
         "weights": weights,
@@ -146,7 +178,7 @@ def _build(hf_config, method, task: str = "classification"):
     """The model with ``method`` applied, on meta; on CPU if the method needs real tensors."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    auto = AutoModelForCausalLM if task == "generation" else AutoModelForSequenceClassification
+    auto = AutoModelForCausalLM if task_kinds.kind(task).causal else AutoModelForSequenceClassification
     with torch.device("meta"):
         model = auto.from_config(hf_config)
     size = methods.count_parameters(model)[1]

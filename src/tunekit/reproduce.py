@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tunekit import registry
+from tunekit import registry, task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.errors import ConfigError, DataError, ModelError
 from tunekit.lineage import package_versions
@@ -141,7 +141,7 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Path, fp: str):
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         # both loaders check the rows against meta.json's fingerprint
-        loaded = conversations._load(directory)[0] if cfg.task == "generation" else store.read_directory(directory)
+        loaded = conversations._load(directory)[0] if task_kinds.kind(cfg.task).causal else store.read_directory(directory)
     except (DataError, OSError, ValueError, KeyError) as exc:
         why = "do not hash to it (were files in it edited?)" if isinstance(exc, DataError) else f"cannot be read ({exc})"
         raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: the frozen splits in {directory} {why}. Restore the folder from a backup, or delete it and run "
@@ -150,7 +150,7 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Path, fp: str):
         raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: {directory} holds {meta['fingerprint'][:16]}. "
                         "Delete that folder and run `tunekit data check CONFIG` on the original data files to freeze it again")
     cfg._source_dir = _config_folder(meta, cfg)
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         return _conversations(cfg, directory, loaded, meta)
     from tunekit.data.prepare import PreparedData
 
@@ -188,7 +188,7 @@ def _score(cfg: TunekitConfig, data, adapter: Path, console: Console) -> dict[st
     """The headline test metrics, measured as ``pipeline.run`` measured them."""
     from tunekit.evaluate.metrics import headline
 
-    if cfg.task != "generation":
+    if not task_kinds.kind(cfg.task).causal:
         from tunekit import evaluate, models
 
         metrics, _ = evaluate.score(models.load_trained(adapter), data, cfg.train.eval_batch_size)  # on CPU, as the pipeline scores

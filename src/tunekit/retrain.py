@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tunekit import task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.errors import DataError
 from tunekit.multitask import feedback_label, label_name, task_of
@@ -53,15 +54,16 @@ def feedback_rows(cfg: TunekitConfig, serving_db: Path, since: float = 0.0) -> l
     finally:
         log.close()
     out = []
+    task = task_kinds.kind(cfg.task)
     for fb in feedback:
         req = fb["request"]
         if req.get("model") != cfg.name or req.get("status") != 200:
             continue
         body = req.get("request") or {}
-        if cfg.task == "generation" and fb.get("answer") and body.get("messages"):
+        if task.causal and fb.get("answer") and body.get("messages"):
             messages = [m for m in body["messages"] if m.get("role") in ("system", "user", "assistant")]
             out.append({"messages": [*messages, {"role": "assistant", "content": fb["answer"]}], "feedback_id": fb["id"]})
-        elif cfg.task != "generation" and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
+        elif not task.causal and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
             out.append({"text": body["inputs"][0], "label": feedback_label(fb["label"], body), "feedback_id": fb["id"]})
         else:
             out.append({"unusable": True, "feedback_id": fb["id"]})
@@ -76,7 +78,7 @@ def retrain_from_feedback(cfg: TunekitConfig, console: Console | None = None, si
     out_dir = cfg.workspace_dir / "retrain" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     collected = feedback_rows(cfg, cfg.workspace_dir / "serving.db", since)
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         new_cfg, summary = _generation_version(cfg, collected, out_dir)
     else:
         new_cfg, summary = _labelled_version(cfg, collected, out_dir)
@@ -109,7 +111,7 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
             summary.in_test += 1
         elif key in seen:
             summary.duplicates += 1
-        elif cfg.task == "classification" and row["label"] not in names:
+        elif task_kinds.kind(cfg.task).labelled and row["label"] not in names:
             summary.unusable += 1  # a label the task does not have: adding a class is a decision for a person
         else:
             seen.add(key)

@@ -106,3 +106,21 @@ def test_temperature_is_applied_only_when_it_helps_on_held_out_rows():
     mixed[order[n // 2 :]] /= 3.0   # the other underconfident
     verdict = calibration.temperature_helps(mixed, y)
     assert not verdict["helps"] and verdict["ece_held_out_after"] > verdict["ece_held_out_before"]
+
+
+def test_temperature_stays_within_bounds_and_a_degenerate_fit_is_refused():
+    """Underconfident logits on a handful of rows once fitted T = 0.08 (probabilities of 4e-42 or 1.0):
+    the fit is bounded at 0.25, and on 12 validation rows it is not applied, with a warning that says why."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 12)
+    logits = np.eye(3)[y] * 0.05  # right every time, but almost uniform: the NLL wants T -> 0
+    assert fit_temperature(logits, y) == pytest.approx(calibration.T_MIN, rel=1e-3)
+    verdict = calibration.temperature_helps(logits, y)
+    assert not verdict["helps"] and "too few" in verdict["warning"]
+
+
+def test_a_helpful_temperature_lowers_held_out_error_and_log_loss():
+    logits, y = _overconfident(seed=4, n=400)
+    verdict = calibration.temperature_helps(logits, y)
+    assert verdict["helps"] and verdict["warning"] is None
+    assert verdict["nll_held_out_after"] < verdict["nll_held_out_before"] and verdict["ece_held_out_after"] < verdict["ece_held_out_before"]

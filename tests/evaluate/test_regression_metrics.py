@@ -7,7 +7,7 @@ import pytest
 
 from tunekit.evaluate.explain import occlusion_value, render_markdown
 from tunekit.evaluate.metrics import r2, regression_metrics
-from tunekit.evaluate.report import change_word
+from tunekit.report.markdown import change_word
 from tunekit.evaluate.slices import regression_slice_table, target_buckets
 from tunekit.evaluate.stats import compare_regression
 

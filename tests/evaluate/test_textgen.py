@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from tunekit.evaluate import plots, report
+from tunekit.evaluate import plots
+from tunekit.report import markdown as report
 from tunekit.evaluate.textgen import (
     GENERATION_METRICS,
     compare,

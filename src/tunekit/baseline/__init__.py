@@ -16,10 +16,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 
+from tunekit import task_kinds
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
 from tunekit.multitask import restrict_split
 
-__all__ = ["BaselineResult", "run"]
+__all__ = ["BaselineResult", "best", "run"]
 
 
 @dataclass
@@ -29,6 +30,15 @@ class BaselineResult:
     metrics: dict
     seconds: float
     values: np.ndarray | None = None  # regression: test-set predicted targets, shape (n_test,)
+
+
+def best(baselines: list, primary: str):
+    """The baseline to beat: the best of ``baselines`` (TF-IDF alone; zero- and k-shot prompting)
+    on the primary metric, in the metric's own direction."""
+    from tunekit.config import lower_is_better
+
+    sign = -1 if lower_is_better(primary) else 1
+    return max(baselines, key=lambda b: sign * b.metrics[primary])
 
 
 def _texts(ds) -> list[str]:
@@ -44,7 +54,7 @@ def _vectoriser() -> TfidfVectorizer:
 
 def run(cfg, data) -> BaselineResult:
     """Fit on train, score on test; every label of the task keeps its column in ``probs``."""
-    if cfg.task == "regression":
+    if task_kinds.kind(cfg.task).numeric:
         return run_regression(data)
     started = time.perf_counter()
     pipe = make_pipeline(

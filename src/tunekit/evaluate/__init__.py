@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit import task_kinds
 from tunekit.data.prepare import text_pairs
 from tunekit.evaluate import (
     calibration,
@@ -31,7 +32,7 @@ from tunekit.evaluate import (
 from tunekit.evaluate.metrics import classification_metrics, headline
 from tunekit.multitask import restrict_split, row_tasks
 
-__all__ = ["EvalResult", "classification_metrics", "headline", "run", "score"]
+__all__ = ["EvalResult", "classification_metrics", "collapse", "headline", "run", "score"]
 
 
 @dataclass
@@ -46,7 +47,7 @@ class EvalResult:
 
 def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
     """Metrics and probabilities (regression: predicted values) of a ``TrainedModel`` on ``data.test``."""
-    if getattr(model, "task", "classification") == "regression":
+    if task_kinds.kind(model.task).numeric:
         from tunekit.evaluate.regression import score as score_regression
 
         return score_regression(model, data, batch_size)
@@ -55,10 +56,8 @@ def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
 
 
 def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalResult:
-    if cfg.task == "regression":
-        from tunekit.evaluate.regression import run_regression
-
-        return run_regression(cfg, data, model, baseline, out_dir, history)
+    """Classification's evaluation (regression's is ``evaluate.regression.run_regression``, generation's
+    ``evaluate.generation.run_generation``; the task row in ``tasks.py`` picks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, probs = score(model, data, cfg.train.eval_batch_size)
     y, pred, base_pred = np.asarray(list(data.test["label"])), probs.argmax(1), baseline.probs.argmax(1)
@@ -81,8 +80,11 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
     }
     if data.multitask:
         analysis["tasks"] = _per_task(cfg, data, y, base_pred, pred)
+    collapsed = collapse(pred, labels)
+    if collapsed:
+        analysis["collapsed"] = collapsed
     if cfg.eval.calibrate:
-        analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png")
+        analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png", collapsed is not None)
         files["reliability"] = out_dir / "reliability.png"
     if cfg.eval.robustness_sample and "text_pair" not in data.test.column_names:
         analysis["robustness"] = robustness.flip_rates(_predict_ids(model, cfg), texts, seed=cfg.train.seed, sample=cfg.eval.robustness_sample)
@@ -126,7 +128,16 @@ def _predict_ids(model, cfg):
     return lambda batch: model.predict_proba(batch, None, cfg.train.eval_batch_size).argmax(1).tolist()
 
 
-def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Path) -> dict:
+def collapse(pred: np.ndarray, labels: list[str]) -> dict | None:
+    """The one label a classifier predicts for every test row, when it does (a model that learnt
+    nothing but the majority class; an entailment set once did this). None when it predicts several."""
+    seen = np.unique(pred)
+    if len(labels) < 2 or len(seen) != 1:
+        return None
+    return {"label": labels[int(seen[0])], "rows": int(len(pred)), "labels": len(labels)}
+
+
+def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Path, collapsed: bool = False) -> dict:
     """Fit one temperature on validation; report test ECE before and after. Log-probabilities
     stand in for logits: they differ by a per-row constant, which softmax ignores."""
     val_probs = model.predict_proba(list(data.validation["text"]), text_pairs(data.validation), cfg.train.eval_batch_size)
@@ -134,6 +145,8 @@ def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Pa
     val_logp, y_val = np.log(np.clip(val_probs, 1e-12, None)), np.asarray(list(data.validation["label"]))
     fitted = calibration.fit_temperature(val_logp, y_val)
     check = calibration.temperature_helps(val_logp, y_val, seed=cfg.train.seed)
+    if collapsed:  # one class for every row: a temperature only rescales a useless answer
+        check = {**check, "helps": False, "warning": "not applied: the model predicts one class for every row"}
     temperature = fitted if check["helps"] else 1.0  # a temperature that does not help on held-out rows is not applied
     after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), fitted)
     before_bins, after_bins = calibration.reliability_bins(test_probs, y), calibration.reliability_bins(after, y)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tunekit.errors import TunekitError
 from tunekit.evaluate import stats
-from tunekit.evaluate.report import direction_note, p_value, verdict_word
+from tunekit.report.markdown import direction_note, p_value, verdict_word
 
 
 def load_card(run_dir: Path) -> dict:

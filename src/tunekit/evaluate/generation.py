@@ -13,17 +13,13 @@ import json
 import math
 from pathlib import Path
 
+from tunekit.baseline import best
 from tunekit.baseline.prompted import GenerationBaseline, scored_rows
 from tunekit.data.conversations import prompt_and_reference
 from tunekit.evaluate import EvalResult, plots, textgen
 from tunekit.evaluate.grounding import grounding_rate
 
-__all__ = ["best_baseline", "lm_losses", "run_generation", "score_generator"]
-
-
-def best_baseline(baselines: list[GenerationBaseline], primary: str) -> GenerationBaseline:
-    """The baseline to beat: the best of zero- and k-shot on the primary metric."""
-    return max(baselines, key=lambda b: b.metrics[primary])
+__all__ = ["lm_losses", "run_generation", "score_generator"]
 
 
 def score_generator(cfg, data, generator, console=None) -> tuple[dict, list[str]]:
@@ -53,7 +49,7 @@ def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], ou
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, preds = score_generator(cfg, data, generator, console)
     metrics.update(lm_losses(cfg, data, generator), scored_rows=len(preds))
-    base = best_baseline(baselines, cfg.eval.primary)
+    base = best(baselines, cfg.eval.primary)
     idx = scored_rows(cfg, data)
     rows = [prompt_and_reference(data.test[i]) for i in idx]
     refs = [r for _, r in rows]

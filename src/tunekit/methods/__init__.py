@@ -36,7 +36,9 @@ def apply(model, method, task: str = "classification"):
     (``SEQ_CLS``); a causal LM keeps its own output layer and PEFT shifts labels past virtual tokens
     (``CAUSAL_LM``).
     """
-    return _APPLY[method.kind](model, method, task_type="CAUSAL_LM" if task == "generation" else "SEQ_CLS")
+    from tunekit import task_kinds
+
+    return _APPLY[method.kind](model, method, task_type="CAUSAL_LM" if task_kinds.kind(task).causal else "SEQ_CLS")
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -21,7 +21,13 @@ WORK_ON_ANY_ENCODER = ("lora", "dora", "rslora", "ia3", "prompt_tuning", "p_tuni
 
 
 def apply(model, method, task_type: str = "SEQ_CLS"):
-    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+    from peft import (
+        PrefixTuningConfig,
+        PromptEncoderConfig,
+        PromptTuningConfig,
+        TaskType,
+        get_peft_model,
+    )
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and method.num_virtual_tokens >= limit:

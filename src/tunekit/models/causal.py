@@ -21,10 +21,17 @@ from typing import Any
 import torch
 
 from tunekit.errors import ModelError
-from tunekit.models import MANIFEST, _four_bit, _load_hint, load_tokenizer, pick_device, resolve_base
-from tunekit.models import templates
+from tunekit.models import (
+    MANIFEST,
+    _four_bit,
+    _load_hint,
+    load_tokenizer,
+    pick_device,
+    resolve_base,
+    templates,
+)
 
-__all__ = ["Generation", "Generator", "load_causal_base", "load_generator"]
+__all__ = ["Generation", "Generator", "load_causal_base", "load_causal_tokenizer", "load_generator"]
 
 
 def load_causal_base(base: str, revision: str | None = None, quantize_4bit: bool = False, dtype: torch.dtype | None = None):
@@ -32,8 +39,7 @@ def load_causal_base(base: str, revision: str | None = None, quantize_4bit: bool
     from transformers import AutoModelForCausalLM
 
     source = resolve_base(base)
-    tokenizer = load_tokenizer(base, revision)
-    _pad_token(tokenizer)
+    tokenizer = load_causal_tokenizer(base, revision)
     kwargs: dict[str, Any] = {"revision": revision}
     if quantize_4bit:
         kwargs.update(_four_bit())
@@ -48,6 +54,13 @@ def load_causal_base(base: str, revision: str | None = None, quantize_4bit: bool
         raise ModelError(f"model.base {base!r} is an encoder ({model.config.model_type}); task generation needs a causal LM (Llama, Qwen, Mistral, GPT-2, ...)")
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_causal_tokenizer(base: str, revision: str | None = None):
+    """The tokenizer of a causal LM with the pad token training uses (the data stage needs no weights)."""
+    tokenizer = load_tokenizer(base, revision)
+    _pad_token(tokenizer)
+    return tokenizer
 
 
 def _pad_token(tokenizer) -> None:
@@ -267,16 +280,15 @@ class Generator:
 
 @contextlib.contextmanager
 def _bar(console, total: int):
-    """A rich progress bar over ``total`` rows when a console is given; yields the advance function."""
+    """A progress display over ``total`` rows when a console is given (a bar, or lines in a log); yields the advance function."""
     if console is None:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from tunekit.progress import bar
 
-    with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("generate", total=total)
-        yield lambda n: bar.update(task, advance=n)
+    with bar(console, "rows") as progress:
+        task = progress.add_task("generate", total=total, info="")
+        yield lambda n: progress.update(task, advance=n)
 
 
 class _Cancelled:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit import task_kinds
 from tunekit.monitor import drift, production, reference
 from tunekit.monitor.embed import Embedder
 from tunekit.monitor.gauges import latest, push_gauges, push_latest, slug
@@ -89,27 +90,26 @@ def run(settings: MonitorSettings, embedder: Embedder | None = None, now: float 
 
 def _resolve(settings: MonitorSettings) -> tuple[Path, str, str | None]:
     """(model directory, the name the server logs, registry version or None for a plain directory)."""
-    path = Path(settings.model).expanduser()
-    if path.is_dir():
-        from tunekit.models import MANIFEST
+    from tunekit.registry import resolve_model
 
-        manifest = path / MANIFEST
-        if not manifest.is_file():
-            from tunekit.errors import ModelError
+    ref = resolve_model(settings.model, settings.tracking_uri)
+    if ref.version is not None:
+        return ref.path, ref.name, ref.version
+    from tunekit.models import MANIFEST
 
-            raise ModelError(f"model {settings.model!r}: not a tunekit model directory ({MANIFEST} is missing)")
-        return path, json.loads(manifest.read_text())["name"], None
-    from tunekit.registry import default_tracking_uri, resolve
+    manifest = ref.path / MANIFEST
+    if not manifest.is_file():
+        from tunekit.errors import ModelError
 
-    ref = resolve(settings.model, settings.tracking_uri or default_tracking_uri())
-    return Path(ref.path), ref.name, str(ref.version)
+        raise ModelError(f"model {settings.model!r}: not a tunekit model directory ({MANIFEST} is missing)")
+    return ref.path, json.loads(manifest.read_text())["name"], None
 
 
 def _live(task: str, traffic: production.Traffic, seed: int) -> dict:
     live: dict = {"skipped": traffic.feedback_skipped}
-    if task == "classification":
+    if task_kinds.kind(task).labelled:
         live["labelled"] = live_classification(traffic.given, traffic.answered, seed)
-    elif task == "regression":
+    elif task_kinds.kind(task).numeric:
         live["labelled"] = live_regression(traffic.given, traffic.answered, seed)
     if traffic.ratings:
         r = np.asarray(traffic.ratings)

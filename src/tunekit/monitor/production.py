@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunekit import task_kinds
 from tunekit.errors import ConfigError
-from tunekit.multitask import feedback_label
 from tunekit.monitor.reference import user_text
+from tunekit.multitask import feedback_label
 
 ROUTES = {"classification": ("/v1/classify",), "regression": ("/v1/predict",),
           "generation": ("/v1/chat/completions", "/v1/completions")}
@@ -68,13 +69,13 @@ def _ours(row: dict, name: str, version: str | None, task: str) -> bool:
 
 def _add_request(traffic: Traffic, row: dict, task: str) -> None:
     request, response = row.get("request") or {}, row.get("response") or []
-    if task == "generation":
+    if task_kinds.kind(task).causal:
         texts = [user_text(request["messages"])] if "messages" in request else _prompts(request.get("prompt"))
     else:
         texts = [str(t) for t in request.get("inputs") or []]
         if len(response) != len(texts):
             return  # not a complete answer: nothing to pair the texts with
-        if task == "classification":
+        if task_kinds.kind(task).labelled:
             traffic.labels += [str(p["label"]) for p in response]
             traffic.scores += [float(p["score"]) for p in response]
         else:
@@ -95,12 +96,12 @@ def _add_feedback(traffic: Traffic, item: dict, task: str) -> None:
     if item.get("rating") is not None:
         traffic.ratings.append(int(item["rating"]))
     label, response = item.get("label"), item["request"].get("response") or []
-    if not label or task == "generation":
+    if not label or task_kinds.kind(task).causal:
         return
     if len(response) != 1:
         traffic.feedback_skipped += 1
         return
-    if task == "classification":
+    if task_kinds.kind(task).labelled:
         traffic.given.append(feedback_label(label, item["request"].get("request") or {}))  # multi-task: within the request's task
         traffic.answered.append(str(response[0]["label"]))
         return

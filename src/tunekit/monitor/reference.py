@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError
 from tunekit.monitor.embed import Embedder
 
@@ -113,7 +114,7 @@ def texts_of(task: str, rows) -> list[str]:
     """The redacted texts of a split: ``text`` of each row, or the user turns of each conversation."""
     from tunekit.serve.requestlog import redact
 
-    if task == "generation":
+    if task_kinds.kind(task).causal:
         return [redact(user_text(row["messages"])) for row in rows]
     return [redact(t) for t in rows["text"]]
 
@@ -136,10 +137,10 @@ def lengths(texts: list[str]) -> dict[str, list[int]]:
 
 
 def _targets(task: str, data) -> dict:
-    if task == "classification":
+    if task_kinds.kind(task).labelled:
         counts = Counter(data.labels[i] for i in data.train["label"])
         return {"labels": {name: counts.get(name, 0) for name in data.labels}}
-    if task == "regression":
+    if task_kinds.kind(task).numeric:
         y = np.asarray(data.train["label"], dtype=float)
         qs = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
         return {"target": {"mean": float(y.mean()), "std": float(y.std()),
@@ -149,14 +150,14 @@ def _targets(task: str, data) -> dict:
 
 def _predictions(task: str, data, model, max_values: int, rng: np.random.Generator) -> dict | None:
     """The model on (a sample of) validation: what production predictions are compared with."""
-    if task == "generation" or model is None or len(data.validation) == 0:
+    if task_kinds.kind(task).causal or model is None or len(data.validation) == 0:
         return None
     from tunekit.data.prepare import text_pairs
 
     idx = np.sort(rng.permutation(len(data.validation))[:max_values])
     rows = data.validation.select(idx)
     texts, pairs = list(rows["text"]), text_pairs(rows)
-    if task == "regression":
+    if task_kinds.kind(task).numeric:
         return {"source": "validation", "values": [float(v) for v in model.predict(texts, pairs)]}
     from tunekit.multitask import restrict_split
 

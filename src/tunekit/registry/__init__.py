@@ -164,12 +164,26 @@ def history(mlc, name: str) -> list[dict]:
 
 @dataclass
 class Resolved:
-    """A model reference turned into a local directory."""
+    """A model reference turned into a local directory (``version`` None: a folder given by path)."""
 
     path: Path
-    name: str
-    version: str
+    name: str | None
+    version: str | None
     alias: str | None
+
+
+def resolve_model(ref: str, tracking_uri: str | None = None) -> Resolved:
+    """The one way to turn what a user types for a model into a local directory: a folder path, or
+    ``NAME@ALIAS`` / ``NAME/VERSION`` in the registry at ``tracking_uri`` (default: the registry's
+    own default). A path that looks like one but does not exist is an error saying so."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return Resolved(path=path, name=None, version=None, alias=None)
+    if ref.startswith((".", "/", "~")):
+        from tunekit.errors import ModelError
+
+        raise ModelError(f"model {ref!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
+    return resolve(ref, tracking_uri or default_tracking_uri())
 
 
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
@@ -189,6 +203,10 @@ def resolve(ref: str, tracking_uri: str, cache_dir: Path | None = None) -> Resol
         mv = mlc.get_model_version_by_alias(name, alias) if alias else mlc.get_model_version(name, version)
     except MlflowException:
         known = ", ".join(f"v{v.version}{'@' + ','.join(v.aliases) if v.aliases else ''}" for v in _safe_versions(mlc, name))
+        if known and alias:
+            raise RegistryError(f"{ref}: {name} has no version with the alias {alias!r} (versions: {known}). Use one of them "
+                                f"(e.g. {name}/VERSION or {name}@challenger), or make one champion: tunekit registry promote {name} VERSION "
+                                "--reason '...'") from None
         raise RegistryError(f"{ref}: not found in the registry at {tracking_uri} (versions of {name}: {known or 'none'}). "
                             "Check the name, or pass --tracking-uri / run from the folder whose workspace holds it.") from None
     source = mv.source

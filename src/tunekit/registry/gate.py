@@ -60,7 +60,8 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
     else:
         passed = False
         reasons.append(f"{primary} {candidate:.4f} does not beat the baseline's {baseline:.4f} by the required {min_improvement:+.4f} "
-                       f"({note}margin {margin:+.4f})")
+                       f"({note}margin {margin:+.4f}" + ("; a tie is not a gain: at min_improvement 0 the model must be strictly better, "
+                                                        "a negative min_improvement such as -0.001 accepts ties" if margin == 0 == min_improvement else "") + ")")
     worse, not_worse = ("above", "not above") if lower else ("below", "not below")
     if champion is None:
         reasons.append("there is no current champion")

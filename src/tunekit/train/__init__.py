@@ -25,16 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from tunekit import methods, multitask
+from tunekit import methods, multitask, task_kinds
 from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
@@ -48,6 +40,7 @@ from tunekit.models import (
     predict_values,
     resolve_base,
 )
+from tunekit.progress import bar as progress_bar
 from tunekit.train import distributed, schedules
 
 __all__ = ["TrainResult", "run", "update_manifest"]
@@ -99,7 +92,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     ``score`` is the primary metric as measured, so for ``rmse``, ``mae`` and ``mse`` lower is better.
     ``task: generation`` trains a causal LM on packed conversations instead (``train.causal``).
     """
-    if cfg.task == "generation":
+    if task_kinds.kind(cfg.task).causal:
         from tunekit.train.causal import run_causal
 
         return run_causal(cfg, data, out_dir, console, resume, on_epoch)
@@ -109,7 +102,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     device = distributed.local_device(pick_device(cfg.train.device))
     methods.check(cfg.method, device)  # before any weights load
     quantized = cfg.method.kind == "qlora"
-    regression = cfg.task == "regression"
+    regression = task_kinds.kind(cfg.task).numeric
     scaling = target_scaling(data) if regression else None
     model, tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=quantized, regression=regression)
     model = methods.apply(model, cfg.method)
@@ -137,7 +130,7 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     st = _resume(checkpoint, identity, model, optimizer, scheduler, rng) if resume else \
         LoopState(best_score=np.inf if lower_is_better(cfg.eval.primary) else -np.inf)
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs,
                                  completed=(st.epoch - 1) * steps_per_epoch + st.step, info="")
         while st.epoch <= cfg.train.epochs:
@@ -395,11 +388,6 @@ def _quiet():
     return Console(quiet=True)
 
 
-def _progress(console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-    )
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -36,12 +36,12 @@ from tunekit.errors import TunekitError
 from tunekit.lineage import git_commit, package_versions
 from tunekit.models import MANIFEST, pick_device, resolve_base
 from tunekit.models.causal import load_causal_base
+from tunekit.progress import bar as progress_bar
 from tunekit.train import (
     LoopState,
     TrainResult,
     _optimizer,
     _peak_memory_mb,
-    _progress,
     _quiet,
     _resume,
     distributed,
@@ -90,7 +90,7 @@ def run_causal(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bo
         st.best_score = -math.inf  # the score is minus the validation loss: higher is better, like every other score
     tokens_seen = 0
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("train", total=micro_per_epoch * cfg.train.epochs,
                                  completed=(st.epoch - 1) * micro_per_epoch + st.step, info="")
         while st.epoch <= cfg.train.epochs:

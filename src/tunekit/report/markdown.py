@@ -27,6 +27,19 @@ def write(card: dict, out_dir: Path) -> tuple[Path, Path, Path]:
     return md, js, page
 
 
+def restamp(run_dir: Path, alias: str, why: str) -> bool:
+    """Rewrite a run's report card after its version changed alias by hand (promote, rollback), so
+    the card never says "challenger" for the version that serves. False when the run folder is not here."""
+    path = run_dir / "report.json"
+    if not path.is_file():
+        return False
+    card = json.loads(path.read_text())
+    card["registry"]["alias"] = alias
+    card["registry"]["reason"] = f"{why}; at registration: {card['registry']['reason'].split('; at registration: ')[-1]}"
+    write(card, run_dir)
+    return True
+
+
 def comparison_rows(card: dict) -> list[tuple[str, float, float, float]]:
     """(metric, baseline, fine-tuned, difference) for the headline metrics."""
     base, tuned = card["baseline"]["metrics"], card["model"]["metrics"]
@@ -300,12 +313,19 @@ def _plots_and_lineage(card: dict) -> list[str]:
     ]
 
 
+def _task(card: dict):
+    """The card's task row (cards written before every card recorded its task are classification's)."""
+    from tunekit import task_kinds
+
+    return task_kinds.kind(card.get("task", "classification"))
+
+
 def _is_generation(card: dict) -> bool:
-    return card.get("task") == "generation"
+    return _task(card).causal
 
 
 def _is_regression(card: dict) -> bool:
-    return card.get("task") == "regression"
+    return _task(card).numeric
 
 
 def _headline_metrics(card: dict) -> tuple[str, ...]:
@@ -348,17 +368,26 @@ def _analysis_sections(card: dict) -> list[str]:
         for r in shown:
             flag = "**worse than baseline**" if r["worse"] else ""
             lines.append(f"| {r['slice']} | {r['n']} | {r[card['primary']]:.4f} | {r['baseline_' + card['primary']]:.4f} | {flag} |")
+    if "collapsed" in a:
+        c = a["collapsed"]
+        lines += ["", "## Warning: one class for every row", "",
+                  f"The model predicts **{c['label']}** for all {c['rows']} test rows (of {c['labels']} labels): it learnt the majority "
+                  "class and nothing else, and no temperature is applied. Try more epochs, a higher learning rate or another method "
+                  "(`tunekit compare-methods`)."]
     if "calibration" in a:
         c = a["calibration"]
         fitted = c.get("fitted_temperature", c["temperature"])
         lines += ["", "## Calibration", "", f"Expected calibration error on test: {c['ece_before']:.4f} before, {c['ece_after']:.4f} after "
                   f"temperature scaling (T = {fitted:.3f}, fitted on validation)."]
+        held = (f" (held-out validation halves: calibration error {c['ece_held_out_before']:.4f} -> {c['ece_held_out_after']:.4f}, "
+                f"log-loss {c['nll_held_out_before']:.4f} -> {c['nll_held_out_after']:.4f})" if c.get("nll_held_out_before") is not None else "")
         if c.get("applied", True):
-            lines.append("The server applies this temperature: on held-out halves of validation it lowered the calibration error"
-                         + (f" ({c['ece_held_out_before']:.4f} -> {c['ece_held_out_after']:.4f})." if c.get("ece_held_out_before") is not None else "."))
+            lines.append(f"The decision was made on validation, never on test: the server applies this temperature{held}.")
         else:
-            lines.append(f"The server does **not** apply it: fitted on one half of validation, it raised the calibration error on the other "
-                         f"({c['ece_held_out_before']:.4f} -> {c['ece_held_out_after']:.4f}), so the model's own probabilities are served.")
+            lines.append(f"The decision was made on validation, never on test: the server does **not** apply it, and serves the model's own "
+                         f"probabilities{held}.")
+        if c.get("warning"):
+            lines.append(f"Warning: {c['warning']}.")
     if a.get("curves", {}).get("macro_roc_auc") is not None:
         cv = a["curves"]
         lines += ["", f"One-vs-rest: macro ROC AUC {cv['macro_roc_auc']:.4f}, macro average precision {cv['macro_average_precision']:.4f}."]

@@ -1,0 +1,211 @@
+"""The lifecycle commands: run, retrain, compare-methods, tune, plan, reproduce, export, report, explain."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunekit.cli.common import (
+    DEFAULT_WORKSPACE,
+    GATE_FAILED_EXIT,
+    ConfigArg,
+    SetOpt,
+    TrackingOpt,
+    app,
+    console,
+    err_console,
+    load,
+    model_dir,
+    tracking,
+)
+from tunekit.errors import TunekitError
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None,
+        strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False,
+        resume: Annotated[str | None, typer.Option(help="Id of an interrupted run (a folder in WORKSPACE/runs) to continue from its last checkpoint.")] = None,
+        nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train data-parallel in N processes on this machine: one per GPU, or CPU processes. "
+                                                                   "The same result as one process with the same train.batch_size (the global batch). "
+                                                                   "Leave it out under torchrun or accelerate launch.")] = 1) -> None:
+    """Run the whole lifecycle: data check, baseline, train, evaluate, register and gate."""
+    from tunekit import pipeline
+    from tunekit.train import distributed
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # run this same command in N processes; rank 0's exit code is ours
+        args = ["run", str(config), *(f"--set={s}" for s in set_ or []), *(["--strict"] if strict else []),
+                *(["--resume", resume] if resume else []), f"--nproc={nproc}"]
+        raise typer.Exit(distributed.launch(nproc, args))
+    distributed.init()  # one of several processes (--nproc, torchrun, accelerate launch): join the group, take GPU LOCAL_RANK
+    outcome = pipeline.run(load(config, set_), console if distributed.is_main() else Console(quiet=True), resume)
+    if outcome is None:  # a rank other than 0: it helped train; rank 0 evaluates, registers and reports
+        return
+    if strict and not outcome.decision.passed:
+        raise typer.Exit(GATE_FAILED_EXIT)
+
+
+@app.command()
+def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--from-feedback", help="Add the corrections collected by the server (POST /v1/feedback) to the training data.")] = False,
+            set_: SetOpt = None,
+            strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
+    """Retrain on the training data plus production feedback; promotion only through the gate (the champion stays if it fails)."""
+    from tunekit.retrain import retrain_from_feedback
+
+    if not from_feedback:
+        raise typer.BadParameter("say where the new data comes from: --from-feedback (for a plain retrain, use tunekit run)")
+    outcome = retrain_from_feedback(load(config, set_), console)
+    if strict and not outcome.decision.passed:
+        raise typer.Exit(GATE_FAILED_EXIT)
+
+
+@app.command("compare-methods")
+def compare_methods_command(config: ConfigArg,
+                            methods: Annotated[str, typer.Option(help="Comma-separated method kinds, e.g. lora,ia3,prompt_tuning,full.")] = "lora,ia3,freeze,full",
+                            set_: SetOpt = None) -> None:
+    """Train several methods on the same frozen splits; one table of cost and quality (eval.primary) against the baseline, for any task."""
+    from tunekit.compare_methods import compare_methods
+
+    compare_methods(load(config, set_), [m.strip() for m in methods.split(",") if m.strip()], console)
+
+
+@app.command()
+def tune(config: ConfigArg, set_: SetOpt = None,
+         trials: Annotated[int | None, typer.Option(help="Override tune.trials.")] = None,
+         minutes: Annotated[float | None, typer.Option(help="Override tune.minutes.")] = None) -> None:
+    """Hyperparameter search with Optuna on the validation split; writes the best trial's config."""
+    from tunekit.tune import tune as run_search
+
+    extra = [f"tune.trials={trials}"] if trials else []
+    extra += [f"tune.minutes={minutes}"] if minutes else []
+    run_search(load(config, [*(set_ or []), *extra]), console)
+
+
+@app.command()
+def plan(config: ConfigArg, gpu: Annotated[str | None, typer.Option(help="GPU to check the fit against, e.g. h100-80gb.")] = None,
+         set_: SetOpt = None,
+         time_it: Annotated[bool, typer.Option("--time/--no-time", help="Also measure a few training steps here and estimate the run's "
+                                                                         "training time on this machine (classification and regression).")] = True) -> None:
+    """Estimate parameters and training memory for the configured method before training; say whether it fits, and how long it takes here."""
+    from tunekit import data, task_kinds
+    from tunekit import plan as planning
+
+    cfg = load(config, set_)
+    task = task_kinds.kind(cfg.task)
+    # an encoder's splits are read (and frozen): the head's size is part of the plan, and the time is measured on them
+    prepared = None if task.causal else data.prepare(cfg)
+    labels = None if task.causal else 1 if task.numeric else len(prepared.labels)
+    console.print(planning.render_markdown(planning.plan(cfg, gpu, num_labels=labels)), markup=False, highlight=False)
+    if time_it and prepared is not None:
+        console.print(planning.render_time(planning.estimate_time(cfg, prepared)), markup=False, highlight=False)
+
+
+@app.command("reproduce")
+def reproduce_command(model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS of a registered version.")],
+                      tolerance: Annotated[float, typer.Option(help="Largest allowed |reproduced - recorded| per metric, times max(1, |recorded|).")] = 1e-4,
+                      workspace: Annotated[Path | None, typer.Option(help="Workspace holding the frozen splits. Default: the one the version was trained in.")] = None,
+                      tracking_uri: TrackingOpt = None) -> None:
+    """Train a registered version again from its recorded config, data and seed; exit 1 unless every test metric matches."""
+    from tunekit.reproduce import reproduce
+
+    result = reproduce(model, tracking(tracking_uri), tolerance, console, workspace)
+    table = Table("metric", "recorded", "reproduced", "|diff|", "allowed", "match")
+    for c in result.checks:
+        table.add_row(c.name, f"{c.recorded:.6f}", "not measured" if c.reproduced is None else f"{c.reproduced:.6f}",
+                      "" if c.diff is None else f"{c.diff:.1e}", f"{c.allowed:.1e}", "[green]yes[/]" if c.ok else "[red]no[/]")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"Note: {note}", highlight=False)
+    if not result.ok:
+        failed = [c.name for c in result.checks if not c.ok]
+        err_console.print(f"[bold red]{result.name} v{result.version} did not reproduce:[/] {', '.join(failed)} differ by more than the "
+                          f"tolerance; the new model is in {result.out_dir}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]{result.name} v{result.version} reproduced:[/] every test metric within tolerance "
+                  f"(data {result.data_fingerprint}); the new model is in {result.out_dir}", highlight=False)
+
+
+@app.command()
+def export(model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+           out: Annotated[Path, typer.Option(help="Folder for the merged model (must be new or empty).")],
+           merge: Annotated[bool, typer.Option(help="Merge the adapter into the base weights (the only export kind so far).")] = True,
+           tolerance: Annotated[float, typer.Option(help="Largest logit difference between merged and adapter model that passes the check.")] = 1e-3,
+           tracking_uri: TrackingOpt = None) -> None:
+    """Write a merged, standalone model, verified against the adapter model on a set of prompts."""
+    from tunekit.export import export_merged
+
+    if not merge:
+        raise typer.BadParameter("only --merge exports exist; the adapter directory itself is already the unmerged export")
+    result = export_merged(model_dir(model, tracking_uri), out, tolerance=tolerance)
+    console.print(f"[green]Merged model written to {result.out_dir}[/]: logits match the adapter model on {result.prompts} prompts "
+                  f"(largest difference {result.max_abs_diff:.2e}, tolerance {result.tolerance:g})")
+
+
+RunsWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace holding runs/.")]
+
+
+@app.command()
+def report(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPACE/runs) or a run folder.")],
+           compare: Annotated[str | None, typer.Option(help="Another run on the same test rows to compare against RUN.")] = None,
+           workspace: RunsWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Rebuild a run's report card (Markdown, JSON, self-contained HTML), or compare two runs."""
+    from tunekit.evaluate import compare as comparing
+    from tunekit.evaluate import html
+    from tunekit.report import markdown as card_report
+
+    run_dir = _run_dir(run, workspace)
+    if compare is None:
+        _, _, page = card_report.write(comparing.load_card(run_dir), run_dir)
+        console.print(f"Report card: {page}")
+        return
+    other = _run_dir(compare, workspace)
+    result, text = comparing.compare(other, run_dir)
+    stem = f"compare-{other.name}"
+    (run_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (run_dir / f"{stem}.md").write_text(text)
+    page = run_dir / f"{stem}.html"
+    page.write_text(html.render(text, run_dir, f"{run_dir.name} vs {other.name}"))
+    console.print(text, markup=False, highlight=False)
+    console.print(f"Comparison: {page}")
+
+
+def _run_dir(run: str, workspace: Path) -> Path:
+    for candidate in (Path(run), workspace / "runs" / run):
+        if (candidate / "report.json").is_file():
+            return candidate
+    runs = sorted(p.name for p in (workspace / "runs").glob("*")) if (workspace / "runs").is_dir() else []
+    raise TunekitError(f"run {run!r}: no report.json in {run} or {workspace / 'runs' / run}; runs in {workspace}: {', '.join(runs[-5:]) or 'none'}")
+
+
+@app.command()
+def explain(model: Annotated[str, typer.Option(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
+            texts: Annotated[list[str], typer.Argument(help="Texts to explain.", show_default=False)],
+            tracking_uri: TrackingOpt = None) -> None:
+    """Show which words drove each prediction (occlusion: the drop in probability without the word)."""
+    from tunekit.evaluate.explain import occlusion
+    from tunekit.serve import ServeSettings
+    from tunekit.serve.loading import default_loader
+
+    loaded = default_loader(ServeSettings(model=model, tracking_uri=tracking(tracking_uri)))
+    for text in texts:
+        e = occlusion(loaded.model.predict_proba, text, loaded.model.labels)
+        words = " ".join(_shade(w, a) for w, a in e["attributions"])
+        console.print(f"{words}  ->  [bold]{e['label']}[/] ({e['probability']:.2f})")
+        console.print("  " + ", ".join(f"{w} {a:+.2f}" for w, a in sorted(e["attributions"], key=lambda wa: -wa[1])[:5]), highlight=False)
+
+
+def _shade(word: str, attribution: float) -> str:
+    from rich.markup import escape
+
+    if attribution >= 0.2:
+        return f"[bold green]{escape(word)}[/]"
+    if attribution >= 0.05:
+        return f"[green]{escape(word)}[/]"
+    if attribution <= -0.05:
+        return f"[red]{escape(word)}[/]"
+    return escape(word)

@@ -1,0 +1,105 @@
+"""Production commands: serve, monitor and the server's API keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tunekit.cli.common import (
+    DEFAULT_WORKSPACE,
+    JsonOpt,
+    app,
+    console,
+    err_console,
+    keys_app,
+    print_rows,
+    settings_options,
+    tracking,
+)
+from tunekit.monitor.settings import MonitorSettings
+from tunekit.serve.settings import ServeSettings
+
+KeysWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace folder; the keys live in WORKSPACE/keys.db.")]
+
+
+def _keys(workspace: Path):
+    from tunekit.serve.keys import FILENAME, KeyStore
+
+    return KeyStore(workspace / FILENAME)
+
+
+@keys_app.command("create")
+def keys_create(scope: Annotated[str, typer.Option(help="`inference` (call models) or `admin` (everything, incl. loading adapters).")],
+                name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "",
+                workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Create an API key. It is printed once; only its hash is stored."""
+    token, info = _keys(workspace).create(scope, name)
+    err_console.print(f"Created {info.scope} key {info.key_id}; copy it now, it is not shown again:")
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) -> None:
+    """List API keys: id, scope, name, created, revoked (never the secrets)."""
+    rows = [{"key_id": k.key_id, "scope": k.scope, "name": k.name, "created": k.created_at, "revoked": k.revoked_at or ""}
+            for k in _keys(workspace).list()]
+    print_rows(Table("key id", "scope", "name", "created (UTC)", "revoked (UTC)"), rows, as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id, as `tunekit keys list` shows it.")],
+                workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Revoke an API key; requests with it get 401 from now on."""
+    if not _keys(workspace).revoke(key_id):
+        raise typer.BadParameter(f"no active key {key_id!r} in {workspace}; see `tunekit keys list`")
+    console.print(f"Revoked key {key_id}")
+
+
+@app.command()
+@settings_options(ServeSettings, rename={"rate_limit_per_minute": "--rate-limit", "request_timeout_s": "--request-timeout"})
+def serve(config: Annotated[Path | None, typer.Option(help="YAML file of server settings (every option below, and `guardrails`).")] = None,
+          **options) -> None:
+    """Serve a model over HTTP: /v1/classify or OpenAI's /v1/chat/completions, with keys, limits, guardrails, /metrics."""
+    from tunekit.serve import serve as run_server
+    from tunekit.serve.settings import load_settings
+
+    if options["tracking_uri"] is None and config is None:
+        options["tracking_uri"] = tracking(None)
+    settings = load_settings(config, **options)
+    from tunekit import registry
+
+    registry.resolve_model(settings.model, settings.tracking_uri)  # a name with no such alias: exit now, naming what exists, not a server answering 503
+    run_server(settings)
+
+
+@app.command()
+@settings_options(MonitorSettings)
+def monitor(config: Annotated[Path | None, typer.Option(help="YAML file of monitor settings (thresholds and every option below).")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print monitor.json to stdout instead of the summary.")] = False,
+            **options) -> None:
+    """Compare a model's logged production traffic with its training data (drift) and score feedback (live quality); exit 1 on an alert."""
+    from tunekit import monitor as monitor_stage
+
+    settings = monitor_stage.load_settings(config, **options)
+    result = monitor_stage.run(settings)
+    if as_json:
+        print(json.dumps(result.report, indent=2, default=str))
+    else:
+        t = result.report["traffic"]
+        colour = {"alert": "red", "ok": "green"}.get(result.status, "yellow")
+        console.print(f"[bold {colour}]{result.status.upper()}[/]: {escape(result.report['model']['name'])}, last {settings.since}: "
+                      f"{t['requests']} requests, {t['inputs']} inputs", highlight=False)
+        for check in result.report["checks"]:
+            stat = "n/a" if check["statistic"] is None else f"{check['statistic']:.4g}"
+            p = f", p = {check['p_value']:.3g}" if check.get("p_value") is not None else ""
+            console.print(f"  {'[red]drift[/]' if check['drifted'] else '[green]ok[/]   '} {check['title']}: {check['test']} {stat}{p}", highlight=False)
+        for alert in result.alerts:
+            console.print(f"[red]Alert:[/] {escape(alert)}", highlight=False)
+        console.print(f"Report: {result.html} (also monitor.json)", highlight=False)
+    if result.alerts:
+        raise typer.Exit(1)
