@@ -50,10 +50,17 @@ def test_tsv_field_holding_a_tab_names_the_line_and_the_quoting_option(project):
         read_rows("train.tsv", project.config(train="train.tsv"))
     msg = str(exc.value)
     assert "train.tsv line 3: expected 2 fields (text, label), found 3" in msg
-    assert "read without quoting" in msg and "set `data.quoting: csv`" in msg
+    assert "read without quoting" in msg and "set `data.quoting: csv` (or `data.train.quoting`) (this file does read cleanly with CSV quoting)" in msg
     assert "quote values that contain it" not in msg  # the old hint, wrong for TSV
     rows = read_rows("train.tsv", project.config(train="train.tsv", quoting="csv"))
     assert _texts(rows) == [("plain", "a"), ("with\ttab", "b")]
+
+
+def test_tsv_with_a_stray_tab_does_not_claim_csv_quoting_would_help(project):
+    project.write("train.tsv", "text\tlabel\nplain\ta\ntwo\ttabs\tb\n")
+    with pytest.raises(DataError) as exc:
+        read_rows("train.tsv", project.config(train="train.tsv"))
+    assert "train.tsv line 3: expected 2 fields" in str(exc.value) and "reads cleanly with CSV quoting" not in str(exc.value)
 
 
 def test_csv_written_tsv_with_doubled_quotes_asks_which_reading_is_meant(project):

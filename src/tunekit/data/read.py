@@ -129,6 +129,7 @@ def _read_delimited(path: Path, text: str, options: ReadOptions, fmt: str) -> Ra
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     columns = None if options.header else list(options.columns or [])
     records, problems, end = [], Problems(), 0
+    detected: bool | None = None  # whether the whole file parses with CSV quoting, looked at on the first bad row
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
@@ -140,7 +141,9 @@ def _read_delimited(path: Path, text: str, options: ReadOptions, fmt: str) -> Ra
             if options.rest_in_last_column and quoting == "none" and len(fields) > len(columns) > 0:
                 fields = [*fields[:len(columns) - 1], delimiter.join(fields[len(columns) - 1:])]
             if len(fields) != len(columns):
-                problems.add(_field_count_problem(path, start, end, fields, columns, delimiter, quoting, options))
+                if quoting == "none" and detected is None:
+                    detected = _parses_quoted(text, delimiter, len(columns), options.header)
+                problems.add(_field_count_problem(path, start, end, fields, columns, delimiter, quoting, options, detected))
             elif fmt == "tsv" and quoting == "csv" and end > start and _rows_of_their_own(text, start, end, delimiter, len(columns)):
                 problems.add(f"{path} line {start}: the record runs on to line {end}, because a double quote opened a field that "
                              f"closes only there, but each of those lines is a complete row by itself; if quotes in this file are "
@@ -184,14 +187,24 @@ def _check_csv_style(path: Path, line: int, values: dict[str, str], problems: Pr
             return
 
 
+def _parses_quoted(text: str, delimiter: str, width: int, header: bool) -> bool:
+    """Whether ``text`` reads cleanly with CSV quoting: no quoting error and every record ``width`` fields wide."""
+    try:
+        records = [fields for fields in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True) if fields]
+    except csv.Error:
+        return False
+    return all(len(fields) == width for fields in records[1 if header else 0:])
+
+
 def _field_count_problem(path: Path, start: int, end: int, fields: list[str], columns: list[str], delimiter: str,
-                         quoting: str, options: ReadOptions) -> str:
+                         quoting: str, options: ReadOptions, detected: bool | None = None) -> str:
     head = f"{path} line {start}: expected {len(columns)} fields ({', '.join(columns)}), found {len(fields)}; "
     shown = "a tab" if delimiter == "\t" else repr(delimiter)
     if quoting == "none":
+        seen = " (this file does read cleanly with CSV quoting)" if detected else ""
         return (head + f"this file is read without quoting (one row per line), so a text cannot hold the delimiter ({shown}) "
                 f"or a line break: check the delimiter (`data.delimiter`) and the line; if the file wraps such fields in double "
-                f"quotes, set `data.quoting: csv` (or `{options.key}.quoting`)")
+                f"quotes, set `data.quoting: csv` (or `{options.key}.quoting`){seen}")
     if end > start:
         return (head + f"this record runs on to line {end}, because a double quote opened a field that closes only there; "
                 f"if quotes in this file are ordinary text, set `data.quoting: none` (or `{options.key}.quoting`), else close the quote")
