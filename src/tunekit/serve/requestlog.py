@@ -250,7 +250,6 @@ class RequestLog:
             for item in _drain(self._queue):
                 if item.done is not None:
                     item.done.set(RequestLogDown(f"request log {self.path}: the writer thread stopped ({self.failure})"))
-            raise
         finally:
             self._conn.close()
 
