@@ -82,7 +82,6 @@ def _fuzz_server(fuzz: Fuzz, app, valid: dict[tuple[str, str], dict], examples: 
     routes' valid bodies (``valid``) with poisoned leaves."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
 
     limits = settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
     schema = schemathesis.openapi.from_dict(app.openapi())
@@ -99,12 +98,20 @@ def _fuzz_server(fuzz: Fuzz, app, valid: dict[tuple[str, str], dict], examples: 
 
         generated()
     for (method, path), body in valid.items():
-        @limits
-        @given(data=st.data())
-        def poisoned(data, method=method, path=path, body=body):
-            fuzz.send(method, path, _poison(data, body))
+        _poisoned(fuzz, limits, method, path, body)()
 
-        poisoned()
+
+def _poisoned(fuzz: Fuzz, limits, method: str, path: str, body: dict):
+    """A hypothesis test that sends ``body`` to ``method path`` with poisoned leaves."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @limits
+    @given(data=st.data())
+    def poisoned(data):
+        fuzz.send(method, path, _poison(data, body))
+
+    return poisoned
 
 
 def test_fuzz_every_route_no_5xx_and_no_dropped_connection(loaded, greeter, tmp_path, capsys):
