@@ -33,17 +33,22 @@ def test_serve_feedback_retrain_promote_and_hot_swap(tiny_config):
         for text, label in corrections.items():
             answer = client.post("/v1/classify", json={"inputs": [text]}).json()
             assert client.post("/v1/feedback", json={"request_id": answer["id"], "label": label}).status_code == 200
-        multi = client.post("/v1/classify", json={"inputs": ["a", "b"]}).json()  # one correction for two inputs: unusable
-        client.post("/v1/feedback", json={"request_id": multi["id"], "label": "card"})
+        multi = client.post("/v1/classify", json={"inputs": ["my card is stuck in the atm", "b"]}).json()
+        refused = client.post("/v1/feedback", json={"request_id": multi["id"], "label": "card"})  # which input? refused on arrival
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "index"
+        assert client.post("/v1/feedback", json={"request_id": multi["id"], "label": "card", "index": 0}).status_code == 200
 
         rows = feedback_rows(cfg, cfg.workspace_dir / "serving.db")
-        assert sum(1 for r in rows if not r.get("unusable")) == 4 and sum(1 for r in rows if r.get("unusable")) == 1
+        assert [r.get("unusable", False) for r in rows] == [False] * 5
+        assert rows[-1]["text"] == "my card is stuck in the atm" and rows[-1]["label"] == "card"
 
         second = retrain_from_feedback(cfg, Console(quiet=True))
         assert second.version == "2" and second.decision.passed and second.decision.alias == "champion"
         feedback = json.loads(next((cfg.workspace_dir / "retrain").glob("*/feedback.json")).read_text())
-        assert feedback["used"] == 3 and feedback["in_test"] == 1 and feedback["unusable"] == 1
-        assert second.card["data"]["rows"]["train"] == first.card["data"]["rows"]["train"] + 3
+        assert feedback["used"] == 4 and feedback["in_test"] == 1 and feedback["unusable"] == 0
+        assert second.card["data"]["rows"]["train"] == first.card["data"]["rows"]["train"] + 4
+        # the same test rows, by id and fingerprint: the retrained version compares with its champion (issue 17 item 3)
+        assert second.card["data"]["test_fingerprint"] == first.card["data"]["test_fingerprint"]
 
         assert client.post("/v1/reload").json()["version"] == "2"  # the running server now serves the new champion
         assert client.post("/v1/classify", json={"inputs": ["where is my card"]}).json()["version"] == "2"

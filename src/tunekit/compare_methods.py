@@ -144,7 +144,7 @@ def _versus_baseline(cfg: TunekitConfig, ref: _Reference, predictions: list) -> 
     if task_kinds.kind(cfg.task).causal:
         from tunekit.evaluate import textgen
 
-        r = textgen.compare(ref.predictions, predictions, ref.truth, n, seed=seed)[primary]
+        r = textgen.compare(ref.predictions, predictions, ref.truth, n, seed=seed, extract=cfg.eval.extract)[primary]
         return {primary: r["model"], "diff": r["diff"], "low": r["low"], "high": r["high"]}
     if task_kinds.kind(cfg.task).numeric:
         metric_fn = REGRESSION_FNS[primary]

@@ -24,9 +24,10 @@ from rich.progress import (
 __all__ = ["LineProgress", "bar", "clock"]
 
 
-def bar(console: Console, unit: str = "steps", every_s: float = 30.0):
-    """A progress display for ``console``: rich's bar on a terminal, ``LineProgress`` otherwise.
-    Tasks take an ``info`` field (free text after the figures, e.g. the running loss)."""
+def bar(console: Console | None, unit: str = "steps", every_s: float = 30.0):
+    """A progress display for ``console`` (None: rich's default console): rich's bar on a terminal,
+    ``LineProgress`` otherwise. Tasks take an ``info`` field (free text after the figures, e.g. the running loss)."""
+    console = console or Console()
     if console.is_terminal or console.quiet:
         return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)

@@ -63,11 +63,21 @@ def feedback_rows(cfg: TunekitConfig, serving_db: Path, since: float = 0.0) -> l
         if task.causal and fb.get("answer") and body.get("messages"):
             messages = [m for m in body["messages"] if m.get("role") in ("system", "user", "assistant")]
             out.append({"messages": [*messages, {"role": "assistant", "content": fb["answer"]}], "feedback_id": fb["id"]})
-        elif not task.causal and fb.get("label") not in (None, "") and len(body.get("inputs") or []) == 1:
-            out.append({"text": body["inputs"][0], "label": feedback_label(fb["label"], body), "feedback_id": fb["id"]})
+        elif not task.causal and fb.get("label") not in (None, "") and (text := _corrected_input(body, fb)) is not None:
+            out.append({"text": text, "label": feedback_label(fb["label"], body), "feedback_id": fb["id"]})
         else:
             out.append({"unusable": True, "feedback_id": fb["id"]})
     return out
+
+
+def _corrected_input(body: dict, fb: dict) -> str | None:
+    """The input a label corrects: the one its ``index`` names (the server requires it for a request
+    of several inputs), or the only one; None for an old row that cannot say which."""
+    inputs = body.get("inputs") or []
+    index = fb.get("input_index")
+    if index is None and len(inputs) == 1:
+        index = 0
+    return inputs[index] if index is not None and 0 <= index < len(inputs) else None
 
 
 def retrain_from_feedback(cfg: TunekitConfig, console: Console | None = None, since: float = 0.0):
@@ -115,12 +125,14 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
             summary.unusable += 1  # a label the task does not have: adding a class is a decision for a person
         else:
             seen.add(key)
-            summary.rows.append({"text": row["text"], "label": row["label"]})
+            summary.rows.append({"id": f"feedback-{row['feedback_id']}", "text": row["text"], "label": row["label"]})
     summary.used = len(summary.rows)
     meta = [c for c in cfg.data.metadata_columns]
     pair = cfg.data.text_pair_column is not None
     multi = prepared.multitask  # labels are stored as "task:label"; written back as two columns
-    columns = ["text", *(["text_pair"] if pair else []), "label", *([cfg.data.task_column] if multi else []), *meta]
+    # ids travel in a column, so the test rows keep their ids and the test fingerprint: the retrained
+    # version can be compared with its champion row by row (tunekit report A --compare B)
+    columns = ["id", "text", *(["text_pair"] if pair else []), "label", *([cfg.data.task_column] if multi else []), *meta]
 
     def write(name: str, rows: list[dict]) -> str:
         path = out_dir / f"{name}.csv"
@@ -129,15 +141,15 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
             w.writerow(columns)
             for r in rows:
                 label = [label_name(r["label"]), task_of(r["label"])] if multi else [r["label"]]
-                w.writerow([r.get("text", ""), *([r.get("text_pair", "")] if pair else []), *label,
+                w.writerow([r["id"], r.get("text", ""), *([r.get("text_pair", "")] if pair else []), *label,
                             *(r.get(f"{META_PREFIX}{c}", "") for c in meta)])
         return str(path)
 
-    data = {"train": write("train", as_rows["train"] + summary.rows), "validation": write("validation", as_rows["validation"]),
-            "test": write("test", as_rows["test"]), "format": "csv", "header": True, "columns": None, "text_column": "text",
-            "label_column": "label", "text_pair_column": "text_pair" if pair else None, "max_train_rows": None,
-            "task_column": cfg.data.task_column}
-    new = cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
+    written = cfg.data.for_written_files(
+        train=write("train", as_rows["train"] + summary.rows), validation=write("validation", as_rows["validation"]),
+        test=write("test", as_rows["test"]), format="csv", text_column="text", label_column="label", id_column="id",
+        text_pair_column="text_pair" if pair else None, task_column=cfg.data.task_column)
+    new = cfg.model_copy(update={"data": written})
     new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
     return new, summary
 
@@ -169,9 +181,9 @@ def _generation_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path
                                                           for m in r["messages"]]}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         return str(path)
 
-    data = {"train": write("train", prepared.train + summary.rows), "validation": write("validation", prepared.validation),
-            "test": write("test", prepared.test), "layout": "chat", "max_train_rows": None}
-    new = cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
+    written = cfg.data.for_written_files(train=write("train", prepared.train + summary.rows), validation=write("validation", prepared.validation),
+                                         test=write("test", prepared.test), layout="chat")
+    new = cfg.model_copy(update={"data": written})
     new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
     return new, summary
 

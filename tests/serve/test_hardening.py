@@ -2,7 +2,7 @@
 
 No request may break the server or its log, no limit may be bypassed, no PII may escape redaction.
 The standing robustness suite (fuzzing, SIGKILL under load, the event-loop check) is in
-``test_robustness.py``.
+``test_fuzz_and_faults.py``.
 """
 
 from __future__ import annotations

@@ -78,5 +78,5 @@ def run_prompted(cfg, data, generator, console=None) -> list[GenerationBaseline]
         conversations = [fit_shots(generator, prompt, examples, context, cfg.eval.max_new_tokens) for prompt, _ in rows]
         preds = [g.text for g in generator.chat(conversations, max_new_tokens=cfg.eval.max_new_tokens,
                                                 batch_size=cfg.train.eval_batch_size, progress=console)]
-        out.append(GenerationBaseline(name, preds, generation_metrics(preds, refs), round(time.perf_counter() - started, 2)))
+        out.append(GenerationBaseline(name, preds, generation_metrics(preds, refs, extract=cfg.eval.extract), round(time.perf_counter() - started, 2)))
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunekit import task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.data import pii_scan, store
 from tunekit.data.chat import read_conversations
@@ -382,7 +383,7 @@ def config_texts(cfg: TunekitConfig) -> list[str]:
         value = d.file_path(role)
         if value is None:
             continue
-        if cfg.task != "generation":
+        if not task_kinds.kind(cfg.task).causal:
             texts += [" ".join(filter(None, (r["text"], r.get("text_pair")))) for r in read_rows(value, cfg, f"data.{role}")]
             continue
         rows = read_conversations(cfg.path(value), d.layout, d.system_prompt, d.prompt_column, d.completion_column, d.encoding,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 
+from tunekit import task_kinds
 from tunekit.config import FILE_OPTIONS, ReadOptions, TunekitConfig
 from tunekit.data import store
 from tunekit.data.markdown import render_report_markdown
@@ -44,7 +45,7 @@ class PreparedData:
 
     @property
     def regression(self) -> bool:
-        return self.task == "regression"
+        return task_kinds.kind(self.task).numeric
 
     @property
     def tasks(self) -> dict[str, list[int]] | None:
@@ -77,7 +78,7 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
 
 def read_splits(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
     """Read and validate the files, then split: (rows per split, labels sorted by name; none for regression)."""
-    regression = cfg.task == "regression"
+    regression = task_kinds.kind(cfg.task).numeric
     train = read_rows(paths["train"], cfg, "data.train")
     labels = [] if regression else sorted({row["label"] for row in train})
     if regression and len({row["label"] for row in train}) < 2:
@@ -99,7 +100,7 @@ def read_rows(path: str | Path, cfg: TunekitConfig, key: str = "data.train", kno
     For ``task: regression`` the label is the float target.
     """
     options = read_options(cfg, key)
-    return canonical_rows(read_table(cfg.path(path), options), cfg.data, known_labels, cfg.task == "regression")
+    return canonical_rows(read_table(cfg.path(path), options), cfg.data, known_labels, task_kinds.kind(cfg.task).numeric)
 
 
 def read_options(cfg: TunekitConfig, key: str) -> ReadOptions:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
+from tunekit import task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.data import pii_scan
 from tunekit.data.lengths import length_report
@@ -33,7 +34,7 @@ def build_report(cfg: TunekitConfig, rows: dict[str, list[dict]], labels: list[s
         "sources": meta["sources"],
         "split": meta["split"],
         "rows": {name: len(split) for name, split in rows.items()},
-        **({"target": target_report(rows)} if cfg.task == "regression" else {"labels": label_report(rows, labels)}),
+        **({"target": target_report(rows)} if task_kinds.kind(cfg.task).numeric else {"labels": label_report(rows, labels)}),
         "duplicates": duplicate_report(rows["train"]),
         "leakage": {name: leakage_report(rows["train"], rows[name]) for name in ("validation", "test")},
         "lengths": length_report(rows, cfg.model.max_length, tokenizer),

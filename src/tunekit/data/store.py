@@ -25,6 +25,7 @@ from pathlib import Path
 
 import datasets
 
+from tunekit import task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.data.validate import META_PREFIX
 from tunekit.errors import DataError
@@ -88,7 +89,7 @@ def source_key(cfg: TunekitConfig, sources: list[SourceFile]) -> str:
     if unquoted:  # TSV was once read with CSV quoting: splits frozen that way must not be reused
         settings["unquoted"] = unquoted
     blob = {"version": STORE_VERSION, "settings": settings, "files": {s.role: s.sha256 for s in sources}}
-    if cfg.task == "regression":  # the same file read as numbers makes other rows; classification keys stay as they were
+    if task_kinds.kind(cfg.task).numeric:  # the same file read as numbers makes other rows; classification keys stay as they were
         blob["task"] = "regression"
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
@@ -176,7 +177,7 @@ def read_directory(directory: Path) -> Frozen:
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     dsets = {name: datasets.Dataset(pq.read_table(directory / f"{name}.parquet")) for name in SPLITS}
-    regression = meta.get("task") == "regression"
+    regression = task_kinds.kind(meta.get("task", "classification")).numeric
     rows = {name: dataset_rows(dsets[name], labels, regression) for name in SPLITS}
     if fingerprint(rows, labels) != meta["fingerprint"]:
         raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
@@ -191,7 +192,7 @@ def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[s
     rows = {name: [{f: v for f, v in row.items() if _stored(f)} for row in rows[name]] for name in SPLITS}  # drop "_at"
     fp = fingerprint(rows, labels)
     with_pair = cfg.data.text_pair_column is not None
-    dsets = {name: to_dataset(rows[name], labels, with_pair, cfg.task == "regression") for name in SPLITS}
+    dsets = {name: to_dataset(rows[name], labels, with_pair, task_kinds.kind(cfg.task).numeric) for name in SPLITS}
     meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels) | (notes or {})
     root = datasets_root(cfg)
     directory = root / fp[:16]
@@ -224,7 +225,7 @@ def _meta(cfg: TunekitConfig, key: str, fp: str, test_fp: str, sources: list[Sou
         "rows": {name: len(rows[name]) for name in SPLITS},
         "labels": len(labels),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **({"task": "regression"} if cfg.task == "regression" else {}),
+        **({"task": cfg.task} if task_kinds.kind(cfg.task).numeric else {}),
     }
 
 

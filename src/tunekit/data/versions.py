@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tunekit import task_kinds
 from tunekit.data import store
 from tunekit.errors import DataError
 
@@ -260,7 +261,7 @@ def _match(folder: Path, selector: Selector) -> tuple[dict, dict[str, list[bool]
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     tables = {name: pq.read_table(folder / f"{name}.parquet") for name in store.SPLITS}
-    canonical = {name: store.dataset_rows(datasets.Dataset(tables[name]), labels, meta.get("task") == "regression")
+    canonical = {name: store.dataset_rows(datasets.Dataset(tables[name]), labels, task_kinds.kind(meta.get("task", "classification")).numeric)
                  for name in store.SPLITS}
     return {"tables": tables, "rows": canonical, "labels": labels}, \
         {name: [not selector.matches(r) for r in canonical[name]] for name in store.SPLITS}

@@ -28,7 +28,7 @@ def score_generator(cfg, data, generator, console=None) -> tuple[dict, list[str]
     answers = generator.chat([p for p, _ in rows], max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.train.eval_batch_size,
                              progress=console)
     preds = [a.text for a in answers]
-    return textgen.generation_metrics(preds, [r for _, r in rows]), preds
+    return textgen.generation_metrics(preds, [r for _, r in rows], extract=cfg.eval.extract), preds
 
 
 def lm_losses(cfg, data, generator) -> dict:
@@ -59,7 +59,7 @@ def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], ou
     if history:
         files["training_curve"] = plots.training_curve(history, "loss", out_dir / "training_curve.png")
     analysis = {
-        "versus_baseline": textgen.compare(base.predictions, preds, refs, cfg.eval.bootstrap_resamples, seed=cfg.train.seed),
+        "versus_baseline": textgen.compare(base.predictions, preds, refs, cfg.eval.bootstrap_resamples, seed=cfg.train.seed, extract=cfg.eval.extract),
         "side_by_side": textgen.side_by_side(prompts, refs, base.predictions, preds, cfg.eval.side_by_side, seed=cfg.train.seed),
         "decoding": {"max_new_tokens": cfg.eval.max_new_tokens, "strategy": "greedy"},
     }

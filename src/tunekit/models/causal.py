@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError
 from tunekit.models import (
     MANIFEST,
@@ -318,7 +319,7 @@ def read_manifest(path: Path) -> dict:
         found = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "no such folder"
         raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
     info = json.loads(manifest.read_text())
-    if info.get("task") != "generation":
+    if not task_kinds.kind(info.get("task", "classification")).causal:
         raise ModelError(f"{path}: a {info.get('task')} model, not a generation model")
     return info
 

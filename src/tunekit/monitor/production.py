@@ -98,16 +98,18 @@ def _add_feedback(traffic: Traffic, item: dict, task: str) -> None:
     label, response = item.get("label"), item["request"].get("response") or []
     if not label or task_kinds.kind(task).causal:
         return
-    if len(response) != 1:
-        traffic.feedback_skipped += 1
+    index = item.get("input_index")
+    index = 0 if index is None and len(response) == 1 else index
+    if index is None or not 0 <= index < len(response):
+        traffic.feedback_skipped += 1  # an old row on a request of several inputs: which one it corrects is unknown
         return
     if task_kinds.kind(task).labelled:
         traffic.given.append(feedback_label(label, item["request"].get("request") or {}))  # multi-task: within the request's task
-        traffic.answered.append(str(response[0]["label"]))
+        traffic.answered.append(str(response[index]["label"]))
         return
     try:
         traffic.given.append(float(label))
     except ValueError:
         traffic.feedback_skipped += 1  # a regression label that is not a number
         return
-    traffic.answered.append(float(response[0]))
+    traffic.answered.append(float(response[index]))

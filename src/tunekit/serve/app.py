@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tunekit import task_kinds
 from tunekit.errors import ConfigError, DataError, ModelError
 from tunekit.monitor.gauges import push_latest
 from tunekit.multitask import SEP, label_name, tasks_of
@@ -198,7 +199,7 @@ def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list
     with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
         # rows are sorted by length and run in chunks of FORWARD_ROWS, each padded only to its own longest row
         chunk = FORWARD_ROWS if loaded.model.device.type == "cpu" else slot.batch_size
-        if loaded.task == "regression":
+        if task_kinds.kind(loaded.task).numeric:
             return list(loaded.model.predict(texts, pairs, chunk))
         return list(loaded.model.predict_proba(texts, pairs, chunk))
 
@@ -213,7 +214,7 @@ def _generate_batch(slot: ModelSlot, items: list[tuple[list[int], dict]]):
 
 def _generator(slot: ModelSlot):
     loaded = slot.require()
-    if loaded.task != "generation" or not loaded.model.adapters:
+    if not task_kinds.kind(loaded.task).causal or not loaded.model.adapters:
         raise RequestError(f"{loaded.name!r} is not a PEFT generation model; only those hold several adapters", "no_adapters", None, 400)
     return loaded.model
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tunekit import task_kinds
 from tunekit.multitask import SEP, label_name, tasks_of
 from tunekit.serve.inputs import RequestError
 from tunekit.serve.loading import LoadedModel
@@ -58,7 +59,7 @@ def _check_index(body: FeedbackRequest, request: dict) -> None:
 
 
 def _check_label(label: str, logged: dict, loaded: LoadedModel) -> None:
-    if loaded.task == "regression":
+    if task_kinds.kind(loaded.task).numeric:
         try:
             ok = math.isfinite(float(label))
         except ValueError:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError, TunekitError
 from tunekit.models import MANIFEST, TrainedModel, load_trained
 from tunekit.models.causal import Generator, load_generator
@@ -87,7 +88,7 @@ def model_directory(settings: ServeSettings) -> Path:
 def _load(path: Path, device: str) -> TrainedModel | Generator:
     """A generation model when the directory's manifest says ``task: generation``, else a classifier."""
     manifest = path / MANIFEST
-    if manifest.is_file() and _manifest(manifest).get("task") == "generation":
+    if manifest.is_file() and task_kinds.kind(_manifest(manifest).get("task", "classification")).causal:
         return load_generator(path, device)
     return _merged(load_trained(path, device))  # also the one that explains a directory without a manifest
 

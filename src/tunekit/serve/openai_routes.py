@@ -37,6 +37,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tunekit import task_kinds
 from tunekit.errors import DataError, TunekitError
 from tunekit.models.causal import Generation, Generator
 from tunekit.serve.handlers import error_body
@@ -153,17 +154,17 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
 
 def served_models(loaded: LoadedModel) -> list[str]:
     """What a request's ``model`` may name: a PEFT model's base id and adapter names, else the model's name."""
-    if loaded.task == "generation" and loaded.model.adapters:
+    if task_kinds.kind(loaded.task).causal and loaded.model.adapters:
         return [loaded.model.base_model, *loaded.model.adapters]
     return [loaded.name]
 
 
 def _target(loaded: LoadedModel, requested: str, route: str) -> tuple[Generator, str | None]:
     """The generator and the adapter to use (the base id for the bare base; None for a full checkpoint)."""
-    if loaded.task != "generation":
+    if not task_kinds.kind(loaded.task).causal:
         raise RequestError(
             f"{route}: this server serves {loaded.name!r}, a {loaded.task} model; send its requests to POST "
-            f"{'/v1/predict' if loaded.task == 'regression' else '/v1/classify'}. "
+            f"{'/v1/predict' if task_kinds.kind(loaded.task).numeric else '/v1/classify'}. "
             "Chat and text completions need a model trained with `task: generation`.", "wrong_task", None, 400,
         )
     names = served_models(loaded)

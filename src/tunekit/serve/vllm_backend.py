@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from tunekit import task_kinds
 from tunekit.errors import ModelError
 from tunekit.models import MANIFEST, resolve_base
 
@@ -28,7 +29,7 @@ def vllm_command(model_dir: Path, host: str, port: int, template_file: Path) -> 
     """The ``vllm`` OpenAI-server command line for a tunekit generation model directory."""
     model_dir = Path(model_dir)
     info = json.loads((model_dir / MANIFEST).read_text()) if (model_dir / MANIFEST).is_file() else None
-    if info is None or info.get("task") != "generation":
+    if info is None or not task_kinds.kind(info.get("task", "classification")).causal:
         raise ModelError(f"{model_dir}: serve.backend vllm serves generation models (task: generation); this is "
                          f"{'not a tunekit model directory' if info is None else 'a ' + str(info.get('task')) + ' model'}")
     template_file.write_text(info["template"]["chat_template"], encoding="utf-8")

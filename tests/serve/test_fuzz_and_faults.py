@@ -2,7 +2,7 @@
 the event-loop check. Each runs against a real uvicorn server on a loopback port, so a dropped
 connection is seen as a client would see it.
 
-    pytest tests/serve/test_robustness.py -s     # -s prints the fuzz figures (cases, statuses)
+    pytest tests/serve/test_fuzz_and_faults.py -s     # -s prints the fuzz figures (cases, statuses)
 """
 
 from __future__ import annotations
