@@ -69,3 +69,18 @@ def test_plan_for_a_causal_lm_counts_logits(tmp_path, tiny_llama):
     assert result["num_labels"] == 0 and result["fits"]
     assert result["activation_bytes_per_row"] > 2 * 4 * 64 * vocab  # the logits are part of it
     assert 0 < result["trainable_params"] < result["total_params"]
+
+
+def test_models_tiny_reads_a_config_like_a_run(tmp_path):
+    """Issue 18 item 9: `models tiny --config` trains the tokenizer on the files a config names, read
+    with its options (here a TSV of questions and answers, no conversion to chat JSONL first)."""
+    (tmp_path / "qa.tsv").write_text("q\ta\nwhat is the capital of peru\tlima\nname a prime\tseven\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"name": "qa", "task": "generation", "data": {"train": "qa.tsv", "prompt_column": "q",
+                                                                                     "completion_column": "a"}}))
+    proc = tunekit("models", "tiny", "--out", str(tmp_path / "tiny"), "--config", str(config), "--hidden-size", "32", "--layers", "1")
+    assert proc.returncode == 0, proc.stderr
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tiny")
+    assert tok.decode(tok("capital of peru lima")["input_ids"], skip_special_tokens=True) == "capital of peru lima"

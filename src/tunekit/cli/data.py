@@ -152,16 +152,24 @@ def data_versions(workspace: DataWorkspaceOpt = DEFAULT_WORKSPACE, as_json: Json
 @models_app.command("tiny")
 def models_tiny(out: Annotated[Path, typer.Option(help="Folder to write the model and tokenizer to.")],
                 data: Annotated[Path | None, typer.Option(help="A JSONL/JSON conversation file whose text trains the tokenizer.")] = None,
+                config: Annotated[Path | None, typer.Option(help="A generation config: its data files, read with its layout, column and "
+                                                                 "format options, train the tokenizer (instead of --data).")] = None,
                 hidden_size: Annotated[int, typer.Option(help="Width of the model.")] = 128,
                 layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
                 seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0) -> None:
     """Write a tiny Llama-style causal LM with random weights and its tokenizer, for tests and demos."""
     from tunekit.models.tiny import build_tiny_llama
 
+    if data is not None and config is not None:
+        raise typer.BadParameter("give --data FILE or --config CONFIG, not both")
     texts = []
     if data is not None:
         from tunekit.data.chat import read_conversations, render_plain
 
         texts = [render_plain(r["messages"]) for r in read_conversations(data, min_examples=1)]
+    if config is not None:
+        from tunekit.data.conversations import config_texts
+
+        texts = config_texts(load(config))
     path = build_tiny_llama(out, texts, hidden_size=hidden_size, layers=layers, seed=seed)
     console.print(f"Wrote a tiny Llama ({hidden_size} wide, {layers} blocks, random weights) to {path}; use it as model.base")

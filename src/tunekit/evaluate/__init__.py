@@ -157,11 +157,14 @@ def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Pa
 
 
 def _write_predictions(path: Path, data, probs: np.ndarray, baseline_probs: np.ndarray) -> Path:
-    labels = data.labels
+    """One row per test row; sentence pairs keep both texts (``text_pair`` after ``text``)."""
+    labels, pair = data.labels, "text_pair" in data.test.column_names
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "text", "label", "predicted", "confidence", "baseline_predicted", "baseline_confidence"])
+        writer.writerow(["id", "text", *(["text_pair"] if pair else []), "label", "predicted", "confidence", "baseline_predicted",
+                         "baseline_confidence"])
         for i, row in enumerate(data.test):
             p, b = int(probs[i].argmax()), int(baseline_probs[i].argmax())
-            writer.writerow([row["id"], row["text"], labels[row["label"]], labels[p], f"{probs[i, p]:.4f}", labels[b], f"{baseline_probs[i, b]:.4f}"])
+            writer.writerow([row["id"], row["text"], *([row["text_pair"]] if pair else []), labels[row["label"]], labels[p],
+                             f"{probs[i, p]:.4f}", labels[b], f"{baseline_probs[i, b]:.4f}"])
     return path
