@@ -106,7 +106,7 @@ def _load_trained(path: Path, cfg: TunekitConfig):
 def _evaluate_classification(cfg, data, model, baselines, run_dir, history, console):
     from tunekit import evaluate
 
-    return evaluate.run(cfg, data, model, baselines[0], run_dir, history)
+    return evaluate.run(cfg, data, model, baselines[0], run_dir, history, console)
 
 
 def _evaluate_regression(cfg, data, model, baselines, run_dir, history, console):

@@ -55,11 +55,14 @@ def score(model, data, batch_size: int = 64) -> tuple[dict, np.ndarray]:
     return classification_metrics(np.asarray(list(data.test["label"])), probs.argmax(1), data.labels), probs
 
 
-def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalResult:
+def run(cfg, data, model, baseline, out_dir: Path, history: list[dict], console=None) -> EvalResult:
     """Classification's evaluation (regression's is ``evaluate.regression.run_regression``, generation's
-    ``evaluate.generation.run_generation``; the task row in ``tasks.py`` picks)."""
+    ``evaluate.generation.run_generation``; the task row in ``tasks.py`` picks). Each step says when it
+    is done and how long it took, so a log shows where the minutes go."""
+    step = _stepper(console)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, probs = score(model, data, cfg.train.eval_batch_size)
+    step(f"test predictions ({len(probs)} rows)")
     y, pred, base_pred = np.asarray(list(data.test["label"])), probs.argmax(1), baseline.probs.argmax(1)
     texts, labels = list(data.test["text"]), data.labels
     files = {
@@ -83,21 +86,41 @@ def run(cfg, data, model, baseline, out_dir: Path, history: list[dict]) -> EvalR
     collapsed = collapse(pred, labels)
     if collapsed:
         analysis["collapsed"] = collapsed
+    step("statistics, slices and plots")
     if cfg.eval.calibrate:
         analysis["calibration"] = _calibrate(cfg, data, model, probs, y, out_dir / "reliability.png", collapsed is not None)
         files["reliability"] = out_dir / "reliability.png"
+        step("calibration on validation")
     if cfg.eval.robustness_sample and "text_pair" not in data.test.column_names:
         analysis["robustness"] = robustness.flip_rates(_predict_ids(model, cfg), texts, seed=cfg.train.seed, sample=cfg.eval.robustness_sample)
+        step(f"robustness ({min(cfg.eval.robustness_sample, len(texts))} rows, 5 edits each)")
     if cfg.eval.suite:
         from tunekit.evaluate import suite
 
         cases = suite.load_suite(cfg.path(cfg.eval.suite), labels)
         analysis["suite"] = suite.run_suite(cases, lambda batch: [labels[i] for i in _predict_ids(model, cfg)(batch)])
+        step("behavioural suite")
     if cfg.eval.explain_samples and "text_pair" not in data.test.column_names:
         rng = np.random.default_rng(cfg.train.seed)
         picks = rng.choice(len(texts), size=min(cfg.eval.explain_samples, len(texts)), replace=False)
         analysis["explanations"] = [explain.occlusion(lambda b: model.predict_proba(b), texts[i], labels) for i in sorted(picks)]
+        step(f"word attributions ({len(picks)} rows)")
     return EvalResult(metrics=metrics, baseline=baseline.metrics, probs=probs, files=files, analysis=analysis)
+
+
+def _stepper(console):
+    """A function printing ``evaluate: WHAT done in S s`` (time since the previous step) on ``console``."""
+    import time
+
+    last = [time.perf_counter()]
+
+    def step(what: str) -> None:
+        now = time.perf_counter()
+        if console is not None:
+            console.print(f"evaluate: {what} done in {now - last[0]:.1f} s", markup=False, highlight=False)
+        last[0] = now
+
+    return step
 
 
 def _per_task(cfg, data, y: np.ndarray, base_pred: np.ndarray, pred: np.ndarray) -> dict:
