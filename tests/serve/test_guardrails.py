@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tunekit.errors import ConfigError, ModelError
 from tunekit.serve.guardrails import (
     Flag,
-    GuardrailBlocked,
+    blocked_error,
     Guardrails,
     GuardrailsConfig,
     detect_injection,
@@ -199,7 +199,7 @@ def test_block_on_input_raises_the_right_error():
     assert [(f.kind, f.action) for f in flags] == [("prompt_injection", "block"), ("pii", "block")]
     first = g.blocked(flags)
     assert first.kind == "prompt_injection"
-    error = GuardrailBlocked(first)
+    error = blocked_error(first)
     assert (error.http_status, error.code, error.param) == (400, "guardrail_blocked", None)
     assert "`prompt_injection` guardrail" in str(error) and "reveal_system_prompt" in str(error)
     assert "set guardrails.prompt_injection to flag or off" in str(error)
@@ -216,7 +216,7 @@ def test_pii_output_modes(mode, returned):
 
 def test_pii_output_block_names_the_setting():
     _, flags = guard(pii_output="block").check_output("SSN 123-45-6789", None)
-    message = str(GuardrailBlocked(guard().blocked(flags)))
+    message = str(blocked_error(guard().blocked(flags)))
     assert "the answer was blocked by the `pii_output` guardrail (pii: ssn)" in message
     assert "set guardrails.pii_output to redact, flag or off" in message
 
@@ -284,7 +284,7 @@ def test_blocked_error_maps_to_a_400_in_openai_shape():
 
     @app.get("/boom")
     def boom():
-        raise GuardrailBlocked(Flag("banned_output", "output", "patterns: x", "block"))
+        raise blocked_error(Flag("banned_output", "output", "patterns: x", "block"))
 
     response = TestClient(app).get("/boom")
     assert response.status_code == 400

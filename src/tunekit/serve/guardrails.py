@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tunekit import pii
-from tunekit.errors import ConfigError, ModelError, TunekitError
+from tunekit.errors import ConfigError, GuardrailBlocked, ModelError, TunekitError
 from tunekit.evaluate.grounding import check_grounding
 from tunekit.pii import PLACEHOLDERS, iban_valid, luhn_valid, redact
 
@@ -217,19 +217,12 @@ _CONFIG_KEY = {  # (kind, where) -> the setting that controls it, and what else 
 }
 
 
-class GuardrailBlocked(TunekitError):
-    """A guardrail set to ``block`` fired: 400 with code ``guardrail_blocked``."""
-
-    http_status = 400
-
-    def __init__(self, flag: Flag):
-        key, other = _CONFIG_KEY[(flag.kind, flag.where)]
-        side = "request" if flag.where == "input" else "answer"
-        super().__init__(f"the {side} was blocked by the `{key}` guardrail ({flag.kind}: {flag.detail}); "
-                         f"to let such {side}s through, set guardrails.{key} to {other} in the server config")
-        self.flag = flag
-        self.code = "guardrail_blocked"
-        self.param = None
+def blocked_error(flag: Flag) -> GuardrailBlocked:
+    """The error for a guardrail set to ``block`` that fired, naming the setting that lets such text through."""
+    key, other = _CONFIG_KEY[(flag.kind, flag.where)]
+    side = "request" if flag.where == "input" else "answer"
+    return GuardrailBlocked(f"the {side} was blocked by the `{key}` guardrail ({flag.kind}: {flag.detail}); "
+                            f"to let such {side}s through, set guardrails.{key} to {other} in the server config", flag)
 
 
 Classifier = Any  # anything with ``labels: list[str]`` and ``predict_proba(texts) -> array (n, n_labels)``

@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunekit.errors import InputError
+from tunekit.errors import RequestError
 
 SHAPES = 'a string, a [text, text_pair] pair or a {"text": ..., "text_pair": ...} object'
-
-
-class RequestError(InputError):
-    """An invalid request, with a machine-readable ``code`` and the ``param`` at fault."""
-
-    def __init__(self, message: str, code: str, param: str | None = "inputs", http_status: int = 422):
-        super().__init__(message, http_status)
-        self.code = code
-        self.param = param
 
 
 def parse_inputs(raw: Any, expects_pairs: bool, max_inputs: int, max_chars: int) -> tuple[list[str], list[str] | None]:

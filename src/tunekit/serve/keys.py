@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tunekit.errors import ConfigError, TunekitError
+from tunekit.errors import AuthError, ConfigError, ForbiddenError
 
 SCOPES = {
     "inference": "call the models: classify, chat and text completions",
@@ -54,29 +54,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at  TEXT NOT NULL,
     revoked_at  TEXT
 )"""
-
-
-class AuthError(TunekitError):
-    """401: no API key was sent, or the one sent is unknown, revoked or malformed."""
-
-    http_status = 401
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.code = "invalid_api_key"
-        self.param = None
-        self.headers = {"WWW-Authenticate": "Bearer"}
-
-
-class ForbiddenError(TunekitError):
-    """403: the key is valid but its scope does not allow this route."""
-
-    http_status = 403
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.code = "insufficient_scope"
-        self.param = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit import task_kinds
-from tunekit.errors import ModelError, TunekitError
+from tunekit.errors import ModelError, NotReady, TunekitError
 from tunekit.models import MANIFEST, TrainedModel, load_trained
 from tunekit.models.causal import Generator, load_generator
 from tunekit.serve.settings import ServeSettings
@@ -116,23 +116,6 @@ def _merged(trained: TrainedModel) -> TrainedModel:
     return trained
 
 
-class NotReady(TunekitError):
-    """The model is still loading (``model_loading``) or failed to load (``model_load_failed``)."""
-
-    http_status = 503
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
-        self.param = None
-
-    @classmethod
-    def of(cls, slot: ModelSlot) -> NotReady:
-        if slot.error is not None:
-            return cls(f"model {slot.source!r} failed to load: {slot.error}", "model_load_failed")
-        return cls(f"model {slot.source!r} is still loading; retry when GET /readyz answers 200", "model_loading")
-
-
 class ModelSlot:
     """Holds the served model once a background thread has loaded it, or the reason it could not."""
 
@@ -154,7 +137,9 @@ class ModelSlot:
     def require(self) -> LoadedModel:
         """The loaded model, or ``NotReady`` (503) while it loads or after loading failed."""
         if self.loaded is None:
-            raise NotReady.of(self)
+            if self.error is not None:
+                raise NotReady(f"model {self.source!r} failed to load: {self.error}", "model_load_failed")
+            raise NotReady(f"model {self.source!r} is still loading; retry when GET /readyz answers 200", "model_loading")
         return self.loaded
 
     def start(self, on_loaded: Callable[[LoadedModel], None] | None = None) -> threading.Thread:

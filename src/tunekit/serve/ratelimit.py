@@ -17,20 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from tunekit.errors import TunekitError
-
-
-class RateLimited(TunekitError):
-    """429: the key used up its rate limit; ``retry_after`` is whole seconds until it may try again."""
-
-    http_status = 429
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.code = "rate_limit_exceeded"
-        self.param = None
-        self.retry_after = retry_after
-        self.headers = {"Retry-After": str(retry_after)}
+from tunekit.errors import RateLimited
 
 
 class RateLimiter:

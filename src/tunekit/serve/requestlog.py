@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from tunekit import pii
-from tunekit.errors import TunekitError
+from tunekit.errors import FeedbackError, RequestLogDown, TunekitError
 
 logger = logging.getLogger("tunekit.serve")
 
@@ -92,28 +92,6 @@ RECORD_FIELDS = set(COLUMNS) - set(JSON_FIELDS.values()) | set(JSON_FIELDS)
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 RATINGS = range(-1, 6)  # -1 (thumbs down) .. 5 (stars); 1 is a thumbs up
 MAX_BATCH = 1000  # rows per transaction at most
-
-
-class FeedbackError(TunekitError):
-    """Feedback the log cannot take: an unknown request id (404, ``request_not_found``) or a body
-    without rating, label or answer, or with a rating outside -1..5 (422, ``invalid_feedback``)."""
-
-    def __init__(self, message: str, code: str, param: str | None, http_status: int):
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
-        self.param = param
-
-
-class RequestLogDown(TunekitError):
-    """The request log's writer thread has stopped: 503 (``request_log_down``), so ``/readyz`` fails
-    and no request is answered without being logged."""
-
-    http_status = 503
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.code, self.param = "request_log_down", None
 
 
 class RequestLog:

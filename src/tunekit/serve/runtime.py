@@ -20,9 +20,9 @@ import anyio
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from tunekit.errors import TunekitError
+from tunekit.errors import RequestTimeout, TunekitError
 from tunekit.serve.batcher import MicroBatcher
-from tunekit.serve.guardrails import Flag, GuardrailBlocked, Guardrails
+from tunekit.serve.guardrails import Flag, Guardrails, blocked_error
 from tunekit.serve.keys import FILENAME as KEYS_FILE
 from tunekit.serve.keys import (
     AuthError,
@@ -40,17 +40,6 @@ logger = logging.getLogger("tunekit.serve")
 
 LOG_FILE = "serving.db"
 LOGGED_PREFIX = "/v1/"  # model and feedback routes are logged; probes and /metrics only counted
-
-
-class RequestTimeout(TunekitError):
-    """The model did not answer within ``request_timeout_s``."""
-
-    http_status = 504
-
-    def __init__(self, seconds: float):
-        super().__init__(f"the model did not answer within {seconds:g} s (setting request_timeout_s); retry later, send fewer "
-                         "inputs or ask for fewer tokens")
-        self.code, self.param = "request_timeout", None
 
 
 @dataclass
@@ -163,7 +152,7 @@ class Runtime:
             self.metrics.guardrail_flag(flag.kind, flag.where, flag.action)
         blocking = self.guardrails.blocked(flags)
         if blocking is not None:
-            raise GuardrailBlocked(blocking)
+            raise blocked_error(blocking)
 
     async def write(self, rec: Record, route: str, status: int, latency_ms: float) -> None:
         """Log the request, in a worker thread (PII redaction is CPU work; a durable log waits on the disk).
