@@ -118,7 +118,7 @@ def test_target_is_standardised_on_train_and_predictions_come_back_in_its_units(
 
 
 def test_second_run_meets_the_champion_in_the_right_direction(two_runs):
-    from tunekit.evaluate.compare import compare
+    from tunekit.report.compare import compare
 
     _, first, second, _ = two_runs
     assert first.decision.passed and "lower is better" in first.decision.summary()

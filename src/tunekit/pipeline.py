@@ -171,7 +171,7 @@ def champion_score(mlc, cfg: TunekitConfig, task: tasks.Task, data, console: Con
 def _versus_champion(mlc, cfg: TunekitConfig, champion: registry.ChampionScore, run_dir: Path) -> dict | None:
     """Paired statistics against the champion's own predictions on the same rows, when its run
     folder is on this machine (its path is a tag of the version)."""
-    from tunekit.evaluate.compare import compare_predictions
+    from tunekit.report.compare import compare_predictions
 
     champ_dir = Path((mlc.get_model_version(cfg.name, champion.version).tags or {}).get("run_dir", "/nonexistent"))
     if not (champ_dir / "predictions.csv").is_file():

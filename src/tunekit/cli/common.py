@@ -119,7 +119,7 @@ def settings_options(settings: type, rename: dict[str, str] | None = None):
     rename = rename or {}
 
     def decorate(command):
-        signature = inspect.signature(command)
+        signature = inspect.signature(command, eval_str=True)  # real annotations: typer reads __signature__ as it is
         own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         generated = []
         for name, field in settings.model_fields.items():

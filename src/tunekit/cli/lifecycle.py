@@ -154,7 +154,7 @@ def report(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPAC
            compare: Annotated[str | None, typer.Option(help="Another run on the same test rows to compare against RUN.")] = None,
            workspace: RunsWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
     """Rebuild a run's report card (Markdown, JSON, self-contained HTML), or compare two runs."""
-    from tunekit.evaluate import compare as comparing
+    from tunekit.report import compare as comparing
     from tunekit.evaluate import html
     from tunekit.report import markdown as card_report
 

@@ -191,7 +191,6 @@ def _outputs(model, tokenizer, texts: list[str], pairs: list[str] | None, max_le
              device: torch.device, transform) -> np.ndarray:
     """``transform(logits)`` for every row, in input order. Rows are sorted by length and batched,
     so each batch pads only to its own longest row."""
-    from tunekit.train.batching import encode_batch
 
     was_training = model.training
     model.eval()
@@ -204,6 +203,12 @@ def _outputs(model, tokenizer, texts: list[str], pairs: list[str] | None, max_le
         out[idx] = transform(logits.float()).cpu().numpy()
     model.train(was_training)
     return out
+
+
+def encode_batch(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int):
+    """Tokenise one batch, truncated to ``max_length`` and padded to the batch's longest row."""
+    return tokenizer(texts, pairs, truncation="longest_first" if pairs else True, max_length=max_length, padding=True,
+                     return_tensors="pt")
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:

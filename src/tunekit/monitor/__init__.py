@@ -30,7 +30,7 @@ import numpy as np
 from tunekit import task_kinds
 from tunekit.monitor import drift, production, reference
 from tunekit.monitor.embed import Embedder
-from tunekit.monitor.gauges import latest, push_gauges, push_latest, slug
+from tunekit.serve.gauges import latest, push_gauges, push_latest, slug
 from tunekit.monitor.settings import MonitorSettings, load_settings, parse_since
 from tunekit.monitor.stats import live_classification, live_regression, wilson
 

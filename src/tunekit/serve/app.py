@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunekit import task_kinds
 from tunekit.errors import ConfigError, DataError, ModelError
-from tunekit.monitor.gauges import push_latest
+from tunekit.serve.gauges import push_latest
 from tunekit.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback

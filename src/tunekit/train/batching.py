@@ -9,19 +9,6 @@ so training sees a new random order of batches each epoch but almost no padding.
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-
-def encode_batch(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenise one batch, truncated to ``max_length`` and padded to the batch's longest row."""
-    return tokenizer(
-        texts,
-        pairs,
-        truncation="longest_first" if pairs else True,
-        max_length=max_length,
-        padding=True,
-        return_tensors="pt",
-    )
 
 
 def batch_order(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[np.ndarray]:
