@@ -64,7 +64,7 @@ def test_resolve_alias_and_version_to_the_adapter_folder(mlc, tmp_path):
     by_alias = registry.resolve("m@champion", uri)
     assert (by_alias.path / "tunekit.json").is_file() and by_alias.version == "1" and by_alias.alias == "champion"
     assert registry.resolve("m/1", uri).path == by_alias.path
-    with pytest.raises(RegistryError, match=r"m@staging: not found .*versions of m: v1@champion"):
+    with pytest.raises(RegistryError, match=r"m@staging: m has no version with the alias 'staging' \(versions: v1@champion\).*registry promote m"):
         registry.resolve("m@staging", uri)
     with pytest.raises(RegistryError, match="neither a folder nor NAME@ALIAS"):
         registry.resolve("m:latest", uri)

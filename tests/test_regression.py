@@ -80,7 +80,7 @@ def test_fine_tuned_regressor_learns_the_target_and_the_report_shows_it(two_runs
     assert versus["rmse"]["b"] == pytest.approx(m["rmse"]) and versus["rmse"]["lower_is_better"]
     assert versus["rmse"]["low"] <= versus["rmse"]["diff"] <= versus["rmse"]["high"]
     assert {s["slice"].split("=")[0] for s in card["analysis"]["slices"]} >= {"length", "target"}
-    assert "calibration" not in card["analysis"] and "mcnemar" not in card["analysis"] and card["label_noise"] is None
+    assert "calibration" not in card["analysis"] and "mcnemar" not in card["analysis"] and card.get("label_noise") is None
     md = (outcome.run_dir / "report.md").read_text()
     assert "![predicted_vs_true](predicted_vs_true.png)" in md and (outcome.run_dir / "predicted_vs_true.png").is_file()
     assert "rmse **(primary)** (lower is better)" in md and "Not computed for regression" in md
