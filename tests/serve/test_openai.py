@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import sys
 import threading
 import time
 import types
@@ -17,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import local_settings
-from tunekit.serve import ServeSettings, create_app
+from tunekit.serve import create_app
 
 GREETINGS = {"say hi": "hello there", "say bye": "goodbye my friend"}  # what the greeter fixture learnt (conftest.GREETINGS)
 HI = [{"role": "user", "content": "say hi"}]
@@ -320,7 +318,9 @@ def test_default_loader_resolves_a_registry_reference_to_a_generation_model(gree
     def resolve(ref, tracking_uri):
         return types.SimpleNamespace(path=greeter_dir, name="greeter", version="4", alias="champion")
 
-    monkeypatch.setitem(sys.modules, "tunekit.registry", types.SimpleNamespace(resolve=resolve))
+    from tunekit import registry
+
+    monkeypatch.setattr(registry, "resolve", resolve)  # the seam registry.resolve_model goes through for a reference
     with TestClient(create_app(local_settings(model="greeter@champion", tracking_uri="sqlite:///x.db"))) as client:
         assert wait_ready(client, 60) == {"status": "ready", "model": "greeter", "version": "4"}
         assert chat(client, messages=BYE)["choices"][0]["message"]["content"] == "goodbye my friend"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import types
 
 import numpy as np
@@ -127,7 +126,9 @@ def test_default_loader_resolves_a_registry_reference(model_dir, wait_ready, mon
         seen.append((ref, tracking_uri))
         return types.SimpleNamespace(path=model_dir, name="tiny-intent", version="3", alias="champion")
 
-    monkeypatch.setitem(sys.modules, "tunekit.registry", types.SimpleNamespace(resolve=resolve))
+    from tunekit import registry
+
+    monkeypatch.setattr(registry, "resolve", resolve)  # the seam registry.resolve_model goes through for a reference
     settings = local_settings(model="tiny-intent@champion", tracking_uri="sqlite:///x.db")
     with TestClient(create_app(settings)) as client:
         assert wait_ready(client) == {"status": "ready", "model": "tiny-intent", "version": "3"}

@@ -65,20 +65,10 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
 
 def resolve_model(settings: ServeSettings) -> tuple[Path, str | None, str | None]:
     """(directory, registered name, version) of ``settings.model``; name and version are None for a plain path."""
-    path = Path(settings.model).expanduser()
-    if path.exists():
-        return path, None, None
-    if settings.model.startswith((".", "/", "~")):
-        raise ModelError(f"model {settings.model!r}: no such folder; give a tunekit model directory or a registry reference (NAME@ALIAS, NAME/VERSION)")
-    from tunekit.registry import resolve  # the registry (and MLflow) only when a reference needs it
+    from tunekit.registry import resolve_model as resolve  # the registry (and MLflow) only when a reference needs it
 
-    tracking_uri = settings.tracking_uri
-    if tracking_uri is None:
-        from tunekit.registry import default_tracking_uri
-
-        tracking_uri = default_tracking_uri()
-    ref = resolve(settings.model, tracking_uri)
-    return Path(ref.path), ref.name, str(ref.version)
+    ref = resolve(settings.model, settings.tracking_uri)
+    return ref.path, ref.name, ref.version
 
 
 def model_directory(settings: ServeSettings) -> Path:
