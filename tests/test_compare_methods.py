@@ -18,8 +18,8 @@ import yaml
 from rich.console import Console
 
 from tests.test_regression import urgency_rows
-from tunekit import compare_methods as compare_module
-from tunekit.compare_methods import compare_methods
+from tunekit.pipeline import compare as compare_module
+from tunekit.pipeline.compare import compare_methods
 from tunekit.config import load_config
 from tunekit.errors import ConfigError
 
@@ -168,7 +168,7 @@ def test_peak_memory_is_the_childs_own():
 def test_a_child_that_dies_without_reporting_is_an_error_not_a_hang():
     import multiprocessing as mp
 
-    from tunekit.compare_methods import _wait_for
+    from tunekit.pipeline.compare import _wait_for
     from tunekit.errors import TunekitError
 
     ctx = mp.get_context("spawn")

@@ -14,7 +14,7 @@ from tests.serve.conftest import _wait_ready
 from tunekit import data as data_stage
 from tunekit import pipeline
 from tunekit.config import load_config
-from tunekit.retrain import feedback_rows, retrain_from_feedback
+from tunekit.pipeline.retrain import feedback_rows, retrain_from_feedback
 from tunekit.serve import create_app
 
 

@@ -93,7 +93,7 @@ def test_freeze_refuses_more_layers_than_the_model_has(tiny_config):
 def test_compare_methods_table(tiny_config):
     from rich.console import Console
 
-    from tunekit.compare_methods import compare_methods
+    from tunekit.pipeline.compare import compare_methods
 
     cfg = load_config(tiny_config(train={"epochs": 2}))
     table = compare_methods(cfg, ["ia3", "full"], Console(quiet=True))

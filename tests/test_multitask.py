@@ -11,7 +11,8 @@ import torch
 from rich.console import Console
 
 from tests.conftest import synthetic_rows
-from tunekit import multitask, pipeline
+from tunekit import pipeline
+from tunekit.data import multitask
 from tunekit.config import load_config
 from tunekit.errors import ConfigError, DataError
 
@@ -140,7 +141,7 @@ def test_the_task_column_is_part_of_the_frozen_split_key(tiny_config):
 def test_feedback_on_a_task_becomes_a_training_row_of_that_task(multitask_config):
     """A correction names the label within the request's task; retraining writes it back as label
     and task columns, and the same text corrected in another task is not a duplicate."""
-    from tunekit.retrain import retrain_from_feedback
+    from tunekit.pipeline.retrain import retrain_from_feedback
     from tunekit.serve.requestlog import RequestLog
 
     cfg = load_config(multitask_config)

@@ -4,7 +4,8 @@ optimizer estimate equals the bytes PyTorch holds after one real AdamW step on t
 import pytest
 import torch
 
-from tunekit import methods, plan as planning
+from tunekit import methods
+from tunekit.train import plan as planning
 from tunekit.config import load_config
 from tunekit.errors import ConfigError
 from tunekit.models import load_base

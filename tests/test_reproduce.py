@@ -11,7 +11,7 @@ from tunekit import data, pipeline, registry
 from tunekit.config import load_config
 from tunekit.data import versions
 from tunekit.errors import DataError
-from tunekit.reproduce import _check, reproduce
+from tunekit.pipeline.reproduce import _check, reproduce
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from rich.console import Console
 
 from tunekit.config import load_config
 from tunekit.errors import ConfigError
-from tunekit.tune import tune
+from tunekit.train.tune import tune
 
 import pytest
 

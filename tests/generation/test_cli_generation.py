@@ -57,7 +57,7 @@ def test_bad_generation_data_names_the_line(tmp_path, tiny_llama):
 
 def test_plan_for_a_causal_lm_counts_logits(tmp_path, tiny_llama):
     from tunekit.config import load_config
-    from tunekit.plan import plan
+    from tunekit.train.plan import plan
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"name": "rev", "task": "generation", "data": {"train": "train.jsonl"},

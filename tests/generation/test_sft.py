@@ -123,7 +123,7 @@ def test_lora_adapter_exports_merged_and_verified(reverse_config, tmp_path):
 
     from tunekit.data.conversations import prepare_conversations
     from tunekit.errors import ModelError
-    from tunekit.export import export_merged
+    from tunekit.models.export import export_merged
     from tunekit.models import load_tokenizer, templates
     from tunekit.train import run
 

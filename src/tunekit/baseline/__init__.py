@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 
 from tunekit import task_kinds
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
-from tunekit.multitask import restrict_split
+from tunekit.data.multitask import restrict_split
 
 __all__ = ["BaselineResult", "best", "run"]
 

@@ -13,7 +13,7 @@ import sys
 from tunekit.cli import data, lifecycle, registry, serving  # noqa: F401  (registers the commands)
 from tunekit.cli.common import app, err_console
 from tunekit.errors import TunekitError
-from tunekit.lineage import quiet_libraries
+from tunekit.artifacts import quiet_libraries
 
 __all__ = ["app", "main"]
 

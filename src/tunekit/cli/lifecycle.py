@@ -55,7 +55,7 @@ def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--fr
             set_: SetOpt = None,
             strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
     """Retrain on the training data plus production feedback; promotion only through the gate (the champion stays if it fails)."""
-    from tunekit.retrain import retrain_from_feedback
+    from tunekit.pipeline.retrain import retrain_from_feedback
 
     if not from_feedback:
         raise typer.BadParameter("say where the new data comes from: --from-feedback (for a plain retrain, use tunekit run)")
@@ -69,7 +69,7 @@ def compare_methods_command(config: ConfigArg,
                             methods: Annotated[str, typer.Option(help="Comma-separated method kinds, e.g. lora,ia3,prompt_tuning,full.")] = "lora,ia3,freeze,full",
                             set_: SetOpt = None) -> None:
     """Train several methods on the same frozen splits; one table of cost and quality (eval.primary) against the baseline, for any task."""
-    from tunekit.compare_methods import compare_methods
+    from tunekit.pipeline.compare import compare_methods
 
     compare_methods(load(config, set_), [m.strip() for m in methods.split(",") if m.strip()], console)
 
@@ -79,7 +79,7 @@ def tune(config: ConfigArg, set_: SetOpt = None,
          trials: Annotated[int | None, typer.Option(help="Override tune.trials.")] = None,
          minutes: Annotated[float | None, typer.Option(help="Override tune.minutes.")] = None) -> None:
     """Hyperparameter search with Optuna on the validation split; writes the best trial's config."""
-    from tunekit.tune import tune as run_search
+    from tunekit.train.tune import tune as run_search
 
     extra = [f"tune.trials={trials}"] if trials else []
     extra += [f"tune.minutes={minutes}"] if minutes else []
@@ -93,7 +93,7 @@ def plan(config: ConfigArg, gpu: Annotated[str | None, typer.Option(help="GPU to
                                                                          "training time on this machine (classification and regression).")] = True) -> None:
     """Estimate parameters and training memory for the configured method before training; say whether it fits, and how long it takes here."""
     from tunekit import data, task_kinds
-    from tunekit import plan as planning
+    from tunekit.train import plan as planning
 
     cfg = load(config, set_)
     task = task_kinds.kind(cfg.task)
@@ -111,7 +111,7 @@ def reproduce_command(model: Annotated[str, typer.Argument(help="NAME/VERSION or
                       workspace: Annotated[Path | None, typer.Option(help="Workspace holding the frozen splits. Default: the one the version was trained in.")] = None,
                       tracking_uri: TrackingOpt = None) -> None:
     """Train a registered version again from its recorded config, data and seed; exit 1 unless every test metric matches."""
-    from tunekit.reproduce import reproduce
+    from tunekit.pipeline.reproduce import reproduce
 
     result = reproduce(model, tracking(tracking_uri), tolerance, console, workspace)
     table = Table("metric", "recorded", "reproduced", "|diff|", "allowed", "match")
@@ -137,7 +137,7 @@ def export(model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION o
            tolerance: Annotated[float, typer.Option(help="Largest logit difference between merged and adapter model that passes the check.")] = 1e-3,
            tracking_uri: TrackingOpt = None) -> None:
     """Write a merged, standalone model, verified against the adapter model on a set of prompts."""
-    from tunekit.export import export_merged
+    from tunekit.models.export import export_merged
 
     if not merge:
         raise typer.BadParameter("only --merge exports exist; the adapter directory itself is already the unmerged export")

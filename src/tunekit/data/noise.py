@@ -57,7 +57,7 @@ def label_noise_candidates(texts: list[str], labels: list[int], label_names: lis
     classes, probs, result["folds"] = _out_of_fold(
         [texts[i] for i in keep], y, folds, seed, min(counts[label] for label in set(y.tolist())))
     if multitask:  # a row can only be mislabelled within its own task
-        from tunekit.multitask import restrict, row_tasks
+        from tunekit.data.multitask import restrict, row_tasks
 
         names = [label_names[int(c)] for c in classes]
         probs = restrict(probs, row_tasks(np.searchsorted(classes, y), names), names)

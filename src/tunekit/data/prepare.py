@@ -50,7 +50,7 @@ class PreparedData:
     @property
     def tasks(self) -> dict[str, list[int]] | None:
         """Label ids per task for a multi-task run (``data.task_column``), else None."""
-        from tunekit.multitask import tasks_of
+        from tunekit.data.multitask import tasks_of
 
         return tasks_of(self.labels) if self.multitask else None
 

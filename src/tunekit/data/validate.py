@@ -100,7 +100,7 @@ def _canonical(record: Record, table: RawTable, data: DataConfig, known: set[str
     label = read_label(value(data.label_column), where, _named(data.label_column, data), problems)
     if label is not None and data.label_map is not None and not regression:
         label = _mapped(label, data.label_map, where, data.label_column, problems)
-    if data.task_column and label is not None:  # multi-task: the label carries its task (tunekit.multitask)
+    if data.task_column and label is not None:  # multi-task: the label carries its task (tunekit.data.multitask)
         task = _text(record.values.get(data.task_column), where, data.task_column, problems)
         label = None if task is None else _namespaced(task.strip(), label, where, data.task_column, problems)
     if label is not None and known is not None and not regression and label not in known:
@@ -145,7 +145,7 @@ def _mapped(label: str, label_map: dict[str, str], where: str, column: str, prob
 
 
 def _namespaced(task: str, label: str, where: str, column: str, problems: Problems) -> str | None:
-    from tunekit.multitask import SEP
+    from tunekit.data.multitask import SEP
 
     if SEP in task:
         problems.add(f'{where}: column "{column}" has task "{task}", which contains "{SEP}" (it separates task and label); rename the task')

@@ -30,7 +30,7 @@ from tunekit.evaluate import (
     stats,
 )
 from tunekit.evaluate.metrics import classification_metrics, headline
-from tunekit.multitask import restrict_split, row_tasks
+from tunekit.data.multitask import restrict_split, row_tasks
 
 __all__ = ["EvalResult", "classification_metrics", "collapse", "headline", "run", "score"]
 

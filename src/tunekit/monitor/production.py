@@ -15,7 +15,7 @@ from pathlib import Path
 from tunekit import task_kinds
 from tunekit.errors import ConfigError
 from tunekit.monitor.reference import user_text
-from tunekit.multitask import feedback_label
+from tunekit.data.multitask import feedback_label
 
 ROUTES = {"classification": ("/v1/classify",), "regression": ("/v1/predict",),
           "generation": ("/v1/chat/completions", "/v1/completions")}

@@ -159,7 +159,7 @@ def _predictions(task: str, data, model, max_values: int, rng: np.random.Generat
     texts, pairs = list(rows["text"]), text_pairs(rows)
     if task_kinds.kind(task).numeric:
         return {"source": "validation", "values": [float(v) for v in model.predict(texts, pairs)]}
-    from tunekit.multitask import restrict_split
+    from tunekit.data.multitask import restrict_split
 
     probs = restrict_split(model.predict_proba(texts, pairs), data, rows)  # multi-task: each row within its own task
     labels = model.labels

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunekit.lineage import package_versions
+from tunekit.artifacts import package_versions
 from tunekit.report.markdown import restamp, write
 
 __all__ = ["build", "restamp", "write"]

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from tunekit import task_kinds
 from tunekit.errors import ConfigError, DataError, ModelError
 from tunekit.serve.gauges import push_latest
-from tunekit.multitask import SEP, label_name, tasks_of
+from tunekit.data.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback
 from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
@@ -101,7 +101,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
         loaded, rec, rows = await _rows(slot, runtime, settings, request, http, "classification")
         task = _task(loaded, request.task)
         probs, labels = np.asarray(await runtime.classify(rows)), loaded.model.labels
-        if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.multitask)
+        if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.data.multitask)
             probs, labels = _task_probs(probs, labels, task)
         predictions = _predictions(probs, labels)
         rec.request["task"] = task

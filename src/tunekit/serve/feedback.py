@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from tunekit import task_kinds
-from tunekit.multitask import SEP, label_name, tasks_of
+from tunekit.data.multitask import SEP, label_name, tasks_of
 from tunekit.serve.inputs import RequestError
 from tunekit.serve.loading import LoadedModel
 from tunekit.serve.schemas import FeedbackRequest

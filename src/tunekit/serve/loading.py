@@ -99,7 +99,7 @@ def _manifest(path: Path) -> dict:
 def _merged(trained: TrainedModel) -> TrainedModel:
     """A served classifier never trains, so LoRA-family weights are folded into the base once at load:
     the same function with one matmul per layer instead of three (about 1.8x faster per row on CPU)."""
-    from tunekit.export import MERGEABLE
+    from tunekit.models.export import MERGEABLE
 
     if trained.info.get("method") in MERGEABLE and hasattr(trained.model, "merge_and_unload"):
         trained.model = trained.model.merge_and_unload().eval()

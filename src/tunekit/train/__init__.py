@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunekit import methods, multitask, task_kinds
+from tunekit import methods, task_kinds
+from tunekit.data import multitask
 from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.data.prepare import text_pairs
 from tunekit.errors import TunekitError
 from tunekit.evaluate.metrics import classification_metrics, regression_metrics
-from tunekit.lineage import git_commit, package_versions
+from tunekit.artifacts import git_commit, package_versions
 from tunekit.models import (
     MANIFEST,
     load_base,
@@ -425,7 +426,7 @@ def _save(model, tokenizer, cfg: TunekitConfig, data, out_dir: Path, history: li
         "method": cfg.method.kind,
         "base_model": {"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision},
         "labels": data.labels,
-        **({"tasks": data.tasks} if getattr(data, "multitask", False) else {}),  # multi-task: label ids per task (tunekit.multitask)
+        **({"tasks": data.tasks} if getattr(data, "multitask", False) else {}),  # multi-task: label ids per task (tunekit.data.multitask)
         **({"target": scaling} if scaling is not None else {}),  # regression: outputs are (y - mean) / std
         "max_length": cfg.model.max_length,
         "text_pair": cfg.data.text_pair_column is not None,

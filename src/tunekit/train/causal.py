@@ -33,7 +33,7 @@ import torch
 from tunekit import methods
 from tunekit.config import TunekitConfig
 from tunekit.errors import TunekitError
-from tunekit.lineage import git_commit, package_versions
+from tunekit.artifacts import git_commit, package_versions
 from tunekit.models import MANIFEST, pick_device, resolve_base
 from tunekit.models.causal import load_causal_base
 from tunekit.progress import bar as progress_bar

@@ -20,7 +20,7 @@ from rich.console import Console
 from tunekit import baseline, registry, report, tasks, train
 from tunekit.config import TunekitConfig
 from tunekit.evaluate.metrics import headline
-from tunekit.lineage import git_commit, package_versions
+from tunekit.artifacts import git_commit, package_versions
 from tunekit.report import console as summary
 from tunekit.train import distributed
 

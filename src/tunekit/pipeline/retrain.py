@@ -24,7 +24,7 @@ from rich.console import Console
 from tunekit import task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.errors import DataError
-from tunekit.multitask import feedback_label, label_name, task_of
+from tunekit.data.multitask import feedback_label, label_name, task_of
 
 __all__ = ["FeedbackRows", "feedback_rows", "retrain_from_feedback"]
 

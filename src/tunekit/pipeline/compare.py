@@ -187,7 +187,7 @@ def _wait_for(proc, queue, kind: str) -> dict:
 
 def _child(raw: dict, source_dir: str, cwd: str, out_dir: str, queue) -> None:
     """Train one method in a fresh process and report its figures."""
-    from tunekit.lineage import quiet_libraries
+    from tunekit.artifacts import quiet_libraries
 
     quiet_libraries()
     try:
@@ -224,7 +224,7 @@ def _train_and_predict(cfg: TunekitConfig, out_dir: Path) -> tuple:
     texts, pairs, batch = list(data.test["text"]), text_pairs(data.test), cfg.train.eval_batch_size
     if task_kinds.kind(cfg.task).numeric:
         return result, model.predict(texts, pairs, batch).tolist()
-    from tunekit.multitask import restrict_split
+    from tunekit.data.multitask import restrict_split
 
     return result, restrict_split(model.predict_proba(texts, pairs, batch), data, data.test).argmax(1).tolist()
 

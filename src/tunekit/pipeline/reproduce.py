@@ -26,7 +26,7 @@ from rich.console import Console
 from tunekit import registry, task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.errors import ConfigError, DataError, ModelError
-from tunekit.lineage import package_versions
+from tunekit.artifacts import package_versions
 
 __all__ = ["MetricCheck", "ReproduceResult", "reproduce"]
 
