@@ -103,7 +103,7 @@ def check_answers(cfg: TunekitConfig, test: list[dict]) -> None:
     """With ``eval.extract``, every test reference must hold an answer: one without could never be matched."""
     if cfg.eval.extract is None:
         return
-    from tunekit.evaluate.textgen import extract_answer
+    from tunekit.data.answers import extract_answer
 
     problems = Problems()
     for row in test:
@@ -167,6 +167,7 @@ def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
 
 
 def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], duplicates: int) -> Path:
+    """Freeze the splits as Parquet through ``store.write_frozen``, like every task's (see ``store``)."""
     canonical = {name: [_canonical(r) for r in rows[name]] for name in SPLITS}
     fp = store.fingerprint(canonical, [])
     test_fp = store.split_fingerprint(canonical["test"])
@@ -175,25 +176,15 @@ def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], 
         "source_key": key, "sources": [{"role": s.role, "path": str(s.path), "sha256": s.sha256, "bytes": s.size} for s in sources],
         "data_config": cfg.data.model_dump(mode="json"), "rows": {n: len(rows[n]) for n in SPLITS}, "duplicates_removed": duplicates,
     }
-    root = store.datasets_root(cfg)
-    directory = root / fp[:16]
-    if not (directory / "meta.json").is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        for name in SPLITS:
-            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[name])
-            tmp = directory / f".{name}.jsonl.tmp"
-            tmp.write_text(body, encoding="utf-8")
-            tmp.replace(directory / f"{name}.jsonl")
-        store.write_json(directory / "meta.json", meta)  # written last: its presence marks a complete folder
-        store.record_created(root, meta)
-    store._update_index(root, key, fp)
-    return directory
+    meta_keys = store.conversation_meta_keys(rows)
+    tables = {name: store.conversation_table(rows[name], meta_keys) for name in SPLITS}
+    return store.write_frozen(cfg, key, tables, [], meta)
 
 
 def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
+    """The frozen conversation rows of ``directory`` (Parquet, or the JSONL of folders frozen before) and its meta."""
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-    rows = {name: [json.loads(line) for line in (directory / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
-            for name in SPLITS}
+    rows = store.read_conversations(directory)
     canonical = {name: [_canonical(r) for r in rows[name]] for name in SPLITS}
     if store.fingerprint(canonical, []) != meta["fingerprint"]:
         raise DataError(f"{directory}: the frozen splits no longer match their fingerprint {meta['fingerprint'][:16]} "
@@ -201,9 +192,7 @@ def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
     return rows, meta
 
 
-def _canonical(row: dict) -> dict:
-    """What the fingerprint covers: id and messages, and the metadata when the row has some."""
-    return {"id": row["id"], "messages": row["messages"], **({"meta.": row["meta"]} if row.get("meta") else {})}
+_canonical = store.conversation_canonical  # what the fingerprint covers: id, messages and any metadata
 
 
 def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
@@ -353,7 +342,7 @@ def summary(prepared: PreparedConversations) -> str:
              f"Fingerprint {prepared.fingerprint[:16]} ({state} in {prepared.directory})",
              f"Train tokens per example: p50 {t['p50']}, p95 {t['p95']}, max {t['max']} (limit {r['max_length']}); "
              f"{r['train_tokens_total']} in all"]
-    return "\n".join(lines + [f"Warning: {w}" for w in r["warnings"]] or ["No warnings."])
+    return "\n".join(lines + ([f"Warning: {w}" for w in r["warnings"]] or ["No warnings."]))
 
 
 def preview(tokenizer, prepared: PreparedConversations, n: int = 3) -> list[list[tuple[str, bool]]]:

@@ -10,6 +10,13 @@ format or column names it came from.
 
 A ``task: regression`` dataset stores its target as a float ``label`` column (no label names,
 ``labels.json`` is ``[]``) and says so in ``meta.json``; classification folders are unchanged.
+
+Every task freezes the same way, through ``write_frozen``: one Parquet file per split plus
+``labels.json`` and ``meta.json``, written into a temporary folder that is renamed into place, so a
+crash never leaves half a split behind and a folder with ``meta.json`` is always complete.
+Conversations (``task: generation``) are rows ``{id, messages: [{role, content, weight}], origin,
+[meta]}`` (``conversation_table`` / ``conversation_rows``). Generation folders frozen before that
+hold ``<split>.jsonl`` files; ``read_conversations`` still reads them, under the same fingerprint.
 """
 
 from __future__ import annotations
@@ -194,13 +201,20 @@ def freeze(cfg: TunekitConfig, key: str, sources: list[SourceFile], rows: dict[s
     with_pair = cfg.data.text_pair_column is not None
     dsets = {name: to_dataset(rows[name], labels, with_pair, task_kinds.kind(cfg.task).numeric) for name in SPLITS}
     meta = _meta(cfg, key, fp, split_fingerprint(rows["test"]), sources, rows, labels) | (notes or {})
-    root = datasets_root(cfg)
-    directory = root / fp[:16]
-    if not (directory / "meta.json").is_file():
-        _write_directory(root, directory, dsets, labels, meta)
-        record_created(root, meta)
-    _update_index(root, key, fp)
+    directory = write_frozen(cfg, key, {name: dset.data.table for name, dset in dsets.items()}, labels, meta)
     return Frozen(rows, dsets, labels, fp, meta["test_fingerprint"], directory, meta)
+
+
+def write_frozen(cfg: TunekitConfig, key: str, tables: dict, labels: list[str], meta: dict) -> Path:
+    """Freeze one dataset version of any task: ``tables`` (split -> ``pyarrow.Table``) as Parquet under
+    ``datasets/<meta["fingerprint"][:16]>`` (atomically, once), logged as created, ``key`` indexed."""
+    root = datasets_root(cfg)
+    directory = root / meta["fingerprint"][:16]
+    if not (directory / "meta.json").is_file():
+        write_version(root, directory, tables, labels, meta)
+        record_created(root, meta)
+    _update_index(root, key, meta["fingerprint"])
+    return directory
 
 
 def record_created(root: Path, meta: dict) -> None:
@@ -229,15 +243,16 @@ def _meta(cfg: TunekitConfig, key: str, fp: str, test_fp: str, sources: list[Sou
     }
 
 
-def _write_directory(root: Path, directory: Path, dsets: dict[str, datasets.Dataset], labels: list[str], meta: dict) -> None:
-    """Write into a temporary folder and rename it, so a crash never leaves half a frozen split behind."""
+def write_version(root: Path, directory: Path, tables: dict, labels: list[str], meta: dict) -> None:
+    """Write a version folder (``<split>.parquet``, ``labels.json``, ``meta.json``) into a temporary
+    folder and rename it into place, so a crash never leaves half a frozen split behind."""
     import pyarrow.parquet as pq
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=root))
     try:
-        for name, dset in dsets.items():
-            pq.write_table(dset.data.table, tmp / f"{name}.parquet")
+        for name, table in tables.items():
+            pq.write_table(table, tmp / f"{name}.parquet")
         write_json(tmp / "labels.json", labels)
         write_json(tmp / "meta.json", meta)
         if directory.exists():  # an earlier attempt died before writing meta.json
@@ -245,6 +260,61 @@ def _write_directory(root: Path, directory: Path, dsets: dict[str, datasets.Data
         os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- conversations (task: generation) ----------------------------------------------------------------------------
+
+def conversation_table(rows: list[dict], meta_keys: list[str] | None = None):
+    """Conversation rows ``{id, messages, origin, [meta]}`` as an Arrow table with a fixed schema:
+    ``messages`` a list of ``{role, content, weight}``, ``meta`` (only with ``meta_keys``) a struct of strings."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string()), ("weight", pa.int64())])
+    fields = [("id", pa.string()), ("messages", pa.list_(message)), ("origin", pa.string())]
+    if meta_keys:
+        fields.append(("meta", pa.struct([(k, pa.string()) for k in meta_keys])))
+    schema = pa.schema(fields)
+    records = [{"id": r["id"], "messages": [{"role": m["role"], "content": m["content"], "weight": int(m["weight"])}
+                                            for m in r["messages"]],
+                "origin": r["origin"], **({"meta": r.get("meta")} if meta_keys else {})} for r in rows]
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def conversation_canonical(row: dict) -> dict:
+    """What a conversation's fingerprint covers: id and messages, and the metadata when the row has some."""
+    return {"id": row["id"], "messages": row["messages"], **({"meta.": row["meta"]} if row.get("meta") else {})}
+
+
+def conversation_meta_keys(rows: dict[str, list[dict]]) -> list[str]:
+    """The metadata keys of conversation rows in every split, in first-seen order (empty without metadata)."""
+    keys: dict[str, None] = {}
+    for split in rows.values():
+        for row in split:
+            keys.update(dict.fromkeys(row.get("meta") or {}))
+    return list(keys)
+
+
+def conversation_rows(table) -> list[dict]:
+    """Rows back from ``conversation_table``: exactly the dicts that went in (a row without metadata has no ``meta``)."""
+    out = []
+    for row in table.to_pylist():
+        if row.get("meta") is None:
+            row.pop("meta", None)
+        out.append(row)
+    return out
+
+
+def read_conversations(directory: Path) -> dict[str, list[dict]]:
+    """The conversation rows of a generation version folder: Parquet, or the JSONL of folders frozen before."""
+    import pyarrow.parquet as pq
+
+    if (directory / "train.parquet").is_file():
+        return {name: conversation_rows(pq.read_table(directory / f"{name}.parquet")) for name in SPLITS}
+    if (directory / "train.jsonl").is_file():
+        return {name: [json.loads(line) for line in (directory / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
+                for name in SPLITS}
+    raise DataError(f"{directory}: no train.parquet in this frozen-splits folder; delete the folder to make the splits "
+                    "again from the source files")
 
 
 def _read_index(root: Path) -> dict[str, str]:

@@ -7,8 +7,9 @@ Frozen splits are content-addressed (``datasets/<fingerprint[:16]>/``, see ``sto
      "rows": {"train": 900, "validation": 100, "test": 200}, "reason": "froze splits from train.csv", "by": "ana"}
 
 ``created`` is written when splits are frozen (``store.record_created``); ``forgotten`` by ``forget``,
-which removes matching rows from every stored version (classification Parquet and generation JSONL),
-writes each version again under its new fingerprint, leaves ``<old>/alias.json`` (no rows) pointing
+which removes matching rows from every stored version (Parquet, and the JSONL of generation folders
+frozen before generation moved to Parquet), writes each version again as Parquet under its new
+fingerprint, leaves ``<old>/alias.json`` (no rows) pointing
 to the new folder, moves ``index.json`` entries along, and lists the registered model versions
 trained on data that held the rows, so they can be retrained. The changelog records how many rows
 went from which split and why, never the erased values nor the ``--where`` value (that could be
@@ -246,14 +247,14 @@ def _version_folders(root: Path) -> list[Path]:
 
 
 def _generation(folder: Path) -> bool:
-    return (folder / "train.jsonl").is_file()
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    return task_kinds.kind(meta.get("task", "classification")).causal
 
 
 def _match(folder: Path, selector: Selector) -> tuple[dict, dict[str, list[bool]]]:
     """The folder's rows per split (generation: JSON rows; classification: an Arrow table and canonical rows) and a keep-mask."""
     if _generation(folder):
-        rows = {name: [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
-                for name in store.SPLITS}
+        rows = store.read_conversations(folder)
         return rows, {name: [not selector.matches(r) for r in rows[name]] for name in store.SPLITS}
     import datasets
     import pyarrow.parquet as pq
@@ -276,10 +277,12 @@ def _rewrite(root: Path, folder: Path, rows: dict, keep: dict[str, list[bool]], 
     try:
         if _generation(folder):
             kept = {name: [r for r, k in zip(rows[name], keep[name]) if k] for name in store.SPLITS}
-            canonical = {name: [{"id": r["id"], "messages": r["messages"]} for r in kept[name]] for name in store.SPLITS}
+            canonical = {name: [store.conversation_canonical(r) for r in kept[name]] for name in store.SPLITS}
             new = store.fingerprint(canonical, [])
-            for name in store.SPLITS:
-                (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept[name]), encoding="utf-8")
+            meta_keys = store.conversation_meta_keys(rows)
+            for name in store.SPLITS:  # an old JSONL folder is written again as Parquet, like every frozen version
+                _write_parquet(store.conversation_table(kept[name], meta_keys), tmp / f"{name}.parquet")
+            store.write_json(tmp / "labels.json", [])
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -306,6 +309,12 @@ def _rewrite(root: Path, folder: Path, rows: dict, keep: dict[str, list[bool]], 
                                       "note": "rows were erased by `tunekit data forget`; this folder holds none"})
     record(root, "forgotten", old, removed, reason, replaced_by=new, match=selector.describe(), remaining=remaining)
     return ErasedVersion(old, new, removed, remaining, target, [s["path"] for s in meta.get("sources", [])])
+
+
+def _write_parquet(table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
 
 
 def _move_index(root: Path, moved: dict[str, str]) -> None:
