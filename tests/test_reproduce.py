@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from tunekit import data, pipeline, registry
+from tunekit.artifacts import Manifest
 from tunekit.config import load_config
 from tunekit.data import versions
 from tunekit.errors import DataError
@@ -49,8 +50,8 @@ def test_reproduce_refuses_erased_or_missing_data(tiny_config, tmp_path, quiet):
     ws = cfg.workspace_dir
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "tunekit.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "data_fingerprint": prepared.fingerprint,
-                                                      "metrics": {"accuracy": 0.9}}))
+    Manifest(task=cfg.task, name=cfg.name, method=cfg.method.kind, base_model={"id": cfg.model.base}, max_length=cfg.model.max_length,
+             config=cfg.model_dump(mode="json"), data_fingerprint=prepared.fingerprint, metrics={"accuracy": 0.9}).write(adapter)
     mlc = registry.client(cfg.tracking, ws)
     run_id = registry.log_run(mlc, cfg.name, ws, params={}, metrics={}, tags={}, artifacts=[("adapter", adapter)])
     version = registry.register(mlc, cfg.name, run_id, {"data_fingerprint": prepared.fingerprint, "run_dir": str(ws / "runs" / "r1")})

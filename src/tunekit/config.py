@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from tunekit.artifacts import DEFAULT_WORKSPACE, Workspace
 from tunekit.errors import ConfigError
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
@@ -386,7 +387,7 @@ class TunekitConfig(_Section):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
     task: Literal["classification", "generation", "regression"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `regression`: one number per text (or text pair) with an encoder (a score, a price, a rating); the label column holds the target and the baseline is TF-IDF + ridge. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
-    workspace: str = Field("tunekit-workspace", description="Folder for frozen splits, runs, the MLflow store and the serving log. Like every path in the config (data files, `model.base` when it is a folder, `model.init_from`, `eval.suite`), relative to the config file's folder; left out, `./tunekit-workspace` in the directory tunekit runs in, where `tunekit serve` and `tunekit registry` look by default. Every run says which at its top.")
+    workspace: str = Field(DEFAULT_WORKSPACE, description="Folder for frozen splits, runs, the MLflow store and the serving log. Like every path in the config (data files, `model.base` when it is a folder, `model.init_from`, `eval.suite`), relative to the config file's folder; left out, `./tunekit-workspace` in the directory tunekit runs in, where `tunekit serve` and `tunekit registry` look by default. Every run says which at its top.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -480,12 +481,68 @@ class TunekitConfig(_Section):
 
     @property
     def tracking(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.workspace_dir / 'mlflow.db'}"
+        return self.tracking_uri or Workspace(self.workspace_dir).tracking_uri
 
     def hash(self) -> str:
         """sha256 of the resolved config (defaults included), to tell runs of identical configs apart."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def source_dir(self) -> Path:
+        """The folder relative paths in the config resolve against (the config file's; else the working directory)."""
+        return self._source_dir
+
+    @property
+    def working_dir(self) -> Path:
+        """The directory tunekit was started in; a workspace the config does not name is ``./tunekit-workspace`` there."""
+        return self._cwd
+
+    def dump(self) -> dict[str, Any]:
+        """The config as JSON-able data that ``from_dump`` turns back into an equal config.
+
+        Unlike ``model_dump``, ``workspace`` is left out when the config did not name it: a written
+        workspace is relative to the config's folder, the default one to the working directory, and
+        a dump that wrote the default out would move the workspace of every derived config."""
+        return self.model_dump(mode="json", exclude=None if "workspace" in self.model_fields_set else {"workspace"})
+
+    @classmethod
+    def from_dump(cls, raw: dict[str, Any], source_dir: str | Path | None = None, cwd: str | Path | None = None) -> TunekitConfig:
+        """A config from ``dump()`` (or a recorded ``model_dump``) whose relative paths resolve against
+        ``source_dir`` and whose default workspace lies in ``cwd`` (both default to the working
+        directory): how a child process, or ``reproduce``, rebuilds the config a run was given.
+        Raises pydantic's ``ValidationError``; callers say what the data was."""
+        cfg = cls.model_validate(raw)
+        cfg._source_dir = Path(source_dir) if source_dir is not None else Path.cwd()
+        cfg._cwd = Path(cwd) if cwd is not None else Path.cwd()
+        return cfg
+
+    def derive(self, **dotted: Any) -> TunekitConfig:
+        """A validated copy with dotted keys set, e.g. ``cfg.derive(**{"train.learning_rate": 1e-4, "data.train": path})``.
+
+        The copy keeps this config's folders, so a relative path (given here or already in the
+        config) resolves as it does in the original: a search trial, a retrain on extended data
+        and a reproduction all read the same files. An invalid result is a ``ConfigError``
+        listing every problem with its key."""
+        import copy
+
+        raw = copy.deepcopy(self.dump())
+        for key, value in dotted.items():
+            _set_dotted(raw, key, value)
+        try:
+            return TunekitConfig.from_dump(raw, self._source_dir, self._cwd)
+        except ValidationError as exc:
+            changes = ", ".join(f"{k}={v!r}" for k, v in dotted.items()) or "no changes"
+            lines = [f"config {self.name!r} with {changes}: {exc.error_count()} problem(s):"]
+            for err in exc.errors():
+                where = ".".join(str(p) for p in _user_loc(err["loc"])) or "(top level)"
+                msg = err["msg"]
+                if err["type"] == "extra_forbidden":
+                    msg = f"unknown key; valid keys here: {', '.join(_valid_keys(err['loc'][:-1]))}"
+                elif "input" in err and not isinstance(err["input"], dict):
+                    msg = f"{msg}, got {err['input']!r}"
+                lines.append(f"  {where}: {msg}")
+            raise ConfigError("\n".join(lines)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TunekitConfig:

@@ -144,7 +144,7 @@ def _classification_card(card: dict, data, baselines, model, trained) -> None:
 def _regression_card(card: dict, data, baselines, model, trained) -> None:
     """What a regression card has instead of labels: the target per split and the scaling."""
     card["data"] = {**_labelled_data_card(data), "target": data.report["target"]["per_split"]}
-    card["train"]["target_scaling"] = model.info.get("target")
+    card["train"]["target_scaling"] = model.info.target.model_dump() if model.info.target else None
 
 
 # --- generation: conversations, a causal LM ------------------------------------------------------
@@ -229,7 +229,7 @@ TASKS: dict[str, Task] = {
     "classification": Task(
         name="classification", prepare=_prepare_classification, baselines=_tfidf_baseline,
         shown=lambda cfg: list(dict.fromkeys([cfg.eval.primary, "accuracy"])), load=_load_trained,
-        evaluate=_evaluate_classification, manifest=lambda model: {"temperature": model.info.get("temperature", 1.0)},
+        evaluate=_evaluate_classification, manifest=lambda model: {"temperature": model.info.temperature},
         reference=_reference_of_model, rescore=_rescore_labelled, card=_classification_card,
         evidence=_evidence("classification"), speed="train_examples_per_second"),
     "regression": Task(

@@ -101,7 +101,8 @@ def prepared(train: list[tuple[str, str]], validation: list[tuple[str, str]]):
 
 def write_manifest(path: Path, name: str, task: str = "classification") -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    (path / "tunekit.json").write_text(json.dumps({"name": name, "task": task, "labels": LABELS if task == "classification" else []}))
+    (path / "tunekit.json").write_text(json.dumps({"name": name, "task": task, "labels": LABELS if task == "classification" else [],
+                                                   "method": "lora", "base_model": {"id": "bundled:minilm"}, "max_length": 64}))
     return path
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from tests.conftest import local_settings
+from tunekit.artifacts import Manifest
 from tunekit.models import TrainedModel
 from tunekit.serve import LoadedModel, ServeSettings, create_app, serve
 
@@ -18,7 +19,8 @@ class SlowModel(TrainedModel):
     """Predicts uniform probabilities after waiting on ``gate``; records how many passes overlap."""
 
     def __init__(self, gate: threading.Event):
-        super().__init__(model=None, tokenizer=None, info={"labels": ["a", "b"], "text_pair": False, "name": "slow"}, path=Path("."))
+        info = Manifest(task="classification", name="slow", base_model={"id": "none"}, max_length=16, labels=["a", "b"])
+        super().__init__(model=None, tokenizer=None, info=info, path=Path("."))
         self.gate, self.active, self.most_active, self.started = gate, 0, 0, threading.Semaphore(0)
         self._count = threading.Lock()
 

@@ -174,7 +174,7 @@ def _calibrate(cfg, data, model, test_probs: np.ndarray, y: np.ndarray, path: Pa
     after = calibration.apply_temperature(np.log(np.clip(test_probs, 1e-12, None)), fitted)
     before_bins, after_bins = calibration.reliability_bins(test_probs, y), calibration.reliability_bins(after, y)
     calibration.reliability_diagram(before_bins, after_bins, path, f"{cfg.name}: reliability on test (T = {fitted:.2f})")
-    model.info["temperature"] = temperature
+    model.info.temperature = temperature
     return {"temperature": temperature, "fitted_temperature": fitted, "applied": check["helps"], **check,
             "ece_before": calibration.ece_from_bins(before_bins), "ece_after": calibration.ece_from_bins(after_bins)}
 

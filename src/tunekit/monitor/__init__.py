@@ -19,7 +19,6 @@ report as gauges (``push_latest``).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,14 +94,9 @@ def _resolve(settings: MonitorSettings) -> tuple[Path, str, str | None]:
     ref = resolve_model(settings.model, settings.tracking_uri)
     if ref.version is not None:
         return ref.path, ref.name, ref.version
-    from tunekit.models import MANIFEST
+    from tunekit.artifacts import Manifest
 
-    manifest = ref.path / MANIFEST
-    if not manifest.is_file():
-        from tunekit.errors import ModelError
-
-        raise ModelError(f"model {settings.model!r}: not a tunekit model directory ({MANIFEST} is missing)")
-    return ref.path, json.loads(manifest.read_text())["name"], None
+    return ref.path, Manifest.read(ref.path).name, None
 
 
 def _live(task: str, traffic: production.Traffic, seed: int) -> dict:

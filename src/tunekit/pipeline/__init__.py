@@ -20,7 +20,7 @@ from rich.console import Console
 from tunekit import baseline, registry, report, tasks, train
 from tunekit.config import TunekitConfig
 from tunekit.evaluate.metrics import headline
-from tunekit.artifacts import git_commit, package_versions
+from tunekit.artifacts import Manifest, Workspace, git_commit, package_versions
 from tunekit.report import console as summary
 from tunekit.train import distributed
 
@@ -42,7 +42,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     console = console or Console()
     task = tasks.get(cfg.task)
     run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    run_dir = cfg.workspace_dir / "runs" / run_id
+    run_dir = Workspace(cfg.workspace_dir).run(run_id)
     if resume:
         check_resumable(cfg, run_dir)  # before the data check and baseline: a refusal costs a second, not minutes
     elif distributed.is_main():
@@ -67,7 +67,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     console.rule("[bold]4/5 evaluate")
     model = task.load(run_dir / "adapter", cfg)  # score exactly what was saved, as the server will load it
     result = task.evaluate(cfg, data, model, baselines, run_dir, trained.history, console)
-    train.update_manifest(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics), **task.manifest(model))
+    Manifest.update(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics), **task.manifest(model))
     task.reference(cfg, data, model, run_dir / "adapter")  # drift reference; travels with the adapter to MLflow and the server
 
     console.rule("[bold]5/5 register")

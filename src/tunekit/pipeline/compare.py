@@ -30,6 +30,7 @@ from rich.table import Table
 
 from tunekit import baseline, methods, models, task_kinds
 from tunekit import data as data_stage
+from tunekit.artifacts import Workspace
 from tunekit.config import METHODS, TunekitConfig, lower_is_better
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.evaluate import stats
@@ -57,15 +58,14 @@ def compare_methods(cfg: TunekitConfig, kinds: list[str], console: Console | Non
     console = console or Console()
     _check_methods(cfg, kinds)
     ref = _reference(cfg, console)
-    out_dir = cfg.workspace_dir / "compare" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Workspace(cfg.workspace_dir).compare / datetime.now().strftime("%Y%m%d-%H%M%S")
     primary = cfg.eval.primary
     rows = [{"method": f"baseline ({ref.name})", "trainable_params": None, "size_mb": None, "peak_memory_mb": None,
              "train_seconds": ref.seconds, primary: ref.score, "diff": None, "low": None, "high": None}]
     for kind in kinds:
         console.rule(f"[bold]{kind}")
         # the method's own default learning rate (for generation, GENERATION_LEARNING_RATE through cfg.learning_rate)
-        train = cfg.train.model_copy(update={"learning_rate": None, "head_learning_rate": None})
-        method_cfg = cfg.model_copy(update={"method": METHODS[kind](), "train": train})
+        method_cfg = cfg.derive(method={"kind": kind}, **{"train.learning_rate": None, "train.head_learning_rate": None})
         result = _train_in_child(method_cfg, out_dir / kind)
         versus = _versus_baseline(cfg, ref, result["predictions"])
         rows.append({"method": kind, "trainable_params": result["trainable_params"], "size_mb": _size_mb(out_dir / kind),
@@ -162,7 +162,7 @@ def _size_mb(adapter_dir: Path) -> float:
 def _train_in_child(cfg: TunekitConfig, out_dir: Path) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(cfg.model_dump(mode="json"), str(cfg._source_dir), str(cfg._cwd), str(out_dir), queue))
+    proc = ctx.Process(target=_child, args=(cfg.dump(), str(cfg.source_dir), str(cfg.working_dir), str(out_dir), queue))
     proc.start()
     result = _wait_for(proc, queue, cfg.method.kind)
     proc.join()
@@ -191,8 +191,7 @@ def _child(raw: dict, source_dir: str, cwd: str, out_dir: str, queue) -> None:
 
     quiet_libraries()
     try:
-        cfg = TunekitConfig.model_validate(raw)
-        cfg._source_dir, cfg._cwd = Path(source_dir), Path(cwd)
+        cfg = TunekitConfig.from_dump(raw, source_dir, cwd)
         result, predictions = _train_and_predict(cfg, Path(out_dir))
         queue.put({"trainable_params": result.trainable_params, "seconds": result.seconds, "predictions": predictions,
                    "peak_memory_mb": result.peak_memory_mb})

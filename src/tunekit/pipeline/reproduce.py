@@ -26,7 +26,7 @@ from rich.console import Console
 from tunekit import registry, task_kinds
 from tunekit.config import TunekitConfig
 from tunekit.errors import ConfigError, DataError, ModelError
-from tunekit.artifacts import package_versions
+from tunekit.artifacts import MANIFEST, Manifest, Workspace, package_versions
 
 __all__ = ["MetricCheck", "ReproduceResult", "reproduce"]
 
@@ -72,13 +72,13 @@ def reproduce(ref: str, tracking_uri: str, tolerance: float = DEFAULT_TOLERANCE,
     manifest = _manifest(ref, resolved.path)
     cfg = _config(ref, manifest)
     tags = registry.client(tracking_uri).get_model_version(resolved.name, resolved.version).tags or {}
-    workspace = Path(workspace) if workspace else (Path(tags["run_dir"]).parents[1] if tags.get("run_dir") else cfg.workspace_dir)
-    fp = manifest["data_fingerprint"]
+    workspace = Workspace(workspace if workspace else (Path(tags["run_dir"]).parents[1] if tags.get("run_dir") else cfg.workspace_dir))
+    fp = manifest.data_fingerprint
 
     console.rule(f"[bold]1/3 data {fp[:16]}")
-    data = _frozen_data(ref, cfg, workspace, fp)
+    cfg, data = _frozen_data(ref, cfg, workspace, fp)
 
-    out_dir = workspace / "reproduce" / f"{resolved.name}-v{resolved.version}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = workspace.reproduce / f"{resolved.name}-v{resolved.version}-{datetime.now():%Y%m%d-%H%M%S}"
     console.rule(f"[bold]2/3 train ({cfg.method.kind} on {cfg.model.base}, seed {cfg.train.seed})")
     from tunekit import train
 
@@ -86,7 +86,7 @@ def reproduce(ref: str, tracking_uri: str, tolerance: float = DEFAULT_TOLERANCE,
 
     console.rule("[bold]3/3 evaluate on the same test split")
     reproduced = _score(cfg, data, out_dir / "adapter", console)
-    checks = [_check(name, float(value), reproduced.get(name), tolerance) for name, value in sorted(manifest["metrics"].items())]
+    checks = [_check(name, float(value), reproduced.get(name), tolerance) for name, value in sorted(manifest.metrics.items())]
     result = ReproduceResult(ref, resolved.name, resolved.version, fp, out_dir, tolerance, checks, _notes(manifest))
     (out_dir / "reproduce.json").write_text(json.dumps(
         {"ref": ref, "version": resolved.version, "data_fingerprint": fp, "tolerance": tolerance, "ok": result.ok,
@@ -94,48 +94,46 @@ def reproduce(ref: str, tracking_uri: str, tolerance: float = DEFAULT_TOLERANCE,
     return result
 
 
-def _manifest(ref: str, path: Path) -> dict:
-    from tunekit.models import MANIFEST
-
+def _manifest(ref: str, path: Path) -> Manifest:
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ModelError(f"{ref}: {path / MANIFEST} is missing or unreadable, so the version records nothing to reproduce "
-                         "from; it was not made by `tunekit run`") from None
-    missing = [k for k in ("config", "data_fingerprint", "metrics") if k not in manifest]
+        manifest = Manifest.read(path)
+    except ModelError as exc:
+        raise ModelError(f"{ref}: the version records nothing to reproduce from; it was not made by `tunekit run`. {exc}") from None
+    missing = [k for k in ("config", "data_fingerprint") if getattr(manifest, k) is None]
     if missing:
         raise ModelError(f"{ref}: {path / MANIFEST} lacks {', '.join(missing)}; it was not made by `tunekit run`, so it cannot be reproduced")
-    if not manifest["metrics"]:
+    if not manifest.metrics:
         raise ModelError(f"{ref}: {path / MANIFEST} records no test metrics (its run stopped before evaluation); nothing to compare with")
     return manifest
 
 
-def _config(ref: str, manifest: dict) -> TunekitConfig:
+def _config(ref: str, manifest: Manifest) -> TunekitConfig:
     from pydantic import ValidationError
 
     try:
-        return TunekitConfig.model_validate(manifest["config"])
+        return TunekitConfig.from_dump(manifest.config)
     except ValidationError as exc:
         raise ConfigError(f"{ref}: its recorded config is no longer valid for this tunekit version ({exc.error_count()} problem(s), "
                           f"first: {exc.errors()[0]['msg']}); reproduce it with the tunekit version that trained it "
-                          f"({manifest.get('versions', {}).get('tunekit', 'unknown')})") from None
+                          f"({manifest.versions.get('tunekit', 'unknown')})") from None
 
 
-def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Path, fp: str):
-    """The frozen splits of fingerprint ``fp``, checked against it, in the form the train stage reads.
+def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Workspace, fp: str) -> tuple[TunekitConfig, object]:
+    """The config rooted in the original config's folder, and the frozen splits of fingerprint
+    ``fp``, checked against it, in the form the train stage reads.
 
     Relative paths in the config (``model.base``, ``model.init_from``) are resolved from the
     original config's folder again, found from the sources recorded with the splits."""
     from tunekit.data import conversations, store, versions
 
-    directory = workspace / "datasets" / fp[:16]
+    directory = workspace.dataset(fp)
     if not (directory / "meta.json").is_file():
-        now, chain = versions.current(workspace, fp)
+        now, chain = versions.current(workspace.root, fp)
         if chain:
             raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: rows were erased from it by `tunekit data forget` "
                             f"on {chain[0]['at']} ({chain[0]['reason']}); it is now {now[:16]}. A model trained on erased rows cannot "
                             "be reproduced; retrain on the current data (`tunekit run CONFIG`) and retire this version")
-        raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: there are no frozen splits for it in {workspace / 'datasets'} "
+        raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: there are no frozen splits for it in {workspace.datasets} "
                         "(deleted, or frozen in another workspace: pass --workspace). To make them again, run `tunekit data check CONFIG` "
                         "on the original data files, then reproduce again")
     try:
@@ -149,12 +147,12 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Path, fp: str):
     if meta["fingerprint"] != fp:
         raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: {directory} holds {meta['fingerprint'][:16]}. "
                         "Delete that folder and run `tunekit data check CONFIG` on the original data files to freeze it again")
-    cfg._source_dir = _config_folder(meta, cfg)
+    cfg = TunekitConfig.from_dump(cfg.dump(), _config_folder(meta, cfg), cfg.working_dir)
     if task_kinds.kind(cfg.task).causal:
-        return _conversations(cfg, directory, loaded, meta)
+        return cfg, _conversations(cfg, directory, loaded, meta)
     from tunekit.data.prepare import PreparedData
 
-    return PreparedData(train=loaded.datasets["train"], validation=loaded.datasets["validation"], test=loaded.datasets["test"],
+    return cfg, PreparedData(train=loaded.datasets["train"], validation=loaded.datasets["validation"], test=loaded.datasets["test"],
                         labels=loaded.labels, fingerprint=loaded.fingerprint, test_fingerprint=loaded.test_fingerprint,
                         directory=directory, report={}, reused=True, task=cfg.task)
 
@@ -181,7 +179,7 @@ def _config_folder(meta: dict, cfg: TunekitConfig) -> Path:
         path = Path(source["path"])
         if rel.parts and not rel.is_absolute() and ".." not in rel.parts and path.parts[-len(rel.parts):] == rel.parts:
             return Path(*path.parts[: -len(rel.parts)])
-    return cfg._source_dir
+    return cfg.source_dir
 
 
 def _score(cfg: TunekitConfig, data, adapter: Path, console: Console) -> dict[str, float]:
@@ -211,7 +209,7 @@ def _check(name: str, recorded: float, reproduced: float | None, tolerance: floa
     return MetricCheck(name, recorded, reproduced, diff, allowed, diff <= allowed)
 
 
-def _notes(manifest: dict) -> list[str]:
-    then, now = manifest.get("versions", {}), package_versions()
+def _notes(manifest: Manifest) -> list[str]:
+    then, now = manifest.versions, package_versions()
     changed = [f"{k} {then[k]} -> {now.get(k, 'missing')}" for k in sorted(then) if then[k] != now.get(k)]
     return [f"package versions differ from the original run: {', '.join(changed)}"] if changed else []

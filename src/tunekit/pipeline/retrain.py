@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tunekit import task_kinds
+from tunekit.artifacts import Workspace
 from tunekit.config import TunekitConfig
 from tunekit.errors import DataError
 from tunekit.data.multitask import feedback_label, label_name, task_of
@@ -85,9 +86,10 @@ def retrain_from_feedback(cfg: TunekitConfig, console: Console | None = None, si
     from tunekit import pipeline
 
     console = console or Console()
-    out_dir = cfg.workspace_dir / "retrain" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    workspace = Workspace(cfg.workspace_dir)
+    out_dir = workspace.retrain / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    collected = feedback_rows(cfg, cfg.workspace_dir / "serving.db", since)
+    collected = feedback_rows(cfg, workspace.serving_db, since)
     if task_kinds.kind(cfg.task).causal:
         new_cfg, summary = _generation_version(cfg, collected, out_dir)
     else:
@@ -95,7 +97,7 @@ def retrain_from_feedback(cfg: TunekitConfig, console: Console | None = None, si
     console.print(f"Feedback: {summary.used} corrections added to training; left out: {summary.duplicates} duplicates, "
                   f"{summary.in_test} already in the test split (leakage), {summary.unusable} without a usable correction")
     if not summary.used:
-        raise DataError(f"no usable feedback for model {cfg.name!r} in {cfg.workspace_dir / 'serving.db'}: the model would retrain on "
+        raise DataError(f"no usable feedback for model {cfg.name!r} in {workspace.serving_db}: the model would retrain on "
                         "the same data. Collect corrections with POST /v1/feedback (label for classification, answer for generation).")
     (out_dir / "feedback.json").write_text(json.dumps({"at": time.time(), **vars(summary) | {"rows": len(summary.rows)}}, indent=2))
     return pipeline.run(new_cfg, console)
@@ -149,9 +151,7 @@ def _labelled_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) 
         train=write("train", as_rows["train"] + summary.rows), validation=write("validation", as_rows["validation"]),
         test=write("test", as_rows["test"]), format="csv", text_column="text", label_column="label", id_column="id",
         text_pair_column="text_pair" if pair else None, task_column=cfg.data.task_column)
-    new = cfg.model_copy(update={"data": written})
-    new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
-    return new, summary
+    return cfg.derive(data=written.model_dump(mode="json")), summary
 
 
 def _generation_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path) -> tuple[TunekitConfig, FeedbackRows]:
@@ -183,9 +183,7 @@ def _generation_version(cfg: TunekitConfig, collected: list[dict], out_dir: Path
 
     written = cfg.data.for_written_files(train=write("train", prepared.train + summary.rows), validation=write("validation", prepared.validation),
                                          test=write("test", prepared.test), layout="chat")
-    new = cfg.model_copy(update={"data": written})
-    new._source_dir, new._cwd = cfg._source_dir, cfg._cwd
-    return new, summary
+    return cfg.derive(data=written.model_dump(mode="json")), summary
 
 
 def _norm(text: str) -> str:

@@ -63,7 +63,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.get("base_model", {}).get("id")))
+        slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.base_model.id))
         runtime.start(partial(_classify_batch, slot), partial(_generate_batch, slot))
         slot.watch(settings.reload_interval_s)
         yield
@@ -239,7 +239,7 @@ def _model_path(source: str, settings: ServeSettings) -> str:
 
 def _task(loaded, task: str | None) -> str | None:
     """The request's task, checked: required by a multi-task model, refused by any other."""
-    tasks = loaded.model.info.get("tasks")
+    tasks = loaded.model.info.tasks
     if tasks is None:
         if task is not None:
             raise RequestError(f"task: {loaded.name!r} is a single-task model; leave `task` out", "task_not_expected", "task", 400)

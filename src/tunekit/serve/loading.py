@@ -10,7 +10,6 @@ failed).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit import task_kinds
-from tunekit.errors import ModelError, NotReady, TunekitError
-from tunekit.models import MANIFEST, TrainedModel, load_trained
+from tunekit.artifacts import MANIFEST, Manifest
+from tunekit.errors import NotReady, TunekitError
+from tunekit.models import TrainedModel, load_trained
 from tunekit.models.causal import Generator, load_generator
 from tunekit.serve.settings import ServeSettings
 
@@ -44,12 +44,12 @@ class LoadedModel:
     @property
     def task(self) -> str:
         """``classification``, ``regression`` or ``generation``, from the model's manifest."""
-        return self.model.info.get("task") or "classification"
+        return self.model.info.task
 
     @property
     def expects_pairs(self) -> bool:
         """Whether the model classifies sentence pairs (``text_pair`` in its manifest)."""
-        return bool(self.model.info.get("text_pair", False))
+        return self.model.info.text_pair
 
 
 Loader = Callable[[ServeSettings], LoadedModel]
@@ -59,7 +59,7 @@ def default_loader(settings: ServeSettings) -> LoadedModel:
     """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
     path, name, version = resolve_model(settings)
     model = _load(path, settings.device)
-    return LoadedModel(model=model, name=name or model.info["name"], version=version,
+    return LoadedModel(model=model, name=name or model.info.name, version=version,
                        source=str(path) if version is None else settings.model)
 
 
@@ -77,23 +77,9 @@ def model_directory(settings: ServeSettings) -> Path:
 
 def _load(path: Path, device: str) -> TrainedModel | Generator:
     """A generation model when the directory's manifest says ``task: generation``, else a classifier."""
-    manifest = path / MANIFEST
-    if manifest.is_file() and task_kinds.kind(_manifest(manifest).get("task", "classification")).causal:
+    if (path / MANIFEST).is_file() and task_kinds.kind(Manifest.read(path).task).causal:
         return load_generator(path, device)
     return _merged(load_trained(path, device))  # also the one that explains a directory without a manifest
-
-
-def _manifest(path: Path) -> dict:
-    """The model directory's ``tunekit.json``; ``ModelError`` naming the file when it cannot be read."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable tunekit manifest ({type(exc).__name__}: {exc}); the model directory is damaged. "
-                         "Copy it again from the registry or the run folder, or retrain the model.") from None
-    if not isinstance(info, dict):
-        raise ModelError(f"{path}: expected a JSON object, got {type(info).__name__}; the model directory is damaged. "
-                         "Copy it again from the registry or the run folder, or retrain the model.")
-    return info
 
 
 def _merged(trained: TrainedModel) -> TrainedModel:
@@ -101,7 +87,7 @@ def _merged(trained: TrainedModel) -> TrainedModel:
     the same function with one matmul per layer instead of three (about 1.8x faster per row on CPU)."""
     from tunekit.models.export import MERGEABLE
 
-    if trained.info.get("method") in MERGEABLE and hasattr(trained.model, "merge_and_unload"):
+    if trained.info.method in MERGEABLE and hasattr(trained.model, "merge_and_unload"):
         trained.model = trained.model.merge_and_unload().eval()
     return trained
 

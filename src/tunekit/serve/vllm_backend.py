@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from tunekit import task_kinds
+from tunekit.artifacts import MANIFEST, Manifest
 from tunekit.errors import ModelError
-from tunekit.models import MANIFEST, resolve_base
+from tunekit.models import resolve_base
 
 __all__ = ["run_vllm", "vllm_command"]
 
@@ -28,23 +29,25 @@ __all__ = ["run_vllm", "vllm_command"]
 def vllm_command(model_dir: Path, host: str, port: int, template_file: Path) -> list[str]:
     """The ``vllm`` OpenAI-server command line for a tunekit generation model directory."""
     model_dir = Path(model_dir)
-    info = json.loads((model_dir / MANIFEST).read_text()) if (model_dir / MANIFEST).is_file() else None
-    if info is None or not task_kinds.kind(info.get("task", "classification")).causal:
+    info = Manifest.read(model_dir) if (model_dir / MANIFEST).is_file() else None
+    if info is None or not task_kinds.kind(info.task).causal:
         raise ModelError(f"{model_dir}: serve.backend vllm serves generation models (task: generation); this is "
-                         f"{'not a tunekit model directory' if info is None else 'a ' + str(info.get('task')) + ' model'}")
-    template_file.write_text(info["template"]["chat_template"], encoding="utf-8")
+                         f"{'not a tunekit model directory' if info is None else 'a ' + info.task + ' model'}")
+    if info.template is None:
+        raise ModelError(f"{model_dir / MANIFEST}: field `template`: required for a generation model, but missing; retrain the model")
+    template_file.write_text(info.template.chat_template, encoding="utf-8")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
-           "--chat-template", str(template_file), "--max-model-len", str(info["max_length"] * 2)]
+           "--chat-template", str(template_file), "--max-model-len", str(info.max_length * 2)]
     adapter = model_dir / "adapter_config.json"
     if adapter.is_file():
         rank = json.loads(adapter.read_text()).get("r", 16)
-        base = info["base_model"]
-        cmd += ["--model", resolve_base(base["id"]), "--served-model-name", base["id"], "--enable-lora",
-                "--lora-modules", f"{info['name']}={model_dir.resolve()}", "--max-lora-rank", str(max(8, rank))]
-        if base.get("revision"):
-            cmd += ["--revision", base["revision"]]
+        base = info.base_model
+        cmd += ["--model", resolve_base(base.id), "--served-model-name", base.id, "--enable-lora",
+                "--lora-modules", f"{info.name}={model_dir.resolve()}", "--max-lora-rank", str(max(8, rank))]
+        if base.revision:
+            cmd += ["--revision", base.revision]
     else:
-        cmd += ["--model", str(model_dir.resolve()), "--served-model-name", info["name"]]
+        cmd += ["--model", str(model_dir.resolve()), "--served-model-name", info.name]
     if os.environ.get("VLLM_API_KEY"):
         cmd += ["--api-key", os.environ["VLLM_API_KEY"]]
     return cmd

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from tunekit import data as data_stage
 from tunekit import registry, train
+from tunekit.artifacts import Workspace
 from tunekit.config import TunekitConfig, _set_dotted, lower_is_better
 from tunekit.errors import ConfigError
 
@@ -34,11 +35,12 @@ def tune(cfg: TunekitConfig, console: Console | None = None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = cfg.tune
     study_name = settings.study or f"{cfg.name}-tune"
-    out_dir = cfg.workspace_dir / "tune" / study_name
+    workspace = Workspace(cfg.workspace_dir)
+    out_dir = workspace.tune / study_name
     out_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=study_name, direction="minimize" if lower_is_better(cfg.eval.primary) else "maximize", load_if_exists=True,
-        storage=settings.storage or f"sqlite:///{cfg.workspace_dir / 'optuna.db'}",
+        storage=settings.storage or f"sqlite:///{workspace.optuna_db}",
         sampler=_sampler(settings, cfg.train.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if settings.pruning else optuna.pruners.NopPruner(),
     )
@@ -84,15 +86,10 @@ def _suggest(trial, key: str, param):
 
 
 def _trial_config(cfg: TunekitConfig, values: dict) -> TunekitConfig:
-    raw = copy.deepcopy(cfg.model_dump(mode="json"))
-    for key, value in values.items():
-        _set_dotted(raw, key, value)
     try:
-        trial_cfg = TunekitConfig.model_validate(raw)
-    except Exception as exc:
-        raise ConfigError(f"tune.space: the values {values} make an invalid config: {exc}") from None
-    trial_cfg._source_dir, trial_cfg._cwd = cfg._source_dir, cfg._cwd
-    return trial_cfg
+        return cfg.derive(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"tune.space: the sampled values make an invalid config; narrow the space. {exc}") from None
 
 
 def _objective(trial, cfg: TunekitConfig, data, out_dir: Path, console: Console) -> float:
