@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tunekit.errors import ConfigError, DataError
-from tunekit.evaluate.textgen import extract_answer, generation_metrics
+from tunekit.data.answers import extract_answer
+from tunekit.evaluate.textgen import generation_metrics
 
 GSM = "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether.\n#### 72"
 

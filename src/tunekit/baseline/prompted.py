@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunekit.data.answers import scored_rows
 from tunekit.data.conversations import prompt_and_reference
 from tunekit.evaluate.textgen import generation_metrics
 
-__all__ = ["GenerationBaseline", "run_prompted", "scored_rows"]
+__all__ = ["GenerationBaseline", "run_prompted", "scored_rows"]  # scored_rows: from data.answers, kept here for callers
 
 
 @dataclass
@@ -26,14 +27,6 @@ class GenerationBaseline:
     predictions: list[str]  # on ``scored_rows(cfg, data)``, in order
     metrics: dict
     seconds: float
-
-
-def scored_rows(cfg, data) -> list[int]:
-    """Indices of the test rows decoded for scoring: all, or a seeded sample of ``eval.max_test_rows``."""
-    n = len(data.test)
-    if cfg.eval.max_test_rows is None or cfg.eval.max_test_rows >= n:
-        return list(range(n))
-    return sorted(np.random.default_rng(cfg.data.split.seed).choice(n, cfg.eval.max_test_rows, replace=False).tolist())
 
 
 def shots(cfg, data) -> list[dict]:

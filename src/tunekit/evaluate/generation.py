@@ -13,11 +13,11 @@ import json
 import math
 from pathlib import Path
 
-from tunekit.baseline import best
-from tunekit.baseline.prompted import GenerationBaseline, scored_rows
+from tunekit.data.answers import scored_rows
 from tunekit.data.conversations import prompt_and_reference
 from tunekit.evaluate import EvalResult, plots, textgen
 from tunekit.evaluate.grounding import grounding_rate
+from tunekit.evaluate.metrics import best
 
 __all__ = ["lm_losses", "run_generation", "score_generator"]
 
@@ -44,8 +44,10 @@ def lm_losses(cfg, data, generator) -> dict:
     return out
 
 
-def run_generation(cfg, data, generator, baselines: list[GenerationBaseline], out_dir: Path, history: list[dict],
+def run_generation(cfg, data, generator, baselines: list, out_dir: Path, history: list[dict],
                    console=None) -> EvalResult:
+    """Score ``generator`` beside ``baselines`` (the prompted base model's ``GenerationBaseline`` results,
+    passed in so evaluation does not depend on the baseline stage) on the scored test rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, preds = score_generator(cfg, data, generator, console)
     metrics.update(lm_losses(cfg, data, generator), scored_rows=len(preds))

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import numpy as np
 from sklearn import metrics as skm
 
+from tunekit.config import lower_is_better
+
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     """Headline metrics plus per-class F1. Macro averages run over every label of the task, so a
@@ -22,7 +24,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
         "macro_precision": float(p[present].mean()),
         "macro_recall": float(r[present].mean()),
         "balanced_accuracy": balanced_accuracy(y_true, y_pred),
-        "mcc": _mcc(y_true, y_pred),
+        "mcc": mcc(y_true, y_pred),
         "per_class_f1": {labels[i]: float(f1[i]) for i in ids if present[i]},
         "n": int(len(y_true)),
     }
@@ -36,26 +38,22 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean((y_true - y_pred) ** 2))
+    return float(skm.mean_squared_error(y_true, y_pred))
 
 
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    return float(skm.root_mean_squared_error(y_true, y_pred))
 
 
 def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean(np.abs(y_true - y_pred)))
+    return float(skm.mean_absolute_error(y_true, y_pred))
 
 
 def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """1 - SS_res / SS_tot: 1 for perfect predictions, 0 for always predicting the mean of ``y_true``,
     negative for worse than that. Rows with one target value (a slice, a resample) have no spread
     to explain: 1 when the predictions match it exactly, else 0 (sklearn's ``force_finite``)."""
-    ss_res = float(np.sum((y_true - y_pred) ** 2))
-    ss_tot = float(np.sum((y_true - np.mean(y_true)) ** 2))
-    if ss_tot == 0:
-        return 1.0 if ss_res == 0 else 0.0
-    return 1.0 - ss_res / ss_tot
+    return float(skm.r2_score(y_true, y_pred, force_finite=True))
 
 
 REGRESSION_FNS = {"mse": mse, "rmse": rmse, "mae": mae, "r2": r2}
@@ -72,10 +70,24 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         return float(skm.balanced_accuracy_score(y_true, y_pred))
 
 
-def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Matthews correlation; 0 on a slice holding a single label, e.g. one class's rows."""
     with _quiet():
         return float(skm.matthews_corrcoef(y_true, y_pred))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro F1 over the classes present in ``y_true`` (as ``classification_metrics`` averages it),
+    so a class missing from these rows (a slice, a resample, a day of feedback) is left out rather
+    than scored as F1 0. Labels may be ids or names."""
+    return float(skm.f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
+
+
+def best(results: list, primary: str):
+    """The best of ``results`` (anything with a ``metrics`` dict: baselines, candidate models) on the
+    primary metric, in the metric's own direction (lowest for an error such as RMSE)."""
+    sign = -1 if lower_is_better(primary) else 1
+    return max(results, key=lambda r: sign * r.metrics[primary])
 
 
 @contextmanager

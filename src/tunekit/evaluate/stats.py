@@ -6,6 +6,10 @@ only at the rows where the two disagree. Pairing removes the variance the rows s
 why a +2 point gain can be significant on 3,000 rows even when each model's own interval is wider.
 The bootstrap takes any metric of (true values, predictions), so regression errors go through the
 same machinery (``compare_regression``); McNemar's test is about right/wrong and is for labels only.
+
+``bootstrap`` is tunekit's one bootstrap: it draws the rows, and every interval (``paired_bootstrap``
+here, ``textgen.compare`` for generated text, the live-quality intervals of monitoring) is a
+statistic of its draws, so one seed means the same resampled rows everywhere.
 """
 
 from __future__ import annotations
@@ -14,14 +18,35 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as sps
-from sklearn import metrics as skm
 
 from tunekit.config import lower_is_better
-from tunekit.evaluate.metrics import REGRESSION_FNS, balanced_accuracy
+from tunekit.evaluate.metrics import REGRESSION_FNS, balanced_accuracy, macro_f1, mcc
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
+Statistic = Callable[[np.ndarray], "float | np.ndarray"]
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's chi-square approximation is too rough
+
+
+def bootstrap(statistic: Statistic, n_rows: int, n_resamples: int = 1000, seed: int = 0,
+              confidence: float = 0.95) -> tuple[np.ndarray, float | np.ndarray, float | np.ndarray]:
+    """``statistic`` on ``n_resamples`` resamples of ``n_rows`` rows drawn with replacement, and the
+    percentile interval of its values: ``(values, low, high)``.
+
+    ``statistic`` takes one resample's row indices and returns a float, or a 1-D array of floats
+    (several metrics scored on the same rows; ``low`` and ``high`` are then arrays too). The draw
+    depends only on ``seed`` and the sizes, so two models scored with one seed see the same rows:
+    that is what makes a comparison paired.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    idx = np.random.default_rng(seed).integers(0, n_rows, size=(n_resamples, n_rows))
+    values = np.array([statistic(i) for i in idx], dtype=float)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail], axis=0)
+    return values, low, high
 
 
 def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, metric_fn: MetricFn,
@@ -30,49 +55,34 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
 
     Each resample draws test rows with replacement and scores *both* models on the same rows, so
     the interval reflects how much the gap (not each score) moves with the choice of test rows.
-    The p-value is the share of resampled gaps on the far side of 0 (ties included, to stay
-    conservative), doubled and capped at 1; a gap of exactly 0 gets p = 1. Its resolution is
-    2 / n_resamples: a p of 0 means "below that", not "impossible".
+    The p-value is ``bootstrap_p``'s.
     """
     y_true, pred_a, pred_b = _paired_arrays(y_true, pred_a, pred_b)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    idx = np.random.default_rng(seed).integers(0, len(y_true), size=(n_resamples, len(y_true)))
-    diffs = np.array([metric_fn(y_true[i], pred_b[i]) - metric_fn(y_true[i], pred_a[i]) for i in idx], dtype=float)
+    diffs, low, high = bootstrap(lambda i: metric_fn(y_true[i], pred_b[i]) - metric_fn(y_true[i], pred_a[i]),
+                                 len(y_true), n_resamples, seed, confidence)
     a, b = float(metric_fn(y_true, pred_a)), float(metric_fn(y_true, pred_b))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [tail, 1 - tail])
-    return {"a": a, "b": b, "diff": b - a, "low": float(low), "high": float(high), "p_value": _bootstrap_p(b - a, diffs)}
+    return {"a": a, "b": b, "diff": b - a, "low": float(low), "high": float(high), "p_value": bootstrap_p(b - a, diffs)}
 
 
-def _bootstrap_p(observed: float, diffs: np.ndarray) -> float:
+def bootstrap_p(observed: float, diffs: np.ndarray) -> float:
+    """Two-sided p-value of an observed gap against its resampled values: the share of resampled gaps
+    on the far side of 0 (ties included, to stay conservative), doubled and capped at 1; a gap of
+    exactly 0 gets p = 1. Its resolution is 2 / len(diffs): a p of 0 means "below that", not "impossible"."""
     if observed == 0:
         return 1.0
     other_side = diffs <= 0 if observed > 0 else diffs >= 0
     return float(min(1.0, 2 * other_side.mean()))
 
 
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro F1 over the classes present in these rows, as ``metrics.classification_metrics`` does,
-    so a rare class that one resample happens to miss is left out rather than scored as F1 0."""
-    return float(skm.f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
-
-
 def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(y_true == y_pred))  # what accuracy_score computes, without its input checks per resample
 
 
-def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(skm.matthews_corrcoef(y_true, y_pred))
-
-
 PAIRED_METRICS: dict[str, MetricFn] = {
     "accuracy": _accuracy,
-    "macro_f1": _macro_f1,
+    "macro_f1": macro_f1,
     "balanced_accuracy": balanced_accuracy,
-    "mcc": _mcc,
+    "mcc": mcc,
 }
 
 

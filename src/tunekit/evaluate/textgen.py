@@ -17,48 +17,24 @@ With ``eval.extract`` every metric scores the answer found in the text (``extrac
 predictions and references alike; a prediction with no answer in it scores as an empty one.
 
 An empty prediction scores 0 on every metric (unless its reference is empty too, which is an exact
-match). Both models in ``compare`` answer the same rows, so the bootstrap is paired, as in
-``stats.paired_bootstrap``: one draw of row indices per resample scores both models, and corpus
+match). Both models in ``compare`` answer the same rows, so the bootstrap (``stats.bootstrap``) is
+paired, as in ``stats.paired_bootstrap``: one draw of row indices per resample scores both models, and corpus
 BLEU and chrF are recomputed on each resampled corpus from per-row sufficient statistics
 (sacrebleu's own n-gram counts), so they cost a sum per resample rather than a re-tokenisation.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from tunekit.evaluate.stats import _bootstrap_p
+from tunekit.data.answers import extract_answer
+from tunekit.evaluate.stats import bootstrap, bootstrap_p
 
 GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+")
-
-
-def extract_answer(text: str, rule: str | None) -> str | None:
-    """The answer inside ``text`` by ``eval.extract``: the whole text when ``rule`` is None;
-    ``last_number``: the last number, commas removed and trailing zeros after the point dropped
-    (``1,234.50`` -> ``1234.5``, ``42.0`` -> ``42``); else the first group (or the whole match) of
-    the first match of the regular expression ``rule``. None when there is no answer in the text."""
-    if rule is None:
-        return text
-    if rule == "last_number":
-        numbers = _NUMBER.findall(text)
-        if not numbers:
-            return None
-        number = numbers[-1].replace(",", "").lstrip("+")
-        if "." in number:
-            number = number.rstrip("0").rstrip(".") or "0"
-        return number
-    match = re.search(rule, text, re.S)
-    if match is None:
-        return None
-    return (match.group(1) if match.re.groups else match.group(0)).strip()
 
 
 def extract_all(texts: list[str], rule: str | None) -> list[str]:
@@ -101,8 +77,8 @@ def compare(preds_base: list[str], preds_model: list[str], refs: list[str], resa
     """Paired bootstrap of model minus baseline for every metric (``diff`` > 0: the model is better).
 
     Returns ``{metric: {"baseline", "model", "diff", "low", "high", "p_value"}}``. The resampled
-    rows are drawn exactly as ``stats.paired_bootstrap`` draws them (same seed, same rows), and the
-    p-value is its: the share of resampled gaps on the far side of 0, doubled, capped at 1.
+    rows are drawn by ``stats.bootstrap``, as for ``stats.paired_bootstrap`` (same seed, same rows), and
+    the p-value is ``stats.bootstrap_p``: the share of resampled gaps on the far side of 0, doubled, capped at 1.
     """
     _check_rows(preds_base=preds_base, preds_model=preds_model, refs=refs)
     preds_base, preds_model, refs = (extract_all(texts, extract) for texts in (preds_base, preds_model, refs))
@@ -113,19 +89,18 @@ def compare(preds_base: list[str], preds_model: list[str], refs: list[str], resa
     n = len(refs)
     base, model = _Scores.of(preds_base, refs), _Scores.of(preds_model, refs)
     observed_b, observed_m = base.summary(np.ones(n, dtype=np.int64)), model.summary(np.ones(n, dtype=np.int64))
-    diffs = {m: np.empty(resamples) for m in GENERATION_METRICS}
-    for k, rows in enumerate(np.random.default_rng(seed).integers(0, n, size=(resamples, n))):
+
+    def gaps(rows: np.ndarray) -> list[float]:
         counts = np.bincount(rows, minlength=n)  # how often each row was drawn: sums over a resample are counts @ x
         b, m = base.summary(counts), model.summary(counts)
-        for name in GENERATION_METRICS:
-            diffs[name][k] = m[name] - b[name]
-    tail = (1 - confidence) / 2
+        return [m[name] - b[name] for name in GENERATION_METRICS]
+
+    diffs, low, high = bootstrap(gaps, n, resamples, seed, confidence)
     out = {}
-    for name in GENERATION_METRICS:
-        low, high = np.quantile(diffs[name], [tail, 1 - tail])
+    for k, name in enumerate(GENERATION_METRICS):
         gap = observed_m[name] - observed_b[name]
         out[name] = {"baseline": observed_b[name], "model": observed_m[name], "diff": gap,
-                     "low": float(low), "high": float(high), "p_value": _bootstrap_p(gap, diffs[name])}
+                     "low": float(low[k]), "high": float(high[k]), "p_value": bootstrap_p(gap, diffs[:, k])}
     return out
 
 

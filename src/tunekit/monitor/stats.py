@@ -12,7 +12,8 @@ Which test for which feature, and why:
 - embeddings: a domain classifier. If logistic regression can tell reference from production
   embeddings (cross-validated AUC well above 0.5), production texts are not like the training texts;
 - PSI on request, for teams whose dashboards speak it.
-Live quality: accuracy with a Wilson interval, macro F1 and regression errors with bootstrap intervals.
+Live quality: accuracy with a Wilson interval, macro F1 and regression errors with bootstrap intervals
+(the metrics and the bootstrap of ``evaluate``, so offline and live numbers are computed alike).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
+
+from tunekit.evaluate.metrics import macro_f1, mae, rmse
+from tunekit.evaluate.stats import bootstrap
 
 _EPS = 1e-4  # floor of a bin's share in PSI, so an empty bin is a large finite term, not infinity
 
@@ -119,37 +123,27 @@ def domain_auc(ref_emb: np.ndarray, cur_emb: np.ndarray, seed: int = 0, folds: i
             "scores_reference": scores[y == 0].tolist(), "scores_production": scores[y == 1].tolist()}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (95% by default); (0, 1) when ``n`` is 0."""
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (scipy's); (0, 1) when ``n`` is 0."""
     if n == 0:
         return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def bootstrap_interval(fn: Callable[[np.ndarray, np.ndarray], float], a: np.ndarray, b: np.ndarray,
                        n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of ``fn(a[i], b[i])`` over rows resampled with replacement."""
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_resamples, len(a)))
-    values = np.array([fn(a[i], b[i]) for i in idx])
-    low, high = np.quantile(values, [0.025, 0.975])
+    """95% percentile interval of ``fn(a[i], b[i])`` over rows resampled with replacement (``stats.bootstrap``)."""
+    _, low, high = bootstrap(lambda i: fn(a[i], b[i]), len(a), n_resamples, seed)
     return float(low), float(high)
 
 
 def live_classification(given: list[str], predicted: list[str], seed: int = 0) -> dict:
     """Accuracy (Wilson interval) and macro F1 (bootstrap interval) of predictions against feedback labels."""
-    from sklearn.metrics import f1_score
-
     y, p = np.asarray(given, dtype=object), np.asarray(predicted, dtype=object)
     n, k = len(y), int((y == p).sum())
     if n == 0:
         return {"n": 0}
-
-    def macro_f1(a, b):
-        return float(f1_score(a, b, average="macro", labels=np.unique(a), zero_division=0))
-
     low, high = wilson(k, n)
     f_low, f_high = bootstrap_interval(macro_f1, y, p, seed=seed)
     return {"n": n, "correct": k, "accuracy": k / n, "accuracy_low": low, "accuracy_high": high,
@@ -161,13 +155,6 @@ def live_regression(given: list[float], predicted: list[float], seed: int = 0) -
     y, p = np.asarray(given, dtype=float), np.asarray(predicted, dtype=float)
     if len(y) == 0:
         return {"n": 0}
-
-    def rmse(a, b):
-        return float(np.sqrt(np.mean((a - b) ** 2)))
-
-    def mae(a, b):
-        return float(np.mean(np.abs(a - b)))
-
     r_low, r_high = bootstrap_interval(rmse, y, p, seed=seed)
     m_low, m_high = bootstrap_interval(mae, y, p, seed=seed)
     return {"n": len(y), "rmse": rmse(y, p), "rmse_low": r_low, "rmse_high": r_high, "mae": mae(y, p), "mae_low": m_low, "mae_high": m_high}
