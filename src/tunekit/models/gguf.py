@@ -120,6 +120,7 @@ def _convert(base: str, source: Path, digest: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         origin = write_hf_folder(source, tmp)
         origin.update({"base": base, "conversion": CONVERSION, "package": GGUF_BUNDLED[base].package,
