@@ -16,6 +16,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from tunekit import artifacts
+
 
 def _console(stderr: bool = False) -> Console:
     """A console that never cuts identifiers: piped or logged output (no terminal) is 200 columns wide
@@ -65,7 +67,7 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow 
 
 
 GATE_FAILED_EXIT = 10
-DEFAULT_WORKSPACE = Path("tunekit-workspace")
+DEFAULT_WORKSPACE = Path(artifacts.DEFAULT_WORKSPACE)
 
 
 def load(path: Path, sets: list[str] | None = None):

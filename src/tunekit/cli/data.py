@@ -11,6 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
+from tunekit.artifacts import Workspace
 from tunekit.cli.common import (
     DEFAULT_WORKSPACE,
     ConfigArg,
@@ -117,12 +118,12 @@ def data_forget(reason: Annotated[str, typer.Option(help="Why (a request or tick
                       "/".join(str(d.remaining[s]) for s in ("train", "validation", "test")))
     console.print(table)
     console.print(f"Erased {result.rows} rows from {len(result.datasets)} dataset versions; recorded in "
-                  f"{workspace / 'datasets' / versions.CHANGELOG}", highlight=False)
+                  f"{Workspace(workspace).datasets / versions.CHANGELOG}", highlight=False)
     sources = sorted({s for d in result.datasets for s in d.sources})
     if sources:
         console.print("The source files still hold these rows; remove them there too: " + ", ".join(sources), highlight=False)
     if result.registry is None:
-        console.print(f"No registry searched (no {workspace / 'mlflow.db'}); pass --tracking-uri to list the model versions trained on these rows")
+        console.print(f"No registry searched (no {Workspace(workspace).mlflow_db}); pass --tracking-uri to list the model versions trained on these rows")
     elif not result.models:
         console.print("No registered model version was trained on these dataset versions.")
     else:
@@ -141,7 +142,7 @@ def data_versions(workspace: DataWorkspaceOpt = DEFAULT_WORKSPACE, as_json: Json
 
     entries = versions.changelog(workspace)
     if not entries and not as_json:
-        console.print(f"No dataset versions in {workspace / 'datasets'} yet (`tunekit data check CONFIG` freezes the splits).")
+        console.print(f"No dataset versions in {Workspace(workspace).datasets} yet (`tunekit data check CONFIG` freezes the splits).")
         return
     rows = [{"at": e["at"].replace("T", " ")[:19], "action": e["action"], "version": e["fingerprint"], "replaced_by": e.get("replaced_by") or "",
              "rows": "/".join(str(e["rows"].get(s, 0)) for s in ("train", "validation", "test")), "by": e["by"], "why": e["reason"]}

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tunekit.artifacts import Workspace
 from tunekit.cli.common import (
     DEFAULT_WORKSPACE,
     GATE_FAILED_EXIT,
@@ -175,11 +176,12 @@ def report(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPAC
 
 
 def _run_dir(run: str, workspace: Path) -> Path:
-    for candidate in (Path(run), workspace / "runs" / run):
+    space = Workspace(workspace)
+    for candidate in (Path(run), space.run(run)):
         if (candidate / "report.json").is_file():
             return candidate
-    runs = sorted(p.name for p in (workspace / "runs").glob("*")) if (workspace / "runs").is_dir() else []
-    raise TunekitError(f"run {run!r}: no report.json in {run} or {workspace / 'runs' / run}; runs in {workspace}: {', '.join(runs[-5:]) or 'none'}")
+    runs = sorted(p.name for p in space.runs.glob("*")) if space.runs.is_dir() else []
+    raise TunekitError(f"run {run!r}: no report.json in {run} or {space.run(run)}; runs in {workspace}: {', '.join(runs[-5:]) or 'none'}")
 
 
 @app.command()

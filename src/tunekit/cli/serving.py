@@ -28,9 +28,10 @@ KeysWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace f
 
 
 def _keys(workspace: Path):
-    from tunekit.serve.keys import FILENAME, KeyStore
+    from tunekit.artifacts import Workspace
+    from tunekit.serve.keys import KeyStore
 
-    return KeyStore(workspace / FILENAME)
+    return KeyStore(Workspace(workspace).keys_db)
 
 
 @keys_app.command("create")

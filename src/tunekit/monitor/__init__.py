@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tunekit import task_kinds
+from tunekit.artifacts import Manifest, Workspace
 from tunekit.monitor import drift, production, reference
 from tunekit.monitor.embed import Embedder
 from tunekit.serve.gauges import latest, push_gauges, push_latest, slug
@@ -79,7 +80,7 @@ def run(settings: MonitorSettings, embedder: Embedder | None = None, now: float 
         "reference": {k: ref.get(k) for k in ("created_at", "data_fingerprint", "rows")},
         "settings": settings.model_dump(mode="json"),
     }
-    out_dir = _new_dir(settings.workspace_dir / "monitor", f"{slug(name)}-{datetime.fromtimestamp(now).strftime('%Y%m%d-%H%M%S')}")
+    out_dir = _new_dir(Workspace(settings.workspace_dir).monitor, f"{slug(name)}-{datetime.fromtimestamp(now).strftime('%Y%m%d-%H%M%S')}")
     # matplotlib only when a report is written: the server imports this package for its gauges
     from tunekit.monitor import report as report_mod
 
@@ -94,8 +95,6 @@ def _resolve(settings: MonitorSettings) -> tuple[Path, str, str | None]:
     ref = resolve_model(settings.model, settings.tracking_uri)
     if ref.version is not None:
         return ref.path, ref.name, ref.version
-    from tunekit.artifacts import Manifest
-
     return ref.path, Manifest.read(ref.path).name, None
 
 

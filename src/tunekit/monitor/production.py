@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunekit import task_kinds
+from tunekit.artifacts import Workspace
 from tunekit.errors import ConfigError
 from tunekit.monitor.reference import user_text
 from tunekit.data.multitask import feedback_label
 
 ROUTES = {"classification": ("/v1/classify",), "regression": ("/v1/predict",),
           "generation": ("/v1/chat/completions", "/v1/completions")}
-LOG_FILE = "serving.db"
 
 
 @dataclass
@@ -43,7 +43,7 @@ def read(workspace: Path, name: str, version: str | None, task: str, since: floa
     """Requests and feedback for model ``name`` (and ``version``, when given) logged at or after ``since``."""
     from tunekit.serve.requestlog import RequestLog
 
-    path = Path(workspace) / LOG_FILE
+    path = Workspace(workspace).serving_db
     if not path.is_file():
         raise ConfigError(f"workspace: no request log {path}; point --workspace at the folder the server was started with "
                           "(it writes serving.db there unless log_requests is false)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tunekit.artifacts import DEFAULT_WORKSPACE
 from tunekit.config import settings_from_yaml
 from tunekit.errors import ConfigError
 
@@ -30,7 +31,7 @@ class MonitorSettings(BaseModel):
 
     model: str = Field(..., description="Model to monitor: a registry reference (`NAME@ALIAS`, e.g. `intent@champion`, or `NAME/VERSION`) or the path of a tunekit model directory. Its directory holds `reference.json`, the training-time statistics traffic is compared with.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI used to resolve registry references. Default: the registry's own default.")
-    workspace: str = Field("tunekit-workspace", description="The server's workspace: requests are read from WORKSPACE/serving.db, the report goes to WORKSPACE/monitor/.")
+    workspace: str = Field(DEFAULT_WORKSPACE, description="The server's workspace: requests are read from WORKSPACE/serving.db, the report goes to WORKSPACE/monitor/.")
     since: str = Field("24h", description="Window of traffic to check, back from now: a number and a unit, `s`, `m`, `h`, `d` or `w` (`30m`, `24h`, `7d`).")
     min_requests: int = Field(30, ge=1, description="Fewest production inputs in the window (each text of a batched request counts) for a drift verdict; with fewer the report says `not enough traffic` and raises no drift alert.")
     p_value: float = Field(0.01, gt=0, lt=1, description="Significance level of the per-feature tests (Kolmogorov-Smirnov, chi-square, two-proportion): a smaller p-value is drift.")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tunekit.artifacts import DEFAULT_WORKSPACE, Workspace
 from tunekit.errors import RegistryError
 from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
@@ -32,7 +33,7 @@ EVENTS_TAG = "tunekit.events"
 def default_tracking_uri() -> str:
     """Where registry and serve commands look without --tracking-uri: $MLFLOW_TRACKING_URI, else the
     SQLite store of ./tunekit-workspace (the default workspace of a run started here)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('tunekit-workspace').resolve() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or Workspace(Path(DEFAULT_WORKSPACE).resolve()).tracking_uri
 
 
 def client(tracking_uri: str, workspace: Path | None = None):
@@ -53,7 +54,7 @@ def experiment_id(mlc, name: str, workspace: Path | None) -> str:
     exp = mlc.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = (workspace / "artifacts").resolve().as_uri() if workspace and mlc.tracking_uri.startswith("sqlite:") else None
+    location = Workspace(workspace).artifacts.resolve().as_uri() if workspace and mlc.tracking_uri.startswith("sqlite:") else None
     return mlc.create_experiment(name, artifact_location=location)
 
 

@@ -24,7 +24,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-MONITOR_DIR = "monitor"
+from tunekit.artifacts import Workspace
+
 _LIVE = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "rmse": "RMSE", "mae": "MAE"}
 
 
@@ -51,7 +52,7 @@ def push_gauges(metrics, report: dict) -> None:
 
 def latest(workspace: Path, name: str) -> dict | None:
     """The newest readable ``monitor.json`` of model ``name`` in ``workspace``, or None."""
-    found = sorted(Path(workspace, MONITOR_DIR).glob(f"{slug(name)}-*/monitor.json"), key=_mtime, reverse=True)
+    found = sorted(Workspace(workspace).monitor.glob(f"{slug(name)}-*/monitor.json"), key=_mtime, reverse=True)
     for path in found:
         try:
             report = json.loads(path.read_text())

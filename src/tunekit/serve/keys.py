@@ -41,7 +41,6 @@ SCOPES = {
     "inference": "call the models: classify, chat and text completions",
     "admin": "everything, including loading and unloading adapters",
 }
-FILENAME = "keys.db"  # inside the workspace: <workspace>/keys.db
 
 _TOKEN = re.compile(r"tk-([0-9a-f]{8})-([A-Za-z0-9_-]{43})")  # token_urlsafe(32) is 43 characters
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()

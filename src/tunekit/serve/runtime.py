@@ -20,10 +20,10 @@ import anyio
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from tunekit.artifacts import Workspace
 from tunekit.errors import RequestTimeout, TunekitError
 from tunekit.serve.batcher import MicroBatcher
 from tunekit.serve.guardrails import Flag, Guardrails, blocked_error
-from tunekit.serve.keys import FILENAME as KEYS_FILE
 from tunekit.serve.keys import (
     AuthError,
     KeyInfo,
@@ -38,7 +38,6 @@ from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
 
-LOG_FILE = "serving.db"
 LOGGED_PREFIX = "/v1/"  # model and feedback routes are logged; probes and /metrics only counted
 
 
@@ -64,7 +63,7 @@ class Runtime:
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self.keys = KeyStore(settings.workspace_dir / KEYS_FILE) if settings.auth else None
+        self.keys = KeyStore(Workspace(settings.workspace_dir).keys_db) if settings.auth else None
         if self.keys is not None:
             self.keys.check()  # a corrupt keys.db stops the start with a message naming it, not a traceback
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
@@ -72,7 +71,7 @@ class Runtime:
         self.auth_failures = RateLimiter(settings.auth_failures_per_minute)
         self.guardrails = Guardrails(settings.guardrails)
         self.metrics = ServerMetrics()
-        self.log = (RequestLog(settings.workspace_dir / LOG_FILE, durable=settings.durable_log, redact=settings.guardrails.redact_logs)
+        self.log = (RequestLog(Workspace(settings.workspace_dir).serving_db, durable=settings.durable_log, redact=settings.guardrails.redact_logs)
                     if settings.log_requests else None)
         self.batchers: dict[str, MicroBatcher] = {}
 

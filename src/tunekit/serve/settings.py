@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunekit.artifacts import DEFAULT_WORKSPACE
 from tunekit.config import settings_from_yaml
 from tunekit.serve.guardrails import GuardrailsConfig
 
@@ -21,7 +22,7 @@ class ServeSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI used to resolve registry references. Default: the registry's own default.")
     host: str = Field("127.0.0.1", description="Interface to listen on; `0.0.0.0` listens on every interface.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
-    workspace: str = Field("tunekit-workspace", description="Folder of `keys.db` (API keys) and `serving.db` (request log and feedback).")
+    workspace: str = Field(DEFAULT_WORKSPACE, description="Folder of `keys.db` (API keys) and `serving.db` (request log and feedback).")
     auth: bool = Field(True, description="Require an API key (`Authorization: Bearer KEY` or `x-api-key: KEY`, made with `tunekit keys create`). Turn off only for local use (`--no-auth`); the server says so at start.")
     rate_limit_per_minute: float = Field(600, ge=0, description="Requests per minute per API key (per client address without auth); more get 429 with `Retry-After`. 0 turns the limit off.")
     rate_limit_burst: int | None = Field(None, ge=1, description="Requests a key may send at once before the per-minute rate applies. Default: one minute's worth.")
