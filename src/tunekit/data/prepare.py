@@ -4,6 +4,11 @@ The recipe: hash the inputs; if splits for exactly these inputs and settings wer
 load them, otherwise read and validate every file (all bad rows are errors), split, and freeze;
 then write the data report for the splits in force. For ``task: regression`` the label column
 holds a number (``labels`` is empty) and the report describes the target instead of label counts.
+
+With ``eval.max_test_rows`` the test split handed to later stages is a stratified, seeded sample of
+the frozen one (``sample_test``): the frozen split and its fingerprint stay whole, ``test_fingerprint``
+names the rows actually scored, and ``test_sample`` (also in the data report, as a warning) says
+how many of how many, so no score on it passes for one on the full test set.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from tunekit.data import store
 from tunekit.data.markdown import render_report_markdown
 from tunekit.data.read import read_table
 from tunekit.data.report import build_report
-from tunekit.data.split import make_splits, remove_leaked
+from tunekit.data.split import (
+    make_splits,
+    remove_leaked,
+    stratified_sample,
+    target_bins,
+)
 from tunekit.data.validate import canonical_rows, constant_target_error, label_set_error
 
 
@@ -42,6 +52,7 @@ class PreparedData:
     reused: bool
     task: str = "classification"
     multitask: bool = False  # data.task_column: labels read "task:label", one label set per task
+    test_sample: dict | None = None  # eval.max_test_rows: how many of how many test rows are scored (see ``prepare``)
 
     @property
     def regression(self) -> bool:
@@ -66,14 +77,35 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
         removed = remove_leaked(rows, cfg.data.duplicates_policy, {s.role: s.path for s in sources})
         frozen = store.freeze(cfg, key, sources, rows, labels, {"leaked_rows_removed": removed} if removed else None)
     report = build_report(cfg, frozen.rows, frozen.labels, frozen.meta, tokenizer)
+    test, test_fingerprint, sample = frozen.datasets["test"], frozen.test_fingerprint, None
+    keep = sample_test(frozen.rows["test"], cfg.eval.max_test_rows, cfg.data.split.seed, task_kinds.kind(cfg.task).numeric)
+    if keep is not None:
+        test, test_fingerprint = test.select(keep), store.split_fingerprint([frozen.rows["test"][i] for i in keep])
+        sample = {"max_test_rows": cfg.eval.max_test_rows, "scored": len(keep), "of": len(frozen.rows["test"]),
+                  "seed": cfg.data.split.seed, "stratified_by": "target quantile" if task_kinds.kind(cfg.task).numeric else "label",
+                  "test_fingerprint": test_fingerprint, "frozen_test_fingerprint": frozen.test_fingerprint}
+        report["test_sample"] = sample
+        report["warnings"].append(f"test metrics are on a sample of {len(keep)} of the {len(frozen.rows['test'])} test rows "
+                                  f"(eval.max_test_rows {cfg.eval.max_test_rows}, stratified by {sample['stratified_by']}, "
+                                  f"seed {cfg.data.split.seed}), not on the full test set")
     store.write_json(frozen.directory / "report.json", report)
     (frozen.directory / "report.md").write_text(render_report_markdown(report), encoding="utf-8")
     return PreparedData(
-        train=frozen.datasets["train"], validation=frozen.datasets["validation"], test=frozen.datasets["test"],
-        labels=frozen.labels, fingerprint=frozen.fingerprint, test_fingerprint=frozen.test_fingerprint,
+        train=frozen.datasets["train"], validation=frozen.datasets["validation"], test=test,
+        labels=frozen.labels, fingerprint=frozen.fingerprint, test_fingerprint=test_fingerprint,
         directory=frozen.directory, report=report, reused=reused, task=cfg.task,
-        multitask=cfg.data.task_column is not None,
+        multitask=cfg.data.task_column is not None, test_sample=sample,
     )
+
+
+def sample_test(rows: list[dict], max_rows: int | None, seed: int, regression: bool = False) -> list[int] | None:
+    """Indices (in split order) of a seeded sample of ``max_rows`` test rows, stratified by label (by
+    quantile bins of the target for regression); None when every row is scored."""
+    if max_rows is None or max_rows >= len(rows):
+        return None
+    indexed = [{"label": row["label"], "index": i} for i, row in enumerate(rows)]
+    strata = target_bins([row["label"] for row in rows], max_rows) if regression else None
+    return [row["index"] for row in stratified_sample(indexed, max_rows, seed, strata)]
 
 
 def read_splits(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[str, list[dict]], list[str]]:
