@@ -21,7 +21,7 @@ TOPICS = {
     "topup": "top up cash deposit wallet balance add funds cheque load recharge",
     "login": "password login passcode locked app verify identity reset device phone",
 }
-FILLER = "please i my the a is why how can you still not it to".split()
+FILLER = ["please", "i", "my", "the", "a", "is", "why", "how", "can", "you", "still", "not", "it", "to"]
 
 
 def _sentence(rng: random.Random, topic: str) -> str:

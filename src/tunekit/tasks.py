@@ -133,7 +133,8 @@ def _rescore_labelled(cfg: TunekitConfig, data, path: Path, console: Console) ->
 def _labelled_data_card(data) -> dict:
     return {"fingerprint": data.fingerprint, "test_fingerprint": data.test_fingerprint, "reused": data.reused,
             "rows": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
-            "n_labels": len(data.labels), "report_path": str(data.directory / "report.md")}
+            "n_labels": len(data.labels), "report_path": str(data.directory / "report.md"),
+            **({"test_sample": data.test_sample} if getattr(data, "test_sample", None) else {})}  # eval.max_test_rows
 
 
 def _classification_card(card: dict, data, baselines, model, trained) -> None:

@@ -8,11 +8,12 @@ from collections import Counter
 
 import yaml
 
-from tunekit import baseline
+from tunekit import baseline, tasks
 from tunekit.config import load_config
 from tunekit.data import prepare, summary
 from tunekit.data.prepare import sample_test
 from tunekit.data.store import split_fingerprint
+from tunekit.report import markdown
 
 
 def _config(project, max_test_rows: int | None, task: str = "classification", train: str = "train.csv"):
@@ -44,6 +45,11 @@ def test_classification_scores_a_stratified_seeded_sample_and_says_so(project):
     assert any(w.startswith(warning) for w in data.report["warnings"]) and warning in summary(data)
     assert warning in (data.directory / "report.md").read_text()
     assert json.loads((data.directory / "report.json").read_text())["test_sample"]["scored"] == 20
+
+    card = tasks._labelled_data_card(data)  # what the report card's data section holds
+    assert card["rows"]["test"] == 20 and card["test_sample"]["of"] == 40 and card["test_fingerprint"] == data.test_fingerprint
+    assert "test metrics on a sample of 20 of the 40 test rows" in markdown._fingerprints(card)
+    assert "sample" not in markdown._fingerprints(tasks._labelled_data_card(full))
 
     again = prepare(_config(project, 20))
     assert list(again.test["id"]) == list(data.test["id"])  # the same seed draws the same rows

@@ -276,8 +276,11 @@ def _champion(card: dict) -> list[str]:
 
 
 def _fingerprints(data: dict) -> str:
+    sample = data.get("test_sample")
+    scored = (f"; test metrics on a sample of {sample['scored']} of the {sample['of']} test rows (eval.max_test_rows, stratified by "
+              f"{sample['stratified_by']}, seed {sample['seed']}), not the full test set" if sample else "")
     return (f"- dataset fingerprint `{data['fingerprint'][:16]}` ({'reused frozen splits' if data['reused'] else 'splits frozen now'}), "
-            f"test fingerprint `{data['test_fingerprint'][:16]}`")
+            f"test fingerprint `{data['test_fingerprint'][:16]}`{scored}")
 
 
 def _training(card: dict, val_metric: str, speed: str) -> list[str]:
