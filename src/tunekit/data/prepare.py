@@ -77,17 +77,12 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
         removed = remove_leaked(rows, cfg.data.duplicates_policy, {s.role: s.path for s in sources})
         frozen = store.freeze(cfg, key, sources, rows, labels, {"leaked_rows_removed": removed} if removed else None)
     report = build_report(cfg, frozen.rows, frozen.labels, frozen.meta, tokenizer)
-    test, test_fingerprint, sample = frozen.datasets["test"], frozen.test_fingerprint, None
-    keep = sample_test(frozen.rows["test"], cfg.eval.max_test_rows, cfg.data.split.seed, task_kinds.kind(cfg.task).numeric)
-    if keep is not None:
-        test, test_fingerprint = test.select(keep), store.split_fingerprint([frozen.rows["test"][i] for i in keep])
-        sample = {"max_test_rows": cfg.eval.max_test_rows, "scored": len(keep), "of": len(frozen.rows["test"]),
-                  "seed": cfg.data.split.seed, "stratified_by": "target quantile" if task_kinds.kind(cfg.task).numeric else "label",
-                  "test_fingerprint": test_fingerprint, "frozen_test_fingerprint": frozen.test_fingerprint}
+    test, test_fingerprint, sample = limit_test(cfg, frozen.datasets["test"], frozen.rows["test"], frozen.test_fingerprint)
+    if sample is not None:
         report["test_sample"] = sample
-        report["warnings"].append(f"test metrics are on a sample of {len(keep)} of the {len(frozen.rows['test'])} test rows "
-                                  f"(eval.max_test_rows {cfg.eval.max_test_rows}, stratified by {sample['stratified_by']}, "
-                                  f"seed {cfg.data.split.seed}), not on the full test set")
+        report["warnings"].append(f"test metrics are on a sample of {sample['scored']} of the {sample['of']} test rows "
+                                  f"(eval.max_test_rows {sample['max_test_rows']}, stratified by {sample['stratified_by']}, "
+                                  f"seed {sample['seed']}), not on the full test set")
     store.write_json(frozen.directory / "report.json", report)
     (frozen.directory / "report.md").write_text(render_report_markdown(report), encoding="utf-8")
     return PreparedData(
@@ -96,6 +91,22 @@ def prepare(cfg: TunekitConfig, tokenizer=None) -> PreparedData:
         directory=frozen.directory, report=report, reused=reused, task=cfg.task,
         multitask=cfg.data.task_column is not None, test_sample=sample,
     )
+
+
+def limit_test(cfg: TunekitConfig, test: datasets.Dataset, rows: list[dict], test_fingerprint: str
+               ) -> tuple[datasets.Dataset, str, dict | None]:
+    """The test split later stages score under ``eval.max_test_rows``: (dataset, its test fingerprint,
+    what was sampled or None). ``rows`` are the split's canonical rows; anything that rebuilds
+    ``PreparedData`` from a frozen folder (reproducing a run) applies it too, to score the same rows."""
+    regression = task_kinds.kind(cfg.task).numeric
+    keep = sample_test(rows, cfg.eval.max_test_rows, cfg.data.split.seed, regression)
+    if keep is None:
+        return test, test_fingerprint, None
+    scored = store.split_fingerprint([rows[i] for i in keep])
+    sample = {"max_test_rows": cfg.eval.max_test_rows, "scored": len(keep), "of": len(rows), "seed": cfg.data.split.seed,
+              "stratified_by": "target quantile" if regression else "label", "test_fingerprint": scored,
+              "frozen_test_fingerprint": test_fingerprint}
+    return test.select(keep), scored, sample
 
 
 def sample_test(rows: list[dict], max_rows: int | None, seed: int, regression: bool = False) -> list[int] | None:
