@@ -17,7 +17,8 @@ def test_prepared_data_fields():
     fields = [f.name for f in dataclasses.fields(tunekit.data.PreparedData)]
     assert fields == ["train", "validation", "test", "labels", "fingerprint", "test_fingerprint", "directory", "report", "reused",
                       "task",  # "classification" or "regression" (float targets, no labels)
-                      "multitask"]  # data.task_column: labels "task:label"
+                      "multitask",  # data.task_column: labels "task:label"
+                      "test_sample"]  # eval.max_test_rows: how many of how many test rows are scored
 
 
 def test_metadata_columns_travel_with_the_rows_and_change_the_fingerprint(tmp_path):
