@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent / "banking77" / "data"
-SIZES = {"train": 240, "validation": 35, "test": 100}
+SIZES = {"train": 200, "validation": 35, "test": 100}
 SEED = 7
 
 TOPICS: dict[str, list[str]] = {
