@@ -78,9 +78,8 @@ def take(pools: dict[str, list[str]], n: int) -> list[tuple[str, str]]:
 
 
 def write(name: str, rows: list[tuple[str, str]]) -> None:
-    with open(HERE / f"{name}.jsonl", "w", encoding="utf-8") as f:
-        for text, topic in rows:
-            f.write(json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": topic}]}) + "\n")
+    lines = [json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": topic}]}) for text, topic in rows]
+    (HERE / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def main() -> None:

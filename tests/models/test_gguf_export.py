@@ -17,7 +17,7 @@ pytest.importorskip("gguf", reason="gguf not installed (`make install` installs 
 def tiny(tmp_path_factory):
     from tunekit.models.tiny import build_tiny_llama
 
-    texts = [f"reverse: {a} {b} {c}" for a in "apple pear plum".split() for b in "fig kiwi lime".split() for c in "mango peach".split()]
+    texts = [f"reverse: {a} {b} {c}" for a in ("apple", "pear", "plum") for b in ("fig", "kiwi", "lime") for c in ("mango", "peach")]
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-gguf"), texts, hidden_size=64, layers=2)
 
 

@@ -165,8 +165,7 @@ def write_hf_folder(source: Path, out: Path) -> dict:
         raise ModelError(f"{source}: the de-quantised weights do not fit the model built from its config "
                          f"(missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
     model.generation_config = loaded.generation_config
-    if tokenizer.model_max_length > config.max_position_embeddings:
-        tokenizer.model_max_length = config.max_position_embeddings  # the GGUF tokenizer states no limit
+    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_position_embeddings)  # the GGUF tokenizer states no limit
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {"gguf_file": source.name, **_describe(source), "dequantized_to": "float32"}
