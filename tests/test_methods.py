@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunekit import data, methods, train
-from tunekit.config import DEFAULT_LEARNING_RATE, METHODS, load_config
+from tunekit.config import METHODS, load_config
 from tunekit.errors import ConfigError, ModelError
 from tunekit.methods import prompt
 from tunekit.models import load_base, load_trained
@@ -38,11 +38,24 @@ def test_every_method_has_a_case():
     assert set(CASES) | {"qlora"} == set(METHODS)
 
 
+def test_one_spec_row_per_configurable_method_and_its_facts_agree():
+    assert list(methods.SPECS) == list(METHODS)
+    for kind, spec in methods.SPECS.items():
+        assert spec.kind == kind and spec.config is METHODS[kind] and spec.config().kind == kind
+        assert not (spec.mergeable and not spec.peft), f"{kind}: only an adapter can be merged into the base"
+        assert not (spec.mergeable and spec.prompt_based), f"{kind}: virtual tokens live outside the weights"
+        assert not (spec.virtual_tokens and not spec.prompt_based), kind
+    assert methods.PROMPT_BASED == {"prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert methods.VIRTUAL_TOKENS == {"prompt_tuning", "p_tuning"}  # prefix tuning's prefixes are keys/values, not input positions
+    assert methods.MERGEABLE == {"lora", "dora", "rslora", "ia3"}
+    assert methods.PEFT_METHODS == set(methods.SPECS) - {"freeze", "full"}
+
+
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_method_trains_saves_and_reloads(kind, tiny_config, tmp_path):
     options, expected = CASES[kind]
     # the tiny model is random, so every method gets steps of at least 5e-3 (the defaults suit MiniLM)
-    lr = max(DEFAULT_LEARNING_RATE[kind], 5e-3)
+    lr = max(methods.SPECS[kind].learning_rate, 5e-3)
     cfg = load_config(tiny_config(method={"kind": kind, **options}, train={"epochs": 4, "learning_rate": lr}))
     prepared = data.prepare(cfg)
     model, _ = load_base(cfg.model.base, prepared.labels)

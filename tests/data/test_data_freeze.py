@@ -48,7 +48,7 @@ def test_generation_splits_are_frozen_as_parquet_and_read_back_exactly(project, 
     schema = pq.read_schema(directory / "train.parquet")
     assert schema.field("messages").type.value_type.names == ["role", "content", "weight"]
     assert ("meta" in schema.names) is meta
-    loaded, saved = conversations._load(directory)
+    loaded, saved = conversations.read_frozen(directory)
     assert loaded == rows  # the very dicts that were frozen: messages, origin and metadata
     assert saved["fingerprint"] == store.fingerprint({n: [store.conversation_canonical(r) for r in rows[n]] for n in store.SPLITS}, [])
     assert all(r["meta"]["source"] in ("forum", "mail") for r in loaded["train"]) if meta else all("meta" not in r for r in loaded["train"])
@@ -62,12 +62,12 @@ def test_a_generation_folder_frozen_as_jsonl_before_is_still_read_under_its_fing
         (directory / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[name]))
         (directory / f"{name}.parquet").unlink()
     assert conversations._frozen_directory(cfg, store.source_key(cfg, store.source_files(cfg))) == directory
-    loaded, meta = conversations._load(directory)
+    loaded, meta = conversations.read_frozen(directory)
     assert loaded == rows and meta["fingerprint"] == fingerprint
 
     (directory / "test.jsonl").write_text("".join(json.dumps({**r, "id": "edited"}) + "\n" for r in rows["test"]))
     with pytest.raises(DataError, match="no longer match their fingerprint"):
-        conversations._load(directory)
+        conversations.read_frozen(directory)
 
 
 def test_forget_writes_an_old_jsonl_generation_folder_again_as_parquet_with_its_metadata(project):
@@ -82,7 +82,7 @@ def test_forget_writes_an_old_jsonl_generation_folder_again_as_parquet_with_its_
     assert result.rows == 1
     new = result.datasets[0].directory
     assert (new / "train.parquet").is_file() and not list(new.glob("*.jsonl"))
-    kept, meta = conversations._load(new)  # metadata rows verify against the new fingerprint
+    kept, meta = conversations.read_frozen(new)  # metadata rows verify against the new fingerprint
     assert meta["fingerprint"] == result.datasets[0].new_fingerprint
     assert sum(map(len, kept.values())) == 29 and all("meta" in r for r in kept["train"])
 

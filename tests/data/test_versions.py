@@ -145,7 +145,7 @@ def test_generation_versions_are_logged_and_erased(project):
     result = versions.forget(ws, "text~=refund", None, reason="request 7")
 
     assert result.rows == 6 and result.registry is None  # no mlflow.db in this workspace: no registry to search
-    kept, meta = conversations._load(result.datasets[0].directory)
+    kept, meta = conversations.read_frozen(result.datasets[0].directory)
     assert meta["fingerprint"] == result.datasets[0].new_fingerprint and sum(len(v) for v in kept.values()) == 24
     assert not any(b"refund" in blob for blob in _files(ws).values())
     assert not (directory / "train.jsonl").exists()

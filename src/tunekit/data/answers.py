@@ -32,7 +32,7 @@ def extract_answer(text: str, rule: str | None) -> str | None:
         if "." in number:
             number = number.rstrip("0").rstrip(".") or "0"
         return number
-    match = re.search(rule, text, re.S)
+    match = re.search(rule, text, re.DOTALL)
     if match is None:
         return None
     return (match.group(1) if match.re.groups else match.group(0)).strip()

@@ -78,13 +78,13 @@ def prepare_conversations(cfg: TunekitConfig, tokenizer, template: templates.Tem
         rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
         check_answers(cfg, rows["test"])
         whole = {name: list(rows[name]) for name in SPLITS}
-        encoded, overlength = _encode_all(cfg, tokenizer, template, rows)  # before freezing: a failed check leaves nothing behind
+        encoded, overlength = encode_all(cfg, tokenizer, template, rows)  # before freezing: a failed check leaves nothing behind
         directory = _freeze(cfg, key, sources, whole, duplicates)
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     else:
-        rows, meta = _load(directory)
+        rows, meta = read_frozen(directory)
         check_answers(cfg, rows["test"])
-        encoded, overlength = _encode_all(cfg, tokenizer, template, rows)
+        encoded, overlength = encode_all(cfg, tokenizer, template, rows)
     report = _report(cfg, rows, encoded, overlength, meta, template)
     store.write_json(directory / "report.json", report)
     (directory / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -161,7 +161,7 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
 
 
 def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
-    fp = store._read_index(store.datasets_root(cfg)).get(key)
+    fp = store.read_index(store.datasets_root(cfg)).get(key)
     directory = store.datasets_root(cfg) / fp[:16] if fp else None
     return directory if directory is not None and (directory / "meta.json").is_file() else None
 
@@ -181,7 +181,7 @@ def _freeze(cfg: TunekitConfig, key: str, sources, rows: dict[str, list[dict]], 
     return store.write_frozen(cfg, key, tables, [], meta)
 
 
-def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
+def read_frozen(directory: Path) -> tuple[dict[str, list[dict]], dict]:
     """The frozen conversation rows of ``directory`` (Parquet, or the JSONL of folders frozen before) and its meta."""
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     rows = store.read_conversations(directory)
@@ -195,7 +195,7 @@ def _load(directory: Path) -> tuple[dict[str, list[dict]], dict]:
 _canonical = store.conversation_canonical  # what the fingerprint covers: id, messages and any metadata
 
 
-def _encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
+def encode_all(cfg: TunekitConfig, tokenizer, template, rows: dict[str, list[dict]]) -> tuple[dict[str, list[Encoded]], dict]:
     """Encode every example; apply ``data.overlength`` (test rows: ``data.overlength_test``); every example must keep a trained token.
 
     ``rows`` loses the dropped examples, so it stays aligned with the encodings.

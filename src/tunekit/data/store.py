@@ -171,7 +171,7 @@ def datasets_root(cfg: TunekitConfig) -> Path:
 
 def load_frozen(cfg: TunekitConfig, key: str) -> Frozen | None:
     """The frozen splits for ``key``, or None when they were never made (or their folder is gone)."""
-    fp = _read_index(datasets_root(cfg)).get(key)
+    fp = read_index(datasets_root(cfg)).get(key)
     if not fp or not (datasets_root(cfg) / fp[:16] / "meta.json").is_file():
         return None
     return read_directory(datasets_root(cfg) / fp[:16])
@@ -317,7 +317,7 @@ def read_conversations(directory: Path) -> dict[str, list[dict]]:
                     "again from the source files")
 
 
-def _read_index(root: Path) -> dict[str, str]:
+def read_index(root: Path) -> dict[str, str]:
     """The source-key index; it is only a cache of fingerprints, so an unreadable one counts as empty."""
     try:
         index = json.loads((root / "index.json").read_text(encoding="utf-8"))
@@ -329,7 +329,7 @@ def _read_index(root: Path) -> dict[str, str]:
 
 
 def _update_index(root: Path, key: str, fp: str) -> None:
-    index = _read_index(root)
+    index = read_index(root)
     if index.get(key) != fp:
         index[key] = fp
         write_json(root / "index.json", index)

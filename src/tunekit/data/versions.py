@@ -318,7 +318,7 @@ def _write_parquet(table, path: Path) -> None:
 
 
 def _move_index(root: Path, moved: dict[str, str]) -> None:
-    index = store._read_index(root)
+    index = store.read_index(root)
     updated = {key: moved.get(fp, fp) for key, fp in index.items()}
     if updated != index:
         store.write_json(root / "index.json", updated)

@@ -64,7 +64,7 @@ def load_tokenizer(base: str, revision: str | None = None):
     try:
         return AutoTokenizer.from_pretrained(source, revision=revision)
     except OSError as exc:
-        raise ModelError(_load_hint(base, exc)) from None
+        raise ModelError(load_hint(base, exc)) from None
 
 
 def load_base(base: str, labels: list[str], revision: str | None = None, quantize_4bit: bool = False,
@@ -88,10 +88,10 @@ def load_base(base: str, labels: list[str], revision: str | None = None, quantiz
             revision=revision,
             ignore_mismatched_sizes=True,  # a base that already has a head for other labels gets a fresh one
             **(_regression_head() if regression else _label_head(labels)),
-            **(_four_bit() if quantize_4bit else {}),
+            **(four_bit_options() if quantize_4bit else {}),
         )
     except OSError as exc:
-        raise ModelError(_load_hint(base, exc)) from None
+        raise ModelError(load_hint(base, exc)) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if tokenizer.pad_token is None:
@@ -108,7 +108,8 @@ def _regression_head() -> dict:
     return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "value"}, "label2id": {"value": 0}}
 
 
-def _four_bit() -> dict:
+def four_bit_options() -> dict:
+    """``from_pretrained`` arguments that load the base in 4-bit NF4 (bitsandbytes, CUDA) for QLoRA; heads stay unquantised."""
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -117,7 +118,8 @@ def _four_bit() -> dict:
     return {"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}  # each rank its own GPU
 
 
-def _load_hint(base: str, exc: Exception) -> str:
+def load_hint(base: str, exc: Exception) -> str:
+    """The message for a ``model.base`` that failed to load: what went wrong and what loads instead."""
     offline = " (HF_HUB_OFFLINE is set, so only cached models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
     return f"model.base {base!r} could not be loaded{offline}: {exc}. Use `bundled:minilm`, a local folder saved with save_pretrained, or a hub id this machine can download."
 

@@ -23,8 +23,8 @@ from tunekit import task_kinds
 from tunekit.artifacts import BaseModelRef, Manifest
 from tunekit.errors import ModelError
 from tunekit.models import (
-    _four_bit,
-    _load_hint,
+    four_bit_options,
+    load_hint,
     load_tokenizer,
     pick_device,
     resolve_base,
@@ -42,14 +42,14 @@ def load_causal_base(base: str, revision: str | None = None, quantize_4bit: bool
     tokenizer = load_causal_tokenizer(base, revision)
     kwargs: dict[str, Any] = {"revision": revision}
     if quantize_4bit:
-        kwargs.update(_four_bit())
+        kwargs.update(four_bit_options())
         kwargs["quantization_config"].llm_int8_skip_modules = None
     elif dtype is not None:
         kwargs["dtype"] = dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelError(_load_hint(base, exc)) from None
+        raise ModelError(load_hint(base, exc)) from None
     if not getattr(model.config, "is_decoder", True) and model.config.model_type in {"bert", "roberta"}:
         raise ModelError(f"model.base {base!r} is an encoder ({model.config.model_type}); task generation needs a causal LM (Llama, Qwen, Mistral, GPT-2, ...)")
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -18,10 +18,10 @@ import torch
 from tunekit import task_kinds
 from tunekit.artifacts import ExportCheck, Manifest, MergedFrom
 from tunekit.errors import ModelError
+from tunekit.methods import MERGEABLE
 
 __all__ = ["ExportResult", "export_merged"]
 
-MERGEABLE = {"lora", "dora", "rslora", "ia3"}
 DEFAULT_PROMPTS = ["Hello!", "Summarise the following text in one sentence.", "What is the capital of France?",
                    "reverse: apple pear plum", "Write a short, polite reply to a customer asking for a refund."]
 

@@ -31,10 +31,10 @@ from rich.table import Table
 from tunekit import baseline, methods, models, task_kinds
 from tunekit import data as data_stage
 from tunekit.artifacts import Workspace
-from tunekit.config import METHODS, TunekitConfig, lower_is_better
+from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.errors import ConfigError, TunekitError
 from tunekit.evaluate import stats
-from tunekit.evaluate.metrics import REGRESSION_FNS, classification_metrics
+from tunekit.evaluate.metrics import REGRESSION_FNS, best, classification_metrics
 from tunekit.report.markdown import change_word
 
 __all__ = ["compare_methods"]
@@ -83,13 +83,13 @@ def compare_methods(cfg: TunekitConfig, kinds: list[str], console: Console | Non
 def _check_methods(cfg: TunekitConfig, kinds: list[str]) -> None:
     """Refuse unknown methods and those this machine cannot run (QLoRA without CUDA) before the
     baseline or any method trains, so a long comparison does not die half way through."""
-    unknown = [k for k in kinds if k not in METHODS]
+    unknown = [k for k in kinds if k not in methods.SPECS]
     if unknown:
-        raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(methods.SPECS)}")
     device = models.pick_device(cfg.train.device)
     for kind in kinds:
         try:
-            methods.check(METHODS[kind](), device)
+            methods.check(methods.SPECS[kind].config(), device)
         except TunekitError as exc:
             raise ConfigError(f"--methods {kind}: {exc}. Leave {kind} out of --methods on this machine.") from None
 
@@ -118,8 +118,8 @@ def _prompted_reference(cfg: TunekitConfig, console: Console) -> _Reference:
     so this process holds no accelerator memory while the children train."""
     import torch
 
-    from tunekit.baseline import best
-    from tunekit.baseline.prompted import run_prompted, scored_rows
+    from tunekit.baseline.prompted import run_prompted
+    from tunekit.data.answers import scored_rows
     from tunekit.data.conversations import prepare_conversations, prompt_and_reference
     from tunekit.models import templates
     from tunekit.models.causal import base_generator, load_causal_base

@@ -139,7 +139,7 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Workspace, fp: str) ->
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         # both loaders check the rows against meta.json's fingerprint
-        loaded = conversations._load(directory)[0] if task_kinds.kind(cfg.task).causal else store.read_directory(directory)
+        loaded = conversations.read_frozen(directory)[0] if task_kinds.kind(cfg.task).causal else store.read_directory(directory)
     except (DataError, OSError, ValueError, KeyError) as exc:
         why = "do not hash to it (were files in it edited?)" if isinstance(exc, DataError) else f"cannot be read ({exc})"
         raise DataError(f"{ref}: the data no longer matches fingerprint {fp[:16]}: the frozen splits in {directory} {why}. Restore the folder from a backup, or delete it and run "
@@ -160,13 +160,12 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Workspace, fp: str) ->
 def _conversations(cfg: TunekitConfig, directory: Path, rows: dict[str, list[dict]], meta: dict):
     """Encode the frozen conversations as ``prepare_conversations`` does (same tokenizer, template and overlength policy)."""
     from tunekit.data import conversations
-    from tunekit.models import load_tokenizer, templates
-    from tunekit.models.causal import _pad_token
+    from tunekit.models import templates
+    from tunekit.models.causal import load_causal_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model.base, cfg.model.revision)
-    _pad_token(tokenizer)  # as load_causal_base does for the run, without loading the weights here
+    tokenizer = load_causal_tokenizer(cfg.model.base, cfg.model.revision)  # with the run's pad token, without loading the weights
     template = templates.resolve(tokenizer, cfg.model.template)
-    encoded, _ = conversations._encode_all(cfg, tokenizer, template, rows)
+    encoded, _ = conversations.encode_all(cfg, tokenizer, template, rows)
     return conversations.PreparedConversations(rows=rows, encoded=encoded, template=template, fingerprint=meta["fingerprint"],
                                                test_fingerprint=meta["test_fingerprint"], directory=directory, report={}, reused=True)
 

@@ -85,7 +85,7 @@ def _load(path: Path, device: str) -> TrainedModel | Generator:
 def _merged(trained: TrainedModel) -> TrainedModel:
     """A served classifier never trains, so LoRA-family weights are folded into the base once at load:
     the same function with one matmul per layer instead of three (about 1.8x faster per row on CPU)."""
-    from tunekit.models.export import MERGEABLE
+    from tunekit.methods import MERGEABLE
 
     if trained.info.method in MERGEABLE and hasattr(trained.model, "merge_and_unload"):
         trained.model = trained.model.merge_and_unload().eval()

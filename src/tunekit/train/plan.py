@@ -43,7 +43,6 @@ DEFAULT_NUM_LABELS = 2
 CPU_FALLBACK_PARAMS = 500_000_000  # a method that cannot be applied on meta is built for real below this size (2 GB)
 HEAD_NAMES = {"classifier", "score"}  # never quantised (load_base skips them) and trained in full
 NF4_BYTES = 0.5 + 1 / 64  # 4 bits per weight + one 8-bit absmax per 64 weights (double quantisation)
-PROMPT_KINDS = {"prompt_tuning", "p_tuning"}  # virtual tokens lengthen every input
 
 
 def plan(cfg: TunekitConfig, gpu: str | None = None, num_labels: int | None = None) -> dict[str, Any]:
@@ -140,11 +139,12 @@ def _estimate(cfg: TunekitConfig, method, num_labels: int, batch_size: int) -> d
     hf_config = _hf_config(cfg, num_labels)
     model, built_on = _build(hf_config, method, cfg.task)
     trainable, total = methods.count_parameters(model)
-    weights = _weight_bytes(model, quantized=method.kind == "qlora")
+    spec = methods.SPECS[method.kind]
+    weights = _weight_bytes(model, quantized=spec.quantized_base)
     trainable_tensors = sum(1 for p in model.parameters() if p.requires_grad)
     shape = _shape(hf_config)
-    checkpointing = method.kind == "qlora" or cfg.train.gradient_checkpointing or _checkpointing(model)
-    seq_len = cfg.model.max_length + (method.num_virtual_tokens if method.kind in PROMPT_KINDS else 0)
+    checkpointing = spec.quantized_base or cfg.train.gradient_checkpointing or _checkpointing(model)
+    seq_len = cfg.model.max_length + (method.num_virtual_tokens if spec.virtual_tokens else 0)  # virtual tokens lengthen every input
     per_row = _activation_bytes(shape, method, seq_len, checkpointing)
     if task_kinds.kind(cfg.task).causal:
         per_row += 2 * 4 * seq_len * hf_config.vocab_size  # fp32 logits and the copy cross-entropy reads
