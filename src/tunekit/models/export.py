@@ -45,7 +45,7 @@ def export_merged(model_dir: Path, out_dir: Path, prompts: list[str] | None = No
                          f"mergeable methods: {', '.join(sorted(MERGEABLE))}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ModelError(f"--out {out_dir} exists and is not empty; choose a new folder")
-    adapter, tokenizer, inputs = _load(model_dir, info, prompts)
+    adapter, tokenizer, inputs = load_with_prompts(model_dir, info, prompts)
     with torch.inference_mode():
         expected = [adapter(**x).logits.float() for x in inputs]
         merged = adapter.merge_and_unload()
@@ -64,7 +64,9 @@ def export_merged(model_dir: Path, out_dir: Path, prompts: list[str] | None = No
     return ExportResult(out_dir, diff, len(inputs), tolerance)
 
 
-def _load(model_dir: Path, info: Manifest, prompts: list[str] | None):
+def load_with_prompts(model_dir: Path, info: Manifest, prompts: list[str] | None):
+    """The trained model in ``model_dir``, its tokenizer and ``prompts`` (or ``DEFAULT_PROMPTS``) encoded for it:
+    what an export is checked against."""
     if task_kinds.kind(info.task).causal:
         from tunekit.models.causal import load_generator
 

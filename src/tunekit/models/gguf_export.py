@@ -69,7 +69,7 @@ def export_gguf(model_dir: str | Path, out_dir: str | Path, kind: str = "f16", p
         raise ModelError(f"{model_dir}: a {info.task} model; GGUF export writes generation models (causal LMs)")
     base = info.base_model.id
     pre = _gguf_pre(gguf_file(base)) if base in GGUF_BUNDLED else "default"
-    reference, tokenizer, inputs = merged_export._load(model_dir, info, prompts)
+    reference, tokenizer, inputs = merged_export.load_with_prompts(model_dir, info, prompts)
     with tempfile.TemporaryDirectory(prefix="tunekit-gguf-") as tmp:
         if (model_dir / "adapter_config.json").is_file():
             folder = merged_export.export_merged(model_dir, Path(tmp) / "merged").out_dir
