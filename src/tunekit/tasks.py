@@ -167,11 +167,11 @@ def _prepare_generation(cfg: TunekitConfig, console: Console):
 
 def _prompted_baselines(cfg: TunekitConfig, data, console: Console) -> list:
     """Zero- and k-shot prompting of the untouched base model, with the run's template."""
-    from tunekit import models
+    from tunekit import methods, models
     from tunekit.baseline.prompted import run_prompted
     from tunekit.models.causal import base_generator, load_causal_base
 
-    quantized = cfg.method.kind == "qlora"
+    quantized = methods.SPECS[cfg.method.kind].quantized_base  # the baseline runs on the base training will use
     model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=quantized)
     generator = base_generator(cfg, model, tokenizer, data.template, models.pick_device(cfg.train.device), quantized=quantized)
     return run_prompted(cfg, data, generator, console)
