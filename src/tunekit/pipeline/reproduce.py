@@ -150,11 +150,12 @@ def _frozen_data(ref: str, cfg: TunekitConfig, workspace: Workspace, fp: str) ->
     cfg = TunekitConfig.from_dump(cfg.dump(), _config_folder(meta, cfg), cfg.working_dir)
     if task_kinds.kind(cfg.task).causal:
         return cfg, _conversations(cfg, directory, loaded, meta)
-    from tunekit.data.prepare import PreparedData
+    from tunekit.data.prepare import PreparedData, limit_test
 
-    return cfg, PreparedData(train=loaded.datasets["train"], validation=loaded.datasets["validation"], test=loaded.datasets["test"],
-                        labels=loaded.labels, fingerprint=loaded.fingerprint, test_fingerprint=loaded.test_fingerprint,
-                        directory=directory, report={}, reused=True, task=cfg.task)
+    test, test_fingerprint, sample = limit_test(cfg, loaded.datasets["test"], loaded.rows["test"], loaded.test_fingerprint)  # eval.max_test_rows
+    return cfg, PreparedData(train=loaded.datasets["train"], validation=loaded.datasets["validation"], test=test,
+                        labels=loaded.labels, fingerprint=loaded.fingerprint, test_fingerprint=test_fingerprint,
+                        directory=directory, report={}, reused=True, task=cfg.task, test_sample=sample)
 
 
 def _conversations(cfg: TunekitConfig, directory: Path, rows: dict[str, list[dict]], meta: dict):
