@@ -1,5 +1,6 @@
 """Classification and regression metrics, computed the same way for the baseline, the fine-tuned
-model and the champion."""
+model, the champion and live feedback (monitoring): scikit-learn's, one function each, pure (arrays
+in, a number out) so every stage can import them without importing the others."""
 
 from __future__ import annotations
 
