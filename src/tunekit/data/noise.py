@@ -7,8 +7,9 @@ them among the twenty rows a model is most sure about is a few minutes' work.
 
 The method is a simplified confident learning (Northcutt et al., the idea behind Cleanlab):
 
-1. Out-of-fold class probabilities from the same TF-IDF + logistic regression as the baseline, so
-   no row is scored by a model that saw its own label.
+1. Out-of-fold class probabilities from the same TF-IDF + logistic regression as the baseline (for
+   sentence pairs its pair features, ``data.features.PairFeatures``), so no row is scored by a model
+   that saw its own label.
 2. A per-class threshold ``t_j``: the mean out-of-fold probability of class ``j`` over the rows
    labelled ``j``. A class the model is generally unsure of gets a low bar, a crisp class a high one.
 3. A row labelled ``i`` is a candidate when some other class ``j`` has ``p_j >= t_j`` and
@@ -24,10 +25,11 @@ import json
 from collections import Counter
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
+
+from tunekit.data.features import PairFeatures, tfidf
 
 __all__ = ["for_prepared", "label_noise_candidates", "markdown"]
 
@@ -39,13 +41,18 @@ METHOD = (
 
 
 def label_noise_candidates(texts: list[str], labels: list[int], label_names: list[str], ids: list[str],
-                           folds: int = 5, seed: int = 0, top: int = 20, multitask: bool = False) -> dict:
+                           folds: int = 5, seed: int = 0, top: int = 20, multitask: bool = False,
+                           pairs: list[str] | None = None) -> dict:
     """The ``top`` rows most likely to be mislabelled, for a person to review (nothing is changed).
+
+    ``pairs``: the second text of each row for sentence-pair data; candidates then show both texts.
 
     Classes with fewer than 2 rows cannot be cross-validated; they are left out of the analysis and
     listed under ``skipped_labels``, and ``n_rows`` counts only the rows that were analysed.
     """
     _check_lengths(texts, labels, label_names, ids)
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"texts and pairs must have the same length, got {len(texts)} and {len(pairs)}")
     counts = Counter(labels)
     skipped = sorted(label for label, n in counts.items() if n < 2)
     keep = [i for i, label in enumerate(labels) if counts[label] >= 2]
@@ -54,8 +61,9 @@ def label_noise_candidates(texts: list[str], labels: list[int], label_names: lis
     if len({labels[i] for i in keep}) < 2:  # one class (or none) left: there is nothing to confuse it with
         return result
     y = np.asarray([labels[i] for i in keep])
-    classes, probs, result["folds"] = _out_of_fold(
-        [texts[i] for i in keep], y, folds, seed, min(counts[label] for label in set(y.tolist())))
+    inputs = [(texts[i], pairs[i]) for i in keep] if pairs is not None else [texts[i] for i in keep]
+    classes, probs, result["folds"] = _out_of_fold(inputs, y, folds, seed, min(counts[label] for label in set(y.tolist())),
+                                                   pairs is not None)
     if multitask:  # a row can only be mislabelled within its own task
         from tunekit.data.multitask import restrict, row_tasks
 
@@ -65,7 +73,8 @@ def label_noise_candidates(texts: list[str], labels: list[int], label_names: lis
     result["n_candidates"] = len(found)
     result["share"] = len(found) / len(keep)
     result["candidates"] = [
-        {"id": ids[keep[row]], "text": texts[keep[row]], "label": label_names[labels[keep[row]]],
+        {"id": ids[keep[row]], "text": texts[keep[row]], **({"text_pair": pairs[keep[row]]} if pairs is not None else {}),
+         "label": label_names[labels[keep[row]]],
          "suggested": label_names[int(classes[j])], "label_prob": round(p_i, 4), "suggested_prob": round(p_j, 4),
          "margin": round(p_j - p_i, 4)}
         for row, j, p_i, p_j in found[:top]
@@ -82,16 +91,13 @@ def _check_lengths(texts: list[str], labels: list[int], label_names: list[str], 
         raise ValueError(f"label ids {bad[:5]} are out of range for {len(label_names)} label names")
 
 
-def _out_of_fold(texts: list[str], y: np.ndarray, folds: int, seed: int, smallest: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _out_of_fold(texts: list, y: np.ndarray, folds: int, seed: int, smallest: int, pairs: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Class ids, out-of-fold probabilities (one column per class id) and the number of folds used.
 
     Stratified folds need every class in every fold, so the fold count drops to the smallest class.
     """
     folds = max(2, min(folds, smallest))
-    pipe = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegression(C=10.0, max_iter=2000),
-    )
+    pipe = make_pipeline(PairFeatures(seed=seed) if pairs else tfidf(), LogisticRegression(C=10.0, max_iter=2000))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     probs = cross_val_predict(pipe, texts, y, cv=cv, method="predict_proba")
     return np.unique(y), probs, folds
@@ -118,17 +124,17 @@ def _candidates(probs: np.ndarray, given: np.ndarray) -> list[tuple[int, int, fl
 
 def for_prepared(prepared, seed: int = 0) -> dict | None:
     """Candidates for the training split of ``prepared``, cached beside the frozen splits (they
-    depend only on those rows and the seed) and appended to the data report. None for sentence
-    pairs, where the bag-of-words baseline says little about a label, and for regression, which
-    has no labels to confuse."""
-    if "text_pair" in prepared.train.column_names or not prepared.labels:
+    depend only on those rows and the seed) and appended to the data report. Sentence pairs are
+    scored with the pair baseline's features. None for regression, which has no labels to confuse."""
+    if not prepared.labels:
         return None
-    cache = prepared.directory / f"label_noise-{seed}.json"
+    pairs = "text_pair" in prepared.train.column_names
+    cache = prepared.directory / f"label_noise-{seed}{'-pairs' if pairs else ''}.json"  # pair results of older versions came from no model
     if cache.is_file():
         return json.loads(cache.read_text())
     train = prepared.train
     result = label_noise_candidates(list(train["text"]), list(train["label"]), prepared.labels, list(train["id"]), seed=seed,
-                                    multitask=prepared.multitask)
+                                    multitask=prepared.multitask, pairs=list(train["text_pair"]) if pairs else None)
     cache.write_text(json.dumps(result, indent=2))
     return result
 
@@ -140,6 +146,7 @@ def markdown(result: dict, limit: int = 15) -> str:
     lines = [f"## Label-noise candidates ({result['n_candidates']} training rows, {result['share']:.1%}; review them, nothing was changed)",
              "", "| id | text | label | suggested | margin |", "|---|---|---|---|---:|"]
     for c in result["candidates"][:limit]:
-        text = c["text"].replace("|", "/").replace("\n", " ")[:120]
+        text = c["text"] + (f" ⟷ {c['text_pair']}" if "text_pair" in c else "")  # a pair: both texts, in order
+        text = text.replace("|", "/").replace("\n", " ")[:160]
         lines.append(f"| {c['id']} | {text} | {c['label']} | {c['suggested']} | {c['margin']:.2f} |")
     return "\n".join(lines) + "\n"
