@@ -11,6 +11,7 @@ from tunekit.config import METHODS, load_config
 from tunekit.errors import ConfigError, ModelError
 from tunekit.methods import prompt
 from tunekit.models import load_base, load_trained
+from tunekit.train import labelled
 
 HIDDEN, INTER, LAYERS, LABELS, R, TOKENS = 32, 64, 2, 3, 4, 8
 HEAD = HIDDEN * LABELS + LABELS
@@ -88,7 +89,7 @@ def test_qlora_without_cuda_fails_before_loading(tiny_config, tmp_path, monkeypa
         pytest.skip("this machine has CUDA; the refusal is for machines without it")
     cfg = load_config(tiny_config(method={"kind": "qlora"}))
     loaded = []
-    monkeypatch.setattr(train, "load_base", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(labelled, "load_base", lambda *a, **k: loaded.append(1))
     with pytest.raises(ModelError, match="qlora needs a CUDA GPU"):
         train.run(cfg, data.prepare(cfg), tmp_path / "q")
     assert not loaded

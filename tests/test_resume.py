@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tunekit import data, train
+from tunekit.train import checkpoint
 from tunekit.config import load_config
 from tunekit.errors import TunekitError
 from tunekit.models import load_trained
@@ -27,7 +28,7 @@ def test_crash_mid_epoch_then_resume_matches_uninterrupted(tiny_config, tmp_path
     clean = train.run(cfg, prepared, tmp_path / "clean" / "adapter")
 
     saves = []
-    original = train.save_checkpoint
+    original = checkpoint.save
 
     def crash_on_third(*args):
         original(*args)
@@ -35,11 +36,11 @@ def test_crash_mid_epoch_then_resume_matches_uninterrupted(tiny_config, tmp_path
         if len(saves) == 7:  # mid-way through the second epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "save_checkpoint", crash_on_third)
+    monkeypatch.setattr(checkpoint, "save", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg, prepared, tmp_path / "crash" / "adapter")
     assert (tmp_path / "crash" / "checkpoint.pt").exists()
-    monkeypatch.setattr(train, "save_checkpoint", original)
+    monkeypatch.setattr(checkpoint, "save", original)
     resumed = train.run(cfg, prepared, tmp_path / "crash" / "adapter", resume=True)
 
     assert _losses(resumed) == _losses(clean)
@@ -54,8 +55,8 @@ def test_resume_refuses_changed_data_or_a_missing_checkpoint(tiny_config, tmp_pa
     prepared = data.prepare(cfg)
     with pytest.raises(TunekitError, match="nothing to resume"):
         train.run(cfg, prepared, tmp_path / "x" / "adapter", resume=True)
-    train.save_checkpoint(tmp_path / "x" / "checkpoint.pt", {"data_fingerprint": "other", "config_hash": cfg.hash()},
-                          train.LoopState(), *_parts(cfg, prepared))
+    checkpoint.save(tmp_path / "x" / "checkpoint.pt", {"data_fingerprint": "other", "config_hash": cfg.hash()},
+                          checkpoint.LoopState(), *_parts(cfg, prepared))
     with pytest.raises(TunekitError, match="data fingerprint is other"):
         train.run(cfg, prepared, tmp_path / "x" / "adapter", resume=True)
 
@@ -68,7 +69,7 @@ def _parts(cfg, prepared):
     model, _ = load_base(cfg.model.base, prepared.labels)
     model._tunekit_trainable = {n for n, _ in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters())
-    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), np.random.default_rng(0)
+    return model.state_dict(), opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), np.random.default_rng(0)
 
 
 @pytest.mark.slow
@@ -128,12 +129,12 @@ def test_resume_never_runs_code_planted_in_a_checkpoint(tiny_config, tmp_path):
 
 
 def test_checkpoint_round_trips_through_the_safe_loader(tiny_config, tmp_path):
-    """Everything save_checkpoint writes (NumPy batch order and RNG state included) loads with weights_only=True."""
+    """Everything checkpoint.save writes (NumPy batch order and RNG state included) loads with weights_only=True."""
     cfg = load_config(tiny_config(train={"epochs": 1}))
     prepared = data.prepare(cfg)
-    st = train.LoopState(batches=[np.arange(4), np.arange(4, 8)], best_score=np.float64(0.5), history=[{"val": np.float64(0.25)}])
+    st = checkpoint.LoopState(batches=[np.arange(4), np.arange(4, 8)], best_score=np.float64(0.5), history=[{"val": np.float64(0.25)}])
     path = tmp_path / "checkpoint.pt"
-    train.save_checkpoint(path, {"data_fingerprint": "f", "config_hash": "h"}, st, *_parts(cfg, prepared))
-    state = train.load_checkpoint(path)
+    checkpoint.save(path, {"data_fingerprint": "f", "config_hash": "h"}, st, *_parts(cfg, prepared))
+    state = checkpoint.load(path)
     assert state["data_fingerprint"] == "f" and state["loop"]["best_score"] == 0.5
     np.testing.assert_array_equal(state["loop"]["batches"][1], np.arange(4, 8))

@@ -6,7 +6,7 @@ import torch
 from tunekit import data, train
 from tunekit.config import load_config
 from tunekit.models import load_base
-from tunekit.train import schedules
+from tunekit.train import optimizer, schedules
 
 
 def test_depth_of_parameter_names():
@@ -22,8 +22,8 @@ def test_depth_of_parameter_names():
 def test_layer_lr_decay_sets_one_rate_per_level(tiny_config):
     cfg = load_config(tiny_config(method={"kind": "full"}, train={"learning_rate": 1e-3, "head_learning_rate": 1e-2, "layer_lr_decay": 0.5}))
     model, _ = load_base(cfg.model.base, ["a", "b", "c"])
-    optimizer, _ = train._optimizer(model, cfg, 10)
-    by_param = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    opt, _ = optimizer.build(model, cfg, 10)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     lrs = {name: by_param[id(p)] for name, p in model.named_parameters()}
     assert lrs["classifier.weight"] == 1e-2
     assert lrs["bert.pooler.dense.weight"] == pytest.approx(1e-3)

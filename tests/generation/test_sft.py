@@ -16,7 +16,7 @@ import yaml
 from tests.generation.conftest import reverse_rows, write_jsonl
 from tunekit.config import load_config
 from tunekit.data.conversations import Encoded
-from tunekit.train.causal import collate, pack, token_loss
+from tunekit.models.packing import collate, pack, token_loss
 
 
 def test_packing_keeps_examples_apart(tiny_llama):
@@ -158,7 +158,7 @@ def test_packing_check_detects_a_model_that_mixes_examples(tiny_llama):
     """A model that ignores restarting position ids (here: forced to a plain causal mask) is caught."""
     from transformers import AutoModelForCausalLM
 
-    from tunekit.train.causal import packing_isolates
+    from tunekit.models.packing import packing_isolates
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     assert packing_isolates(model, torch.device("cpu"))

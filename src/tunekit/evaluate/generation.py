@@ -33,7 +33,7 @@ def score_generator(cfg, data, generator, console=None) -> tuple[dict, list[str]
 
 def lm_losses(cfg, data, generator) -> dict:
     """Validation and test loss per trained token (the training objective) and their perplexities."""
-    from tunekit.train.causal import mean_loss
+    from tunekit.models.packing import mean_loss
 
     pad = generator.tokenizer.pad_token_id
     out = {}

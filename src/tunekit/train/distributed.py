@@ -2,34 +2,36 @@
 
 Every process runs the same command. ``init`` joins the process group when the environment says
 there are several processes (``WORLD_SIZE`` > 1, as set by ``torchrun``, ``accelerate launch`` or
-``tunekit run --nproc N``, whose launcher is ``launch``). The training loops then:
+``tunekit run --nproc N``, whose launcher ``launch`` is torch's elastic launcher). The training
+loop then:
 
-- draw the same batch order on every rank (the shuffling RNG is seeded identically) and give rank
+- draws the same batch order on every rank (the shuffling RNG is seeded identically) and gives rank
   ``r`` rows ``r::world`` of each global batch of ``train.batch_size`` rows (``shard``), so the
   batches, their order and the learning-rate schedule are those of a one-process run;
-- weight each rank's loss so that DDP's average of the ranks' gradients is the gradient of the
+- weights each rank's loss so that DDP's average of the ranks' gradients is the gradient of the
   whole global batch (``shard`` returns how many rows are this rank's);
-- validate on a share of the validation rows per rank and combine the results, so every rank
+- validates on a share of the validation rows per rank and combines the results, so every rank
   takes the same early-stopping decision; only rank 0 writes checkpoints and the model.
 
-With ``accelerate launch`` and an FSDP or DeepSpeed config (``ACCELERATE_USE_FSDP`` /
-``ACCELERATE_USE_DEEPSPEED``), ``parallel`` hands the model and optimizer to
-``accelerate.Accelerator().prepare``, which shards them across the GPUs (generation only: encoders
-fit on one GPU, so classification is replicated DDP). Configs are in ``examples/accelerate/``.
+One process trains the plain model. Several go through one path, ``accelerate.Accelerator().prepare``
+(``parallel``): DDP by default; with ``accelerate launch`` and an FSDP or DeepSpeed config
+(``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) it shards the model and optimizer across
+the GPUs (generation only: encoders fit on one GPU, so classification is replicated DDP). Configs
+are in ``examples/accelerate/``.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,9 +48,9 @@ TIMEOUT = timedelta(minutes=60)  # one rank may validate or save while the other
 def init() -> bool:
     """Join the process group when this is one of several processes; True when training is distributed.
 
-    Safe to call again. The backend is NCCL with CUDA (each process on GPU ``LOCAL_RANK``), else gloo.
-    Under accelerate's FSDP or DeepSpeed, accelerate sets the group up its own way (gloo beside NCCL
-    for CPU offload, DeepSpeed's communicator).
+    Safe to call again. accelerate sets the group up (``PartialState``), the same way for DDP, FSDP
+    and DeepSpeed: NCCL with CUDA (each process on GPU ``LOCAL_RANK``; gloo beside it for FSDP's CPU
+    offload, DeepSpeed's communicator under DeepSpeed), else gloo.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
@@ -56,12 +58,9 @@ def init() -> bool:
         return True
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if sharding() is not None:
-        from accelerate import PartialState
+    from accelerate import PartialState
 
-        PartialState(timeout=TIMEOUT)
-    else:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
+    PartialState(cpu=_cpu(), timeout=TIMEOUT)
     atexit.register(_shutdown)
     return True
 
@@ -171,17 +170,18 @@ def gather_rows(fn: Callable, *columns: list | None) -> np.ndarray:
 
 
 class Parallel:
-    """The model as the training loop drives it: plain, in DistributedDataParallel, or prepared by
-    accelerate (FSDP, DeepSpeed). ``model`` is what forward passes go through; ``eval_model`` is
-    what validation uses (the bare model where each rank holds all weights)."""
+    """The model as the training loop drives it: plain (one process) or prepared by accelerate
+    (DDP, FSDP, DeepSpeed). ``model`` is what forward passes go through; ``module`` the bare model;
+    ``eval_model`` what validation uses (the bare model where each rank holds all weights)."""
 
-    def __init__(self, module, model, optimizer, scheduler, accelerator=None):
+    def __init__(self, module, model, optimizer, scheduler, accelerator=None, sharded: bool | None = None):
         self.module, self.model, self.optimizer, self.scheduler, self.accelerator = module, model, optimizer, scheduler, accelerator
+        self._sharded = accelerator is not None if sharded is None else sharded
 
     @property
     def sharded(self) -> bool:
         """Whether weights are spread over the ranks, so every rank must run the same forward passes."""
-        return self.accelerator is not None
+        return self._sharded
 
     @property
     def eval_model(self):
@@ -195,7 +195,7 @@ class Parallel:
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.accelerator is not None:
-            self.accelerator.backward(loss)
+            self.accelerator.backward(loss)  # accumulation is ours: accelerate's is fixed at 1 step, so it scales nothing
         else:
             loss.backward()
 
@@ -212,7 +212,7 @@ class Parallel:
     def state(self, keys: set[str]) -> dict:
         """A copy of the weights named in ``keys``; sharded weights are gathered (to rank 0 under FSDP:
         the other ranks get an empty dict), so every rank must call it."""
-        full = self.accelerator.get_state_dict(self.model) if self.accelerator is not None else self.module.state_dict()
+        full = self.accelerator.get_state_dict(self.model) if self.sharded else self.module.state_dict()
         return {k: v.detach().clone() for k, v in full.items() if k in keys}
 
 
@@ -220,31 +220,35 @@ def parallel(model, make_optimizer: Callable, *, find_unused: bool = False, micr
              max_grad_norm: float = 1.0, shardable: bool = False) -> Parallel:
     """Wrap ``model`` for this run's processes; ``make_optimizer(model)`` returns ``(optimizer, scheduler)``.
 
-    One process: the model as it is. Several: DDP (``find_unused`` when some trainable weights get
-    no gradient in a step, as with gradual unfreezing). Under accelerate's FSDP or DeepSpeed
-    (``shardable`` loops only): ``Accelerator().prepare``; FSDP1 needs the optimizer built on the
-    wrapped model, FSDP2 and DeepSpeed take both together. The schedule stays ours, stepped once
-    per global step (accelerate's scheduler wrapper would step it once per process).
+    One process: the model as it is (no accelerate in the way). Several: ``Accelerator().prepare``,
+    which wraps the model in DDP (``find_unused`` when some trainable weights get no gradient in a
+    step, as with gradual unfreezing), or under accelerate's FSDP or DeepSpeed (``shardable`` loops
+    only) shards it. The loop keeps what makes a step the global batch's: its own micro-batches and
+    accumulation (accelerate's is fixed at one step), ``no_sync`` on all but a step's last
+    micro-batch, and its own schedule, stepped once per global step (accelerate's scheduler wrapper
+    would step it once per process).
     """
-    kind = sharding() if world_size() > 1 else None
-    if kind is None:
+    if world_size() == 1:
         optimizer, scheduler = make_optimizer(model)
-        if world_size() == 1:
-            return Parallel(model, model, optimizer, scheduler)
-        ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
-        return Parallel(model, ddp, optimizer, scheduler)
-    if not shardable:
+        return Parallel(model, model, optimizer, scheduler)
+    kind = sharding()
+    if kind is not None and not shardable:
         raise TunekitError(f"accelerate launch with a {kind} config: FSDP and DeepSpeed are for task: generation; "
                            "classification and regression models fit on one GPU, so use a DDP config "
                            "(examples/accelerate/ddp.yaml) or `tunekit run CONFIG --nproc N`")
-    return _accelerate(model, make_optimizer, kind, micro_rows, max_grad_norm)
+    return _accelerate(model, make_optimizer, kind or "ddp", micro_rows, max_grad_norm, find_unused=find_unused)
 
 
-def _accelerate(model, make_optimizer: Callable, kind: str, micro_rows: int, max_grad_norm: float) -> Parallel:
-    from accelerate import Accelerator
+def _accelerate(model, make_optimizer: Callable, kind: str, micro_rows: int, max_grad_norm: float,
+                find_unused: bool = False) -> Parallel:
+    """``model`` and its optimizer prepared by accelerate: ``kind`` is ``"ddp"``, or ``"fsdp"`` /
+    ``"deepspeed"`` (whose settings come from accelerate launch's environment). FSDP1 needs the
+    optimizer built on the wrapped model; DDP, FSDP2 and DeepSpeed take both together."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import GradientAccumulationPlugin
 
-    accelerator = Accelerator()  # the FSDP / DeepSpeed settings come from accelerate launch's environment
+    accelerator = Accelerator(cpu=_cpu(), gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
     if kind == "deepspeed":
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             {"train_micro_batch_size_per_gpu": micro_rows, "gradient_accumulation_steps": 1, "gradient_clipping": max_grad_norm})
@@ -254,62 +258,94 @@ def _accelerate(model, make_optimizer: Callable, kind: str, micro_rows: int, max
         return Parallel(model, wrapped, accelerator.prepare(optimizer), scheduler, accelerator)
     optimizer, scheduler = make_optimizer(model)
     wrapped, prepared = accelerator.prepare(model, optimizer)
-    return Parallel(model, wrapped, prepared, scheduler, accelerator)
+    return Parallel(model, wrapped, prepared, scheduler, accelerator, sharded=kind != "ddp")
+
+
+def _cpu() -> bool:
+    """Whether the processes train on CPU (gloo): accelerate must be told, or it sees no distributed run."""
+    return not torch.cuda.is_available()
 
 
 def launch(n: int, argv: list[str], module: str | None = "tunekit.cli") -> int:
     """Run ``python -m module *argv`` (or the script ``argv[0]`` when ``module`` is None) in ``n``
-    processes on this machine, as ``torchrun --nproc-per-node n`` would; returns the exit code.
+    processes on this machine with torch's elastic launcher (what ``torchrun --standalone
+    --nproc-per-node n`` does, without restarts); returns the exit code.
 
-    Rank 0 keeps this terminal; the other ranks' output is kept aside and shown only when that
-    rank fails. When any rank fails the others are stopped (they would wait for it forever) and
-    its exit code is returned; otherwise rank 0's.
+    Rank 0 keeps this terminal; the other ranks' output goes to a temporary folder and is shown
+    only when that rank fails. When any rank fails the launcher stops the others (they would wait
+    for it forever) and its exit code is returned (128 + the signal for a rank killed by one);
+    otherwise 0, which is rank 0's. Each rank gets ``OMP_NUM_THREADS`` = cores // n unless it is set.
     """
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(n),
-           "LOCAL_WORLD_SIZE": str(n), "GROUP_RANK": "0", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))}
-    command = [sys.executable, *(["-m", module] if module else []), *argv]
-    procs: list[subprocess.Popen] = []
-    with contextlib.ExitStack() as files:
-        logs = [None] + [files.enter_context(tempfile.TemporaryFile()) for _ in range(n - 1)]
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    args = [*(["-m", module] if module else []), *argv]
+    with tempfile.TemporaryDirectory(prefix="tunekit-ranks-") as logs, _launcher_state(OMP_NUM_THREADS=threads):
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"tunekit-{uuid.uuid4().hex[:12]}", max_restarts=0,
+            rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1", monitor_interval=0.1,
+            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects={r: Std.ALL for r in range(1, n)}))
         try:
-            for r, log in enumerate(logs):
-                procs.append(subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                                              stdout=subprocess.DEVNULL if log else None, stderr=log))
-            return _wait(procs, logs)
-        finally:
-            for p in procs:
-                _stop(p)
-
-
-def _wait(procs: list[subprocess.Popen], logs: list) -> int:
-    while True:
-        codes = [p.poll() for p in procs]
-        failed = next((r for r, c in enumerate(codes) if c not in (None, 0)), None)
-        if failed is not None and not (failed == 0 and all(c is not None for c in codes)):
-            for p in procs:
-                _stop(p)
-            if logs[failed] is not None:
-                logs[failed].seek(0)
-                sys.stderr.write(f"tunekit: rank {failed} of {len(procs)} failed (exit code {codes[failed]}); its output:\n")
-                sys.stderr.write(logs[failed].read().decode(errors="replace")[-20_000:])
+            elastic_launch(config, sys.executable)(*args)
+        except ChildFailedError as error:
+            failed, code = _first_failure(error.failures)
+            if failed != 0:
+                stderr = next(Path(logs).glob(f"*/attempt_*/{failed}/stderr.log"), None)  # <logs>/<run>_*/attempt_0/<rank>/
+                text = stderr.read_text(errors="replace")[-20_000:] if stderr is not None else ""
+                sys.stderr.write(f"tunekit: rank {failed} of {n} failed (exit code {code}); its output:\n{text}")
                 sys.stderr.flush()
-            return codes[failed]
-        if all(c is not None for c in codes):
-            return codes[0]
-        time.sleep(0.1)
+            return code
+        except SignalException as signalled:  # Ctrl-C or a kill: the launcher has stopped the ranks
+            return 128 + int(signalled.sigval)
+    return 0
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _first_failure(failures: dict) -> tuple[int, int]:
+    """The rank whose failure ended the run and its exit code (128 + the signal when one ended it).
+
+    torch's launcher counts the ranks it stopped itself (SIGTERM) as failed too, and stamps failures
+    to the second, mostly with the time it collected them: a rank that ended otherwise is the
+    cause, the earliest and then the lowest of them.
+    """
+    import signal
+
+    rank_ = min(failures, key=lambda r: (failures[r].exitcode == -signal.SIGTERM, failures[r].timestamp, r))
+    code = failures[rank_].exitcode
+    return rank_, code if code >= 0 else 128 - code
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def _launcher_state(**environ: str):
+    """``environ`` set for the ranks to inherit; the variables and the signal handlers torch's
+    launcher changes in this process are put back afterwards."""
+    import signal
+
+    names = [*environ, "TORCHELASTIC_SIGNALS_TO_HANDLE"]
+    saved_env = {k: os.environ.get(k) for k in names}
+    main = threading.current_thread() is threading.main_thread()  # only there may handlers change
+    signals = [getattr(signal, s) for s in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if main and hasattr(signal, s)]
+    saved_handlers = {s: signal.getsignal(s) for s in signals}
+    loggers = [] if "LOGLEVEL" in os.environ else [  # its own lines repeat ours ("failed (exitcode: 3) local_rank: 1")
+        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict) if name.startswith("torch.distributed.elastic")]
+    saved_levels = [logger.level for logger in loggers]
+    os.environ.update(environ)
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved_levels, strict=True):
+            logger.setLevel(level)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for s, handler in saved_handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
