@@ -64,7 +64,7 @@ class Workspace:
     @property
     def tracking_uri(self) -> str:
         """The SQLite tracking URI of ``mlflow_db`` (absolute, so it means the same from any directory)."""
-        return f"sqlite:///{self.mlflow_db.resolve()}"
+        return f"sqlite:///{self.mlflow_db.absolute()}"
 
     @property
     def artifacts(self) -> Path:
