@@ -33,6 +33,7 @@ def test_round_trip_keeps_every_field_and_writes_only_the_set_ones(tmp_path):
     assert read.target.mean == 2.5 and read.base_model.id == "bundled:minilm"
     raw = json.loads(path.read_text())
     assert "temperature" not in raw and "merged_from" not in raw  # defaults are not recorded as if measured
+    assert raw["format_version"] == 1  # ... except the layout's version, which every file carries
     assert read.temperature == 1.0 and read.text_pair is False
     assert [p.name for p in tmp_path.iterdir()] == [MANIFEST]  # no temporary file left behind
 

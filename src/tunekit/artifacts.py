@@ -243,10 +243,11 @@ class Manifest(BaseModel):
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/tunekit.json`` atomically (a temporary file renamed over it), so a reader
         never sees half a file, even when the server reloads while a run writes. Only the fields
-        that were set are written: a default is not recorded as if it had been measured."""
+        that were set are written (a default is not recorded as if it had been measured), and
+        ``format_version`` always, so a later reader can tell this layout from the next one."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.model_dump(mode="json", exclude_unset=True), indent=2)
+        text = json.dumps({"format_version": self.format_version, **self.model_dump(mode="json", exclude_unset=True)}, indent=2)
         fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
