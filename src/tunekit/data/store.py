@@ -33,6 +33,7 @@ from pathlib import Path
 import datasets
 
 from tunekit import task_kinds
+from tunekit.artifacts import Workspace
 from tunekit.config import TunekitConfig
 from tunekit.data.validate import META_PREFIX
 from tunekit.errors import DataError
@@ -166,7 +167,7 @@ def dataset_rows(dataset: datasets.Dataset, labels: list[str], regression: bool 
 
 
 def datasets_root(cfg: TunekitConfig) -> Path:
-    return cfg.workspace_dir / "datasets"
+    return Workspace(cfg.workspace_dir).datasets
 
 
 def load_frozen(cfg: TunekitConfig, key: str) -> Frozen | None:

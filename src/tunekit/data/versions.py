@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tunekit import task_kinds
+from tunekit.artifacts import Workspace
 from tunekit.data import store
 from tunekit.errors import DataError
 
@@ -54,7 +55,7 @@ def record(root: Path, action: str, fingerprint: str, rows: dict[str, int], reas
 
 def changelog(workspace: Path) -> list[dict]:
     """Every changelog entry of the workspace, oldest first (empty when nothing was frozen yet)."""
-    path = Path(workspace) / "datasets" / CHANGELOG
+    path = Workspace(workspace).datasets / CHANGELOG
     if not path.is_file():
         return []
     entries = []
@@ -71,7 +72,7 @@ def changelog(workspace: Path) -> list[dict]:
 
 def current(workspace: Path, fingerprint: str) -> tuple[str, list[dict]]:
     """Follow alias files from ``fingerprint`` to the version that holds its rows now: (fingerprint, alias records passed)."""
-    root, chain = Path(workspace) / "datasets", []
+    root, chain = Workspace(workspace).datasets, []
     while (root / fingerprint[:16] / ALIAS).is_file() and len(chain) < 100:
         alias = json.loads((root / fingerprint[:16] / ALIAS).read_text(encoding="utf-8"))
         chain.append(alias)
@@ -225,7 +226,7 @@ def forget(workspace: Path, where: str | None, ids: list[str] | None, reason: st
     selector = parse_where(where) if where is not None else Selector(ids=frozenset(ids or []))
     if selector.ids is not None and not selector.ids:
         raise DataError("--ids: no row ids given")
-    root = Path(workspace) / "datasets"
+    root = Workspace(workspace).datasets
     result = ForgetResult(match=selector.describe(), reason=reason)
     for folder in _version_folders(root):  # listed before any rewrite: new folders hold no matching rows
         rows, keep = _match(folder, selector)
@@ -337,8 +338,8 @@ def _redirect_aliases(root: Path, moved: dict[str, str]) -> set[str]:
 
 def _affected_models(workspace: Path, tracking_uri: str | None, fingerprints: set[str]) -> tuple[str | None, list[AffectedModel]]:
     """Every registered model version whose ``data_fingerprint`` tag is one of ``fingerprints``."""
-    local = workspace / "mlflow.db"
-    uri = tracking_uri or (f"sqlite:///{local.resolve()}" if local.is_file() else None)
+    local = Workspace(Path(workspace).resolve())
+    uri = tracking_uri or (local.tracking_uri if local.mlflow_db.is_file() else None)
     if uri is None:
         return None, []
     from tunekit import registry

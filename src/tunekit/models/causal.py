@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tunekit import task_kinds
-from tunekit.artifacts import BaseModelRef, Manifest
+from tunekit.artifacts import MANIFEST, BaseModelRef, Manifest
 from tunekit.errors import ModelError
 from tunekit.models import (
     four_bit_options,
@@ -318,7 +318,7 @@ def read_manifest(path: Path) -> Manifest:
     if not task_kinds.kind(info.task).causal:
         raise ModelError(f"{path}: a {info.task} model, not a generation model; load it with tunekit.models.load_trained")
     if info.template is None:
-        raise ModelError(f"{path / 'tunekit.json'}: field `template`: required for a generation model, but missing; "
+        raise ModelError(f"{path / MANIFEST}: field `template`: required for a generation model, but missing; "
                          "the directory is incomplete, retrain it.")
     return info
 
