@@ -1,7 +1,9 @@
-"""Data-parallel training: two processes (gloo, on CPU) train to the same weights and validation
-metrics as one process with the same global batch; the launcher reports failures."""
+"""Data-parallel training: two processes (gloo, on CPU, DDP prepared by accelerate) train to the same
+weights and validation metrics as one process with the same global batch; the launcher (torch's
+elastic launcher) reports failures."""
 
 import json
+import os
 import shutil
 import textwrap
 
@@ -127,6 +129,58 @@ def test_two_processes_share_and_combine(tmp_path):
         assert out["shard"] == list(range(5))[r::2]
 
 
+PARALLEL_SCRIPT = """
+import json, sys
+import torch
+from tunekit.train import distributed
+
+assert distributed.init()
+r = distributed.rank()
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+
+def make_optimizer(m):
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (step + 1))
+
+par = distributed.parallel(model, make_optimizer, find_unused=True)
+x = torch.tensor([[1.0 + r, 2.0, 3.0]])
+with par.no_sync(False):  # a micro-batch before the step's last: this rank's own gradient
+    par.backward(par.model(x).sum())
+own = model[0].weight.grad.clone()
+with par.no_sync(True):  # the last: the accumulated gradients, averaged over the ranks
+    par.backward(par.model(x).sum())
+synced = model[0].weight.grad.clone()
+par.step(1e9)
+out = {"ddp": type(par.model).__name__, "find_unused": par.model.find_unused_parameters, "optimizer": type(par.optimizer).__name__,
+       "scheduler": type(par.scheduler).__name__, "lr": par.optimizer.param_groups[0]["lr"], "sharded": par.sharded,
+       "bare": par.module is model and par.eval_model is model, "accelerate": par.accelerator is not None,
+       "own": own.tolist(), "synced": synced.tolist(), "weight": par.state({"0.weight"})["0.weight"].tolist()}
+with open(sys.argv[1] + "/rank%d.json" % r, "w") as fh:
+    json.dump(out, fh)
+"""
+
+
+def test_several_processes_go_through_accelerate_with_the_loops_semantics(tmp_path):
+    """DDP comes from Accelerator.prepare with find_unused_parameters passed through; no_sync keeps a
+    rank's gradients local, the synced backward averages them unscaled (accelerate's accumulation is
+    one step), the optimizer steps once and the schedule is ours, stepped once."""
+    script = tmp_path / "parallel.py"
+    script.write_text(textwrap.dedent(PARALLEL_SCRIPT))
+    assert distributed.launch(2, [str(script), str(tmp_path)], module=None) == 0
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for out in ranks:
+        assert (out["ddp"], out["find_unused"], out["optimizer"], out["scheduler"]) == (
+            "DistributedDataParallel", True, "AcceleratedOptimizer", "LambdaLR")
+        assert out["accelerate"] and out["bare"] and not out["sharded"]
+        assert out["lr"] == pytest.approx(0.05)  # 0.1 / (1 + 1): one schedule step
+    own0, own1 = np.asarray(ranks[0]["own"]), np.asarray(ranks[1]["own"])
+    assert not np.allclose(own0, own1)  # no_sync: each rank its own gradient
+    for out in ranks:  # (2 g0 + 2 g1) / 2 on both ranks
+        np.testing.assert_allclose(out["synced"], own0 + own1, rtol=1e-6)
+    assert ranks[0]["weight"] == ranks[1]["weight"]
+
+
 def test_launcher_stops_the_run_when_a_rank_fails(tmp_path, capfd):
     script = tmp_path / "fail.py"
     script.write_text("import os, sys, time\n"
@@ -139,9 +193,23 @@ def test_launcher_stops_the_run_when_a_rank_fails(tmp_path, capfd):
 
 def test_launcher_returns_rank_0s_exit_code(tmp_path):
     script = tmp_path / "exit.py"
+    before = os.environ.get("OMP_NUM_THREADS")
+    threads = before or str(max(1, (os.cpu_count() or 1) // 3))  # cores // N unless set
     script.write_text("import os, sys\nassert os.environ['WORLD_SIZE'] == '3' and os.environ['MASTER_ADDR'] == '127.0.0.1'\n"
+                      f"assert os.environ['OMP_NUM_THREADS'] == {threads!r}\n"
                       "sys.exit(10 if os.environ['RANK'] == '0' else 0)\n")
     assert distributed.launch(3, [str(script)], module=None) == 10
+    assert os.environ.get("OMP_NUM_THREADS") == before  # this process's environment is put back
+
+
+def test_the_failure_reported_is_the_cause_not_a_rank_the_launcher_stopped():
+    """torch's launcher lists the ranks it stopped (SIGTERM) as failed too, stamped to the second."""
+    from types import SimpleNamespace as Failure
+
+    assert distributed._first_failure({0: Failure(exitcode=-15, timestamp=10), 1: Failure(exitcode=3, timestamp=11)}) == (1, 3)
+    assert distributed._first_failure({0: Failure(exitcode=1, timestamp=10), 1: Failure(exitcode=-15, timestamp=10)}) == (0, 1)
+    assert distributed._first_failure({0: Failure(exitcode=-15, timestamp=10), 1: Failure(exitcode=-9, timestamp=10)}) == (1, 137)
+    assert distributed._first_failure({0: Failure(exitcode=-15, timestamp=10), 1: Failure(exitcode=-15, timestamp=10)}) == (0, 143)
 
 
 def test_classification_refuses_fsdp(monkeypatch):
