@@ -242,13 +242,16 @@ def parallel(model, make_optimizer: Callable, *, find_unused: bool = False, micr
 def _accelerate(model, make_optimizer: Callable, kind: str, micro_rows: int, max_grad_norm: float,
                 find_unused: bool = False) -> Parallel:
     """``model`` and its optimizer prepared by accelerate: ``kind`` is ``"ddp"``, or ``"fsdp"`` /
-    ``"deepspeed"`` (whose settings come from accelerate launch's environment). FSDP1 needs the
-    optimizer built on the wrapped model; DDP, FSDP2 and DeepSpeed take both together."""
+    ``"deepspeed"`` (whose settings come from accelerate launch's environment). Accumulation stays
+    the loop's (accelerate's is one step, so ``backward`` scales nothing and every ``step`` steps).
+    FSDP1 needs the optimizer built on the wrapped model; DDP, FSDP2 and DeepSpeed take both together."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin
 
-    accelerator = Accelerator(cpu=_cpu(), gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
+    accelerator = Accelerator(
+        cpu=_cpu(), gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),  # whatever the launch config says
+        mixed_precision="no" if kind == "ddp" else None,  # DDP: train.precision is the loop's autocast; FSDP's policy is accelerate's
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
     if kind == "deepspeed":
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             {"train_micro_batch_size_per_gpu": micro_rows, "gradient_accumulation_steps": 1, "gradient_clipping": max_grad_norm})
