@@ -66,9 +66,11 @@ def test_one_process_is_not_distributed():
     assert mine.tolist() == [0, 1, 2, 3, 4] and real == 5
 
 
-def test_two_processes_train_like_one_with_the_same_global_batch(tiny_config, tiny_bert, tmp_path):
+@pytest.mark.parametrize("unfreeze", [False, True], ids=["all-trained", "gradual-unfreezing"])
+def test_two_processes_train_like_one_with_the_same_global_batch(tiny_config, tiny_bert, tmp_path, unfreeze):
     """LoRA on the tiny BERT, dropout 0 (each rank would draw its own dropout masks), batch 7 so the
-    last batch of 162 rows has one row and rank 1 runs its weight-0 stand-in row."""
+    last batch of 162 rows has one row and rank 1 runs its weight-0 stand-in row. Gradual unfreezing
+    leaves trainable weights without gradients: DDP must be told (find_unused_parameters)."""
     from safetensors.torch import load_file
 
     base = tmp_path / "bert-no-dropout"
@@ -76,7 +78,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_config, ti
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
     path = tiny_config(model={"base": str(base)}, method={"kind": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
-                       train={"epochs": 3, "batch_size": 7, "checkpoint_every": 0})
+                       train={"epochs": 3, "batch_size": 7, "checkpoint_every": 0, "gradual_unfreezing": unfreeze})
     cfg = load_config(path)
     prepared = data.prepare(cfg)  # freezes the splits once, before the ranks read them
     assert len(prepared.train) % 7 == 1
