@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from tunekit import data, train
+from tunekit import data, methods, train
 from tunekit.config import load_config
 from tunekit.models import load_base
-from tunekit.train import optimizer, schedules
+from tunekit.train import loop, optimizer, schedules
 
 
 def test_depth_of_parameter_names():
@@ -37,22 +37,22 @@ def test_gradual_unfreezing_trains_from_the_top_down(kind, tiny_config, tmp_path
     cfg = load_config(tiny_config(method={"kind": kind}, train={"epochs": 3, "gradual_unfreezing": True}))
     prepared = data.prepare(cfg)
     snapshots = []
-    original = train._end_epoch
+    original = loop._end_epoch
 
-    def record(st, cfg_, model, *args):
-        snapshots.append({n: p.detach().clone() for n, p in model.named_parameters()})
-        return original(st, cfg_, model, *args)
+    def record(st, cfg_, objective, *args):
+        snapshots.append({n: p.detach().clone() for n, p in objective.model.named_parameters()})
+        return original(st, cfg_, objective, *args)
 
-    monkeypatch.setattr(train, "_end_epoch", record)
+    monkeypatch.setattr(loop, "_end_epoch", record)
     initial = {}
-    real_apply = train.methods.apply
+    real_apply = methods.apply
 
-    def keep_initial(model, method):
-        wrapped = real_apply(model, method)
+    def keep_initial(model, method, **kwargs):
+        wrapped = real_apply(model, method, **kwargs)
         initial.update({n: p.detach().clone() for n, p in wrapped.named_parameters()})
         return wrapped
 
-    monkeypatch.setattr(train.methods, "apply", keep_initial)
+    monkeypatch.setattr(methods, "apply", keep_initial)
     train.run(cfg, prepared, tmp_path / "adapter")
 
     def moved(before, after, level):

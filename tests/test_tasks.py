@@ -35,3 +35,17 @@ def test_no_stage_compares_the_task_by_name():
     offenders = [f"{path.relative_to(SRC)}:{n}" for path in sorted(SRC.rglob("*.py")) if path.name not in {"tasks.py", "task_kinds.py", "config.py"}
                  for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_every_task_has_a_training_objective():
+    """Training's own row per task (``train.objective_for``) covers exactly the config's tasks."""
+    from tunekit import train
+    from tunekit.train import loop
+
+    for name in tasks.config_tasks():
+        objective = train.objective_for(name)
+        assert all(callable(getattr(objective, member, None)) for member in ("setup", "count", "loss", "validate", "save")), name
+        set_in_init = {"model", "device", "lengths", "fingerprint", "lower_is_better", "improvement"}
+        assert set(loop.Objective.__annotations__) <= set(dir(objective)) | set_in_init, name
+    with pytest.raises(KeyError):
+        train.objective_for("preference")

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunekit import methods, task_kinds
+from tunekit import methods
 from tunekit.config import TunekitConfig
 from tunekit.models import pick_device
 from tunekit.train import distributed, loop
 from tunekit.train.loop import TrainResult, rss_high_water_mb
 
-__all__ = ["TrainResult", "rss_high_water_mb", "run", "seed_everything"]
+__all__ = ["TrainResult", "objective_for", "rss_high_water_mb", "run", "seed_everything"]
 
 
 def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False, on_epoch=None) -> TrainResult:
@@ -36,17 +36,24 @@ def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = Fa
     ``on_epoch(epoch, score)`` is called after each validation with the score as measured (for
     ``rmse``, ``mae`` and ``mse`` lower is better; for generation it is minus the validation loss).
     """
-    from tunekit.train.causal import CausalObjective
-    from tunekit.train.labelled import LabelledObjective
-
     distributed.init()
     console = console if distributed.is_main() else _quiet()
     loop.check_sharded(cfg, resume)
     seed_everything(cfg.train.seed)
     device = distributed.local_device(pick_device(cfg.train.device))
     methods.check(cfg.method, device)  # before any weights load
-    objective = (CausalObjective if task_kinds.kind(cfg.task).causal else LabelledObjective)(cfg, data, device, console)
+    objective = objective_for(cfg.task)(cfg, data, device, console)
     return loop.fit(cfg, objective, out_dir, console, resume, on_epoch)
+
+
+def objective_for(task: str):
+    """The class of ``task``'s part of training (``train.loop.Objective``): one row per task, like
+    ``tasks.TASKS``; ``tests/test_tasks.py`` checks both tables name the same tasks."""
+    from tunekit.train.causal import CausalObjective
+    from tunekit.train.labelled import LabelledObjective
+
+    objectives = {"classification": LabelledObjective, "regression": LabelledObjective, "generation": CausalObjective}
+    return objectives[task]
 
 
 def seed_everything(seed: int) -> None:
