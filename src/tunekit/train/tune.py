@@ -10,7 +10,6 @@ URL lets several machines work on one study). The best trial's full config is wr
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rich.console import Console
 from tunekit import data as data_stage
 from tunekit import registry, train
 from tunekit.artifacts import Workspace
-from tunekit.config import TunekitConfig, _set_dotted, lower_is_better
+from tunekit.config import TunekitConfig, lower_is_better
 from tunekit.errors import ConfigError
 
 __all__ = ["tune"]
@@ -122,9 +121,7 @@ def _objective(trial, cfg: TunekitConfig, data, out_dir: Path, console: Console)
 
 def _write_best(cfg: TunekitConfig, params: dict, path: Path) -> Path:
     """The best trial's full config; data paths made absolute so it runs from anywhere."""
-    raw = copy.deepcopy(cfg.model_dump(mode="json", exclude={"tune"}))
-    for key, value in params.items():
-        _set_dotted(raw, key, value)
+    raw = cfg.derive(**params).model_dump(mode="json", exclude={"tune"})
     for key in ("train", "validation", "test"):
         if raw["data"].get(key):
             raw["data"][key] = str(cfg.path(raw["data"][key]))
