@@ -88,7 +88,7 @@ def export_gguf(model_dir: str | Path, out_dir: str | Path, kind: str = "f16", p
         raise ModelError(f"the {kind} GGUF file's logits differ from the adapter model's by up to {check['max_abs_logit_diff']:.3g} "
                          f"(tolerance {tolerance:g}); greedy answers agree on {check['greedy_agreement']:.0%} of {check['prompts']} prompts. "
                          "Nothing was kept.")
-    (out_dir / "Modelfile").write_text(ollama_modelfile(info.template.chat_template if info.template else None, tokenizer))
+    (out_dir / "Modelfile").write_text(ollama_modelfile(info.template.chat_template if info.template else None, tokenizer, info.system_prompt))
     report = {"format": "gguf", "kind": kind, "file": GGUF_NAME, "exported_from": {"path": str(model_dir), "method": info.method},
               "check": {**check, "tolerance": tolerance}, "manifest": info.model_dump(mode="json", exclude_unset=True)}
     (out_dir / REPORT).write_text(json.dumps(report, indent=2))
@@ -156,10 +156,13 @@ def write_gguf(folder: str | Path, out_file: str | Path, kind: str = "f16", pre:
     return out_file
 
 
-def ollama_modelfile(chat_template: str | None, tokenizer) -> str:
+def ollama_modelfile(chat_template: str | None, tokenizer, system_prompt: str | None = None) -> str:
     """An Ollama Modelfile for the exported file: the chat template in Ollama's Go template syntax
-    when it is ChatML (SmolLM2's, and tunekit's default), and the turn-end marker as a stop word."""
+    when it is ChatML (SmolLM2's, and tunekit's default), the system prompt the model was trained
+    with (``data.system_prompt``), and the turn-end marker as a stop word."""
     lines = [f"FROM ./{GGUF_NAME}"]
+    if system_prompt:
+        lines.append(f'SYSTEM """{system_prompt}"""')
     if chat_template and "<|im_start|>" in chat_template:
         lines.append('TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
                      '{{ end }}<|im_start|>assistant\n"""')
