@@ -188,7 +188,7 @@ def _label_key(key: Any) -> str:
 class ModelConfig(_Section):
     """The pretrained base model."""
 
-    base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit), a local directory (relative to the config file's folder), or a Hugging Face hub id.")
+    base: str = Field("bundled:minilm", description="`bundled:minilm` (all-MiniLM-L6-v2, shipped with tunekit; classification and regression), `bundled:smollm2` (SmolLM2-135M-Instruct from its GGUF file; generation), a local directory (relative to the config file's folder), or a Hugging Face hub id.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer inputs are truncated and counted in the data report.")
     template: Literal["auto", "chatml", "llama2", "alpaca", "plain"] = Field("auto", description="Generation only: how conversations become text. `auto`: the tokenizer's own chat template when it has one, else `chatml`. The template is saved with the model, so training, evaluation and serving render identically.")

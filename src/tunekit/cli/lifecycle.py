@@ -133,16 +133,30 @@ def reproduce_command(model: Annotated[str, typer.Argument(help="NAME/VERSION or
 
 @app.command()
 def export(model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
-           out: Annotated[Path, typer.Option(help="Folder for the merged model (must be new or empty).")],
-           merge: Annotated[bool, typer.Option(help="Merge the adapter into the base weights (the only export kind so far).")] = True,
-           tolerance: Annotated[float, typer.Option(help="Largest logit difference between merged and adapter model that passes the check.")] = 1e-3,
+           out: Annotated[Path, typer.Option(help="Folder for the export (must be new or empty).")],
+           format: Annotated[str, typer.Option("--format", help="`merged`: the adapter folded into the base weights (transformers "
+                                               "folder); `gguf`: one GGUF file for llama.cpp and Ollama (Llama-architecture generation models), "
+                                               "with a Modelfile.")] = "merged",
+           quantize: Annotated[str, typer.Option(help="GGUF only: f32, f16 or q8_0.")] = "f16",
+           tolerance: Annotated[float | None, typer.Option(help="Largest logit difference from the adapter model that passes the check "
+                                                           "(default: 1e-3 merged; per GGUF kind: f32 1e-3, f16 0.25, q8_0 1.0).")] = None,
+           merge: Annotated[bool, typer.Option(hidden=True, help="Accepted for old scripts: merged is the default format.")] = True,
            tracking_uri: TrackingOpt = None) -> None:
-    """Write a merged, standalone model, verified against the adapter model on a set of prompts."""
+    """Write a standalone model (merged, or GGUF), verified against the adapter model on a set of prompts; nothing is kept on a mismatch."""
+    source = model_dir(model, tracking_uri)
+    if format == "gguf":
+        from tunekit.models.gguf_export import export_gguf
+
+        g = export_gguf(source, out, kind=quantize, tolerance=tolerance)
+        console.print(f"[green]GGUF ({g.kind}) written to {g.out_file}[/]: on {g.prompts} prompts the largest logit difference is "
+                      f"{g.max_abs_logit_diff:.3g} (tolerance {g.tolerance:g}), next token agrees on {g.top1_agreement:.0%}, "
+                      f"greedy answers on {g.greedy_agreement:.0%}")
+        return
+    if format != "merged":
+        raise typer.BadParameter(f"--format {format!r}: use merged or gguf")
     from tunekit.models.export import export_merged
 
-    if not merge:
-        raise typer.BadParameter("only --merge exports exist; the adapter directory itself is already the unmerged export")
-    result = export_merged(model_dir(model, tracking_uri), out, tolerance=tolerance)
+    result = export_merged(source, out, tolerance=1e-3 if tolerance is None else tolerance)
     console.print(f"[green]Merged model written to {result.out_dir}[/]: logits match the adapter model on {result.prompts} prompts "
                   f"(largest difference {result.max_abs_diff:.2e}, tolerance {result.tolerance:g})")
 

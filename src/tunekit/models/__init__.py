@@ -121,7 +121,7 @@ def four_bit_options() -> dict:
 def load_hint(base: str, exc: Exception) -> str:
     """The message for a ``model.base`` that failed to load: what went wrong and what loads instead."""
     offline = " (HF_HUB_OFFLINE is set, so only cached models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
-    return f"model.base {base!r} could not be loaded{offline}: {exc}. Use `bundled:minilm`, a local folder saved with save_pretrained, or a hub id this machine can download."
+    return f"model.base {base!r} could not be loaded{offline}: {exc}. Use `bundled:minilm` (an encoder), `bundled:smollm2` (a chat model), a local folder saved with save_pretrained, or a hub id this machine can download."
 
 
 def pick_device(preference: str = "auto") -> torch.device:

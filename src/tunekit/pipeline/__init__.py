@@ -20,7 +20,8 @@ from rich.console import Console
 from tunekit import baseline, registry, report, tasks, train
 from tunekit.config import TunekitConfig
 from tunekit.evaluate.metrics import headline
-from tunekit.artifacts import Manifest, Workspace, git_commit, package_versions
+from tunekit.artifacts import Manifest, Workspace
+from tunekit.registry import entry
 from tunekit.report import console as summary
 from tunekit.train import distributed
 
@@ -67,13 +68,19 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     console.rule("[bold]4/5 evaluate")
     model = task.load(run_dir / "adapter", cfg)  # score exactly what was saved, as the server will load it
     result = task.evaluate(cfg, data, model, baselines, run_dir, trained.history, console)
-    Manifest.update(run_dir / "adapter", metrics=headline(result.metrics), baseline_metrics=headline(base.metrics), **task.manifest(model))
+    test, base_test = headline(result.metrics), headline(base.metrics)
+    Manifest.update(run_dir / "adapter", metrics=test, baseline_metrics=base_test, **task.manifest(model))
     task.reference(cfg, data, model, run_dir / "adapter")  # drift reference; travels with the adapter to MLflow and the server
 
     console.rule("[bold]5/5 register")
     mlc = registry.client(cfg.tracking, cfg.workspace_dir)
-    tags = _tags(cfg, data, run_id)
-    version, mlflow_run, decision = _gate_and_register(mlc, cfg, task, data, base, result, trained, run_dir, tags, console)
+    tags = entry.run_tags(cfg, data, run_id)
+    champion = entry.champion_score(mlc, cfg, data, lambda path: task.rescore(cfg, data, path, console))
+    if champion is not None and champion.how == "recorded":
+        result.analysis["versus_champion"] = _versus_champion(mlc, cfg, champion, run_dir)
+    version, mlflow_run, decision = entry.gate_and_register(
+        mlc, cfg, data, run_dir, trained, test=test, baseline=base_test, analysis=result.analysis, files=list(result.files.values()),
+        champion=champion, tags=tags, metrics={task.speed: getattr(trained, task.speed)})
 
     card = report.build(cfg, run_id, run_dir, base, trained, result, decision, version, mlflow_run, tags)
     task.card(card, data, baselines, model, trained)
@@ -82,21 +89,6 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     summary.print_summary(console, card, task.evidence(card), run_dir / "report.html", cfg.tracking == registry.default_tracking_uri())
     return RunOutcome(run_id, run_dir, version, decision, card)
 
-
-def _gate_and_register(mlc, cfg: TunekitConfig, task: tasks.Task, data, base, result, trained, run_dir: Path, tags: dict,
-                       console: Console) -> tuple[str, str, registry.GateDecision]:
-    """The registry entry: the champion's score on these rows, the gate's decision, the MLflow run and
-    version, and the alias the decision gives it."""
-    champion = champion_score(mlc, cfg, task, data, console)
-    if champion is not None and champion.how == "recorded":
-        result.analysis["versus_champion"] = _versus_champion(mlc, cfg, champion, run_dir)
-    decision = registry.decide(cfg.eval.primary, result.metrics[cfg.eval.primary], base.metrics[cfg.eval.primary],
-                               cfg.gate.min_improvement, champion, cfg.gate.beat_champion,
-                               result.analysis.get("suite") if cfg.gate.require_suite else None, result.analysis.get("tasks"))
-    version, mlflow_run = _register(mlc, cfg, run_dir, data, base, result, trained, tags, {task.speed: getattr(trained, task.speed)},
-                                    {"task": cfg.task})
-    registry.set_alias(mlc, cfg.name, version, decision)
-    return version, mlflow_run, decision
 
 
 RUN_CONFIG = "config.json"  # the resolved config a run started with; --resume compares against it
@@ -113,59 +105,13 @@ def check_resumable(cfg: TunekitConfig, run_dir: Path) -> None:
     saved = run_dir / RUN_CONFIG
     if not saved.is_file():
         return  # a run from before the config was recorded: training's own checkpoint check still guards it
-    before, now = _flatten(json.loads(saved.read_text())), _flatten(cfg.model_dump(mode="json"))
+    before, now = entry.flatten(json.loads(saved.read_text())), entry.flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         said = "; ".join(f"{k}: {before.get(k)!r} when the run started, {now.get(k)!r} now" for k in changed)
         sets = " ".join(f"--set {k}={json.dumps(before.get(k))}" for k in changed if k in before)
         raise ConfigError(f"--resume {run_dir.name}: the config differs from the one the run started with ({said}). A resumed run must "
                           f"train exactly as it began: resume with the original values ({sets}), or start a new run without --resume")
-
-
-def _register(mlc, cfg: TunekitConfig, run_dir: Path, data, base, result, trained, tags: dict, metrics: dict,
-              version_tags: dict) -> tuple[str, str]:
-    """One MLflow run (params, metrics, history, artifacts) and a registered version tagged with what
-    the gate and later runs compare: fingerprints and the primary metric of model and baseline."""
-    mlflow_run = registry.log_run(
-        mlc, cfg.name, cfg.workspace_dir, params=_flatten(cfg.model_dump(mode="json")),
-        metrics={**{f"test_{k}": v for k, v in headline(result.metrics).items()},
-                 **{f"baseline_{k}": v for k, v in headline(base.metrics).items()},
-                 "trainable_params": trained.trainable_params, "train_seconds": trained.seconds, "best_epoch": trained.best_epoch, **metrics},
-        tags=tags, history=trained.history,
-        artifacts=[("adapter", run_dir / "adapter"), ("data", data.directory / "report.md"), ("data", data.directory / "report.json"),
-                   *(("evaluation", p) for p in result.files.values())],
-    )
-    version = registry.register(mlc, cfg.name, mlflow_run, {
-        "test_fingerprint": data.test_fingerprint, "data_fingerprint": data.fingerprint, **version_tags,
-        "primary_metric": cfg.eval.primary, f"test_{cfg.eval.primary}": result.metrics[cfg.eval.primary],
-        f"baseline_{cfg.eval.primary}": base.metrics[cfg.eval.primary], "method": cfg.method.kind, "run_dir": str(run_dir),
-    })
-    return version, mlflow_run
-
-
-def _recorded_champion(mlc, cfg: TunekitConfig, data):
-    """(champion version or None, its recorded score when it was tested on these very test rows, else None)."""
-    mv = registry.champion_version(mlc, cfg.name)
-    if mv is None:
-        return None, None
-    tags = mv.tags or {}
-    recorded = tags.get(f"test_{cfg.eval.primary}")
-    if tags.get("test_fingerprint") == data.test_fingerprint and recorded is not None:
-        return mv, registry.ChampionScore(str(mv.version), float(recorded), "recorded")
-    return mv, None
-
-
-def champion_score(mlc, cfg: TunekitConfig, task: tasks.Task, data, console: Console | None = None) -> registry.ChampionScore | None:
-    """The current champion's primary metric on this run's test rows: the recorded one when it was
-    tested on the same rows, else measured now (when its task and labels match), else not comparable."""
-    mv, recorded = _recorded_champion(mlc, cfg, data)
-    if mv is None or recorded is not None:
-        return recorded
-    resolved = registry.resolve(f"{cfg.name}/{mv.version}", cfg.tracking)
-    metrics = task.rescore(cfg, data, Path(resolved.path), console or Console(quiet=True))
-    if metrics is None:
-        return None  # a different task or label set: decide() says there is no champion to beat
-    return registry.ChampionScore(str(mv.version), metrics[cfg.eval.primary], "re-evaluated")
 
 
 def _versus_champion(mlc, cfg: TunekitConfig, champion: registry.ChampionScore, run_dir: Path) -> dict | None:
@@ -178,27 +124,3 @@ def _versus_champion(mlc, cfg: TunekitConfig, champion: registry.ChampionScore, 
         return None
     return {"version": champion.version, **compare_predictions(champ_dir / "predictions.csv", run_dir / "predictions.csv",
                                                                cfg.eval.bootstrap_resamples)}
-
-
-def _tags(cfg: TunekitConfig, data, run_id: str) -> dict:
-    versions = package_versions()
-    return {
-        "tunekit.run_name": run_id,
-        "tunekit.git_commit": git_commit(cfg.path(".")),
-        "tunekit.data_fingerprint": data.fingerprint,
-        "tunekit.test_fingerprint": data.test_fingerprint,
-        "tunekit.config_hash": cfg.hash(),
-        "tunekit.base_model": cfg.model.base,
-        "tunekit.method": cfg.method.kind,
-        **{f"tunekit.version.{k}": v for k, v in versions.items()},
-    }
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
