@@ -103,3 +103,20 @@ def test_classification_accumulates_gradients(tiny_config, tmp_path):
     result = train.run(cfg, data.prepare(cfg), tmp_path / "adapter", Console(quiet=True))
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_the_manifest_records_where_a_gguf_base_came_from(tiny_config, tmp_path, monkeypatch):
+    """A model trained on ``bundled:smollm2`` says in ``tunekit.json`` that its base was de-quantised
+    from a GGUF file (which file, which sha256, from what); other bases record no origin."""
+    from types import SimpleNamespace
+
+    from tunekit.artifacts import Manifest
+    from tunekit.models import gguf
+
+    cfg = load_config(tiny_config())
+    data_ = SimpleNamespace(fingerprint="f" * 64, test_fingerprint="t" * 64)
+    assert loop.manifest(cfg, data_, [], 1).base_model.origin is None
+    origin = {"file": "SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": "ab" * 32, "quantization": "Q4_1", "dequantized_to": "float32"}
+    monkeypatch.setattr(gguf, "base_origin", lambda base: origin)
+    loop.manifest(cfg, data_, [], 1, labels=["a"]).write(tmp_path)
+    assert Manifest.read(tmp_path).base_model.origin == origin

@@ -142,6 +142,7 @@ class BaseModelRef(_Part):
     id: str = Field(description="`model.base` as written in the config: `bundled:minilm`, a folder, or a hub id.")
     resolved: str | None = Field(None, description="What `from_pretrained` was given for it (a folder or hub id); absent in hand-made folders.")
     revision: str | None = Field(None, description="The hub revision (`model.revision`), or null for the default branch.")
+    origin: dict[str, Any] | None = Field(None, description="A bundled GGUF base (`bundled:smollm2`): the file, its sha256, its quantisation and the dtype it was de-quantised to; null for other bases.")
 
 
 class TargetScaling(_Part):

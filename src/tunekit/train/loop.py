@@ -34,7 +34,7 @@ from tunekit import methods
 from tunekit.artifacts import Manifest, git_commit, package_versions
 from tunekit.config import TunekitConfig
 from tunekit.errors import TunekitError
-from tunekit.models import resolve_base
+from tunekit.models import gguf, resolve_base
 from tunekit.progress import bar as progress_bar
 from tunekit.train import checkpoint, distributed, optimizer, schedules
 from tunekit.train.batching import batch_order
@@ -232,7 +232,8 @@ def manifest(cfg: TunekitConfig, data, history: list[dict], best_epoch: int, **t
 
     return Manifest(
         task=cfg.task, name=cfg.name, method=cfg.method.kind,
-        base_model={"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision},
+        base_model={"id": cfg.model.base, "resolved": resolve_base(cfg.model.base), "revision": cfg.model.revision,
+                    **({"origin": origin} if (origin := gguf.base_origin(cfg.model.base)) else {})},
         max_length=cfg.model.max_length, data_fingerprint=data.fingerprint, test_fingerprint=data.test_fingerprint,
         config=cfg.model_dump(mode="json"), config_hash=cfg.hash(), history=history, best_epoch=best_epoch,
         git_commit=git_commit(cfg.path(".")), versions=package_versions(),
