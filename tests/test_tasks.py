@@ -49,3 +49,14 @@ def test_every_task_has_a_training_objective():
         assert set(loop.Objective.__annotations__) <= set(dir(objective)) | set_in_init, name
     with pytest.raises(KeyError):
         train.objective_for("preference")
+
+
+def test_both_kinds_of_prepared_data_satisfy_the_protocol(tiny_config):
+    """``data.Prepared`` is what training and the pipeline read; both tasks' classes provide it."""
+    from tunekit import data
+    from tunekit.config import load_config
+    from tunekit.data.conversations import PreparedConversations
+
+    assert isinstance(data.prepare(load_config(tiny_config())), data.Prepared)
+    members = {"train", "validation", "test", "labels", "fingerprint", "test_fingerprint", "directory", "report", "reused"}
+    assert members <= set(dir(PreparedConversations)) | set(PreparedConversations.__dataclass_fields__)

@@ -32,6 +32,7 @@ from typing import Any
 from rich.console import Console
 
 from tunekit.config import GENERATION_METRICS, REGRESSION_METRICS, TunekitConfig
+from tunekit.data.prepared import Prepared
 from tunekit.task_kinds import kind
 
 __all__ = ["TASKS", "Task", "get"]
@@ -42,14 +43,14 @@ class Task:
     """What one task does at each stage where tasks differ (see the module docstring for signatures)."""
 
     name: str
-    prepare: Callable[[TunekitConfig, Console], Any]
-    baselines: Callable[[TunekitConfig, Any, Console], list]
+    prepare: Callable[[TunekitConfig, Console], Prepared]
+    baselines: Callable[[TunekitConfig, Prepared, Console], list]
     shown: Callable[[TunekitConfig], list[str]]
     load: Callable[[Path, TunekitConfig], Any]
     evaluate: Callable[..., Any]
     manifest: Callable[[Any], dict]
-    reference: Callable[[TunekitConfig, Any, Any, Path], Any]
-    rescore: Callable[[TunekitConfig, Any, Path, Console], dict | None]
+    reference: Callable[[TunekitConfig, Prepared, Any, Path], Any]
+    rescore: Callable[[TunekitConfig, Prepared, Path, Console], dict | None]
     card: Callable[..., None]
     evidence: Callable[[dict], list[str]]
     speed: str  # the training-speed figure this task reports (examples or tokens per second)

@@ -10,5 +10,6 @@ from __future__ import annotations
 
 from tunekit.data.markdown import render_report_markdown
 from tunekit.data.prepare import PreparedData, prepare, read_rows, summary
+from tunekit.data.prepared import Prepared
 
-__all__ = ["PreparedData", "prepare", "read_rows", "render_report_markdown", "summary"]
+__all__ = ["Prepared", "PreparedData", "prepare", "read_rows", "render_report_markdown", "summary"]

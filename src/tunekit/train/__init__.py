@@ -22,6 +22,7 @@ import torch
 
 from tunekit import methods
 from tunekit.config import TunekitConfig
+from tunekit.data.prepared import Prepared
 from tunekit.models import pick_device
 from tunekit.train import distributed, loop
 from tunekit.train.loop import TrainResult, rss_high_water_mb
@@ -29,7 +30,7 @@ from tunekit.train.loop import TrainResult, rss_high_water_mb
 __all__ = ["TrainResult", "objective_for", "rss_high_water_mb", "run", "seed_everything"]
 
 
-def run(cfg: TunekitConfig, data, out_dir: Path, console=None, resume: bool = False, on_epoch=None) -> TrainResult:
+def run(cfg: TunekitConfig, data: Prepared, out_dir: Path, console=None, resume: bool = False, on_epoch=None) -> TrainResult:
     """Train on ``data``'s training split, validate every epoch, write the best epoch's model to ``out_dir``.
 
     ``resume=True`` continues from the checkpoint beside ``out_dir`` (``train.checkpoint_every``).

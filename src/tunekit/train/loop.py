@@ -33,6 +33,7 @@ import torch
 from tunekit import methods
 from tunekit.artifacts import Manifest, git_commit, package_versions
 from tunekit.config import TunekitConfig
+from tunekit.data.prepared import Prepared
 from tunekit.errors import TunekitError
 from tunekit.models import gguf, resolve_base
 from tunekit.progress import bar as progress_bar
@@ -225,7 +226,7 @@ def check_sharded(cfg: TunekitConfig, resume: bool) -> None:
                            "batch, split across the processes")
 
 
-def manifest(cfg: TunekitConfig, data, history: list[dict], best_epoch: int, **task_fields) -> Manifest:
+def manifest(cfg: TunekitConfig, data: Prepared, history: list[dict], best_epoch: int, **task_fields) -> Manifest:
     """The ``tunekit.json`` of a trained model: what every task records (base, data, config,
     lineage, history) and the task's own ``task_fields`` (labels, target scaling, template)."""
     from datetime import UTC, datetime
