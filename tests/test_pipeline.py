@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -15,7 +16,8 @@ def quiet():
 
 
 def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
-    outcome = pipeline.run(load_config(tiny_config()), quiet)
+    cfg = load_config(tiny_config())
+    outcome = pipeline.run(cfg, quiet)
     card = outcome.card
     assert outcome.version == "1"
     analysis = card["analysis"]
@@ -23,7 +25,16 @@ def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
     assert acc["low"] <= acc["diff"] <= acc["high"]
     assert acc["b"] == pytest.approx(card["model"]["metrics"]["accuracy"])
     assert sum(analysis["diff"]["counts"].values()) == card["data"]["rows"]["test"]
-    assert 0 <= analysis["calibration"]["ece_after"] <= 1
+    # the card's calibration error is that of the saved model's own test probabilities (temperature 1)
+    from tunekit import data as data_stage
+    from tunekit.evaluate import calibration
+    from tunekit.models import load_trained
+
+    test = data_stage.prepare(cfg).test
+    model = load_trained(outcome.run_dir / "adapter")
+    model.info.temperature = 1.0
+    bins = calibration.reliability_bins(model.predict_proba(list(test["text"])), np.asarray(list(test["label"])))
+    assert analysis["calibration"]["ece_before"] == pytest.approx(calibration.ece_from_bins(bins), abs=1e-6)
     assert set(analysis["robustness"]) == {"typo", "lowercase", "uppercase", "punctuation", "whitespace"}
     assert analysis["explanations"] and all(e["attributions"] for e in analysis["explanations"])
     manifest = json.loads((outcome.run_dir / "adapter" / "tunekit.json").read_text())
