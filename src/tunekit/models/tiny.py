@@ -10,29 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _wordpiece_vocab(texts: list[str], specials: list[str], normalizer, pre_tokenizer) -> dict[str, int]:
-    """The special tokens, every character (alone and as ``##`` continuation) and every whole word of
-    ``texts``, in sorted order. Not ``WordPieceTrainer``: its merges break ties in hash-map order, so
-    two builds from the same texts got different vocabularies (and the tests pinned on the tiny
-    model moved); this vocabulary is the same on every run and covers every word of ``texts``."""
-    words = {w for text in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
-    chars = sorted({c for w in words for c in w})
-    tokens = [*specials, *chars, *(f"##{c}" for c in chars), *sorted(words - set(chars))]
-    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-
-
 def build_tiny_bert(out_dir: str | Path, texts: list[str], hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """Write a tiny BERT (config, random weights, WordPiece tokenizer trained on ``texts``) to ``out_dir``."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-    tok = Tokenizer(models.WordPiece(vocab=_wordpiece_vocab(texts, specials, normalizer, pre_tokenizer), unk_token="[UNK]"))
-    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
