@@ -152,7 +152,8 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
                 st.batches, st.step, st.loss_sum = batch_order(objective.lengths, train_cfg.batch_size, rng, train_cfg.group_by_length), 0, 0.0
             while st.step < len(st.batches):
                 group = st.batches[st.step : st.step + accumulate - st.step % accumulate]
-                units = sum(objective.count(idx) for idx in group)  # over the global step, on every rank
+                counts = [objective.count(idx) for idx in group]  # per micro-batch, on every rank
+                units = sum(counts)  # over the global step
                 for k, idx in enumerate(group):
                     mine, real = distributed.shard(idx)  # this rank's rows of the global batch
                     with par.no_sync(k == len(group) - 1):  # DDP all-reduces on the step's last micro-batch only
@@ -161,7 +162,7 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
                         loss_sum = loss_sum * (1.0 if real else 0.0)
                         # DDP averages over ranks; times the world size that is the sum over the global step
                         par.backward(loss_sum * distributed.world_size() / max(units, 1))
-                    st.loss_sum += distributed.all_reduce_sum(loss_sum.detach()).item() / max(objective.count(idx), 1)
+                    st.loss_sum += distributed.all_reduce_sum(loss_sum.detach()).item() / max(counts[k], 1)
                     st.tokens += tokens if real else 0
                     st.seen += len(idx)
                     st.step += 1
