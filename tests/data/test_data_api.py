@@ -10,7 +10,7 @@ import tunekit.data
 
 
 def test_public_exports():
-    assert tunekit.data.__all__ == ["PreparedData", "prepare", "read_rows", "render_report_markdown", "summary"]
+    assert tunekit.data.__all__ == ["Prepared", "PreparedData", "prepare", "read_rows", "render_report_markdown", "summary"]
 
 
 def test_prepared_data_fields():
