@@ -94,6 +94,17 @@ class Workspace:
         return self.root / "serving.db"
 
     @property
+    def service(self) -> Path:
+        """Service mode (``tunekit serve`` without ``--model``): ``service.db`` (files, jobs, events,
+        evals, the base-model catalogue), ``files/`` (uploaded files by content hash), ``jobs/`` (one
+        folder per fine-tuning job) and ``queue.db`` (the job queue)."""
+        return self.root / "service"
+
+    @property
+    def service_db(self) -> Path:
+        return self.service / "service.db"
+
+    @property
     def keys_db(self) -> Path:
         """API keys (hashed) with their scopes."""
         return self.root / "keys.db"

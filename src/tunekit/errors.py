@@ -162,3 +162,16 @@ class RequestTimeout(ServingError):
     def __init__(self, seconds: float):
         super().__init__(f"the model did not answer within {seconds:g} s (setting request_timeout_s); retry later, send fewer "
                          "inputs or ask for fewer tokens")
+
+
+class NotFound(ServingError):
+    """404: no file, job, eval or model with this id in the caller's project (another project's
+    objects answer exactly like missing ones, so ids reveal nothing across projects)."""
+
+    http_status, code = 404, "not_found"
+
+
+class Conflict(ServingError):
+    """409: the object exists but is not in a state that allows this (cancelling a finished job)."""
+
+    http_status, code = 409, "invalid_state"

@@ -35,21 +35,24 @@ def _keys(workspace: Path):
 
 
 @keys_app.command("create")
-def keys_create(scope: Annotated[str, typer.Option(help="`inference` (call models) or `admin` (everything, incl. loading adapters).")],
+def keys_create(scope: Annotated[str, typer.Option(help="`inference` (call models), `fine-tune` (also files, fine-tuning jobs and evals) "
+                                                       "or `admin` (everything, incl. adapters and the base-model catalogue).")],
                 name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "",
+                project: Annotated[str, typer.Option(help="The project the key works in: its files, jobs, evals and fine-tuned models "
+                                                          "are invisible to other projects' keys.")] = "default",
                 workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
     """Create an API key. It is printed once; only its hash is stored."""
-    token, info = _keys(workspace).create(scope, name)
-    err_console.print(f"Created {info.scope} key {info.key_id}; copy it now, it is not shown again:")
+    token, info = _keys(workspace).create(scope, name, project)
+    err_console.print(f"Created {info.scope} key {info.key_id} in project {info.project}; copy it now, it is not shown again:")
     console.print(token, markup=False, highlight=False, soft_wrap=True)
 
 
 @keys_app.command("list")
 def keys_list(workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) -> None:
-    """List API keys: id, scope, name, created, revoked (never the secrets)."""
-    rows = [{"key_id": k.key_id, "scope": k.scope, "name": k.name, "created": k.created_at, "revoked": k.revoked_at or ""}
-            for k in _keys(workspace).list()]
-    print_rows(Table("key id", "scope", "name", "created (UTC)", "revoked (UTC)"), rows, as_json)
+    """List API keys: id, scope, project, name, created, revoked (never the secrets)."""
+    rows = [{"key_id": k.key_id, "scope": k.scope, "project": k.project, "name": k.name, "created": k.created_at,
+             "revoked": k.revoked_at or ""} for k in _keys(workspace).list()]
+    print_rows(Table("key id", "scope", "project", "name", "created (UTC)", "revoked (UTC)"), rows, as_json)
 
 
 @keys_app.command("revoke")

@@ -13,7 +13,13 @@ there is no salt or pepper: no two secrets share a hash, and there is no diction
 Hashes are compared with ``hmac.compare_digest``, so the time taken does not reveal how much of a
 guess matched.
 
-Scopes: ``inference`` may call models; ``admin`` may do everything, loading adapters included.
+Scopes: ``inference`` may call models; ``fine-tune`` may also upload files and run fine-tuning jobs
+and evals (OpenAI's keys do both, and a team that trains a model calls it); ``admin`` may do
+everything, loading adapters and managing the base-model catalogue included.
+
+Projects: every key belongs to one project (``default`` unless created with ``--project``). Files,
+jobs, evals and fine-tuned models belong to the project of the key that made them, and a key of
+another project is answered 404, as if they did not exist (OpenAI's projects behave the same way).
 
 ``authenticate`` is what a route calls. It raises ``AuthError`` (401) or ``ForbiddenError`` (403),
 which the server's error handlers turn into OpenAI's error shape. Passing ``store=None`` means auth
@@ -39,6 +45,7 @@ from tunekit.errors import AuthError, ConfigError, ForbiddenError
 
 SCOPES = {
     "inference": "call the models: classify, chat and text completions",
+    "fine-tune": "inference, plus files, fine-tuning jobs and evals in the key's project",
     "admin": "everything, including loading and unloading adapters",
 }
 
@@ -51,8 +58,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     scope       TEXT NOT NULL,
     name        TEXT NOT NULL DEFAULT '',
     created_at  TEXT NOT NULL,
-    revoked_at  TEXT
+    revoked_at  TEXT,
+    project     TEXT NOT NULL DEFAULT 'default'
 )"""
+DEFAULT_PROJECT = "default"
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,11 @@ class KeyInfo:
     name: str
     created_at: str  # ISO 8601, UTC
     revoked_at: str | None = None
+    project: str = DEFAULT_PROJECT
 
     def allows(self, required_scope: str) -> bool:
-        """``admin`` allows everything; any other scope allows only itself."""
-        return self.scope == "admin" or self.scope == required_scope
+        """``admin`` allows everything, ``fine-tune`` also ``inference``; any other scope only itself."""
+        return self.scope in ("admin", required_scope) or (self.scope == "fine-tune" and required_scope == "inference")
 
 
 class KeyStore:
@@ -78,19 +89,21 @@ class KeyStore:
         self._init_lock = threading.Lock()
         self._initialised = False
 
-    def create(self, scope: str, name: str = "") -> tuple[str, KeyInfo]:
+    def create(self, scope: str, name: str = "", project: str = DEFAULT_PROJECT) -> tuple[str, KeyInfo]:
         """Make a key; returns its plaintext (the only time it exists) and what is stored about it."""
         if scope not in SCOPES:
             valid = ", ".join(f"{s!r} ({what})" for s, what in SCOPES.items())
             raise ConfigError(f"unknown API key scope {scope!r}; valid scopes: {valid}")
+        if not _PROJECT.fullmatch(project):
+            raise ConfigError(f"project name {project!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
         created_at = datetime.now(UTC).isoformat(timespec="seconds")
         secret = secrets.token_urlsafe(32)
         with self._connect() as conn:
             for _ in range(10):  # 32-bit ids: a collision is rare, and then we draw again
-                info = KeyInfo(secrets.token_hex(4), scope, name, created_at)
+                info = KeyInfo(secrets.token_hex(4), scope, name, created_at, project=project)
                 try:
-                    conn.execute("INSERT INTO api_keys (key_id, secret_hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)",
-                                 (info.key_id, _hash(secret), scope, name, created_at))
+                    conn.execute("INSERT INTO api_keys (key_id, secret_hash, scope, name, created_at, project) VALUES (?, ?, ?, ?, ?, ?)",
+                                 (info.key_id, _hash(secret), scope, name, created_at, project))
                     conn.commit()
                     return f"tk-{info.key_id}-{secret}", info
                 except sqlite3.IntegrityError:
@@ -104,18 +117,18 @@ class KeyStore:
             return None
         key_id, secret = match.groups()
         with self._connect() as conn:
-            row = conn.execute("SELECT key_id, scope, name, created_at, revoked_at, secret_hash FROM api_keys WHERE key_id = ?",
+            row = conn.execute("SELECT key_id, scope, name, created_at, revoked_at, project, secret_hash FROM api_keys WHERE key_id = ?",
                                (key_id,)).fetchone()
         # compare even for an unknown id, so that timing says nothing about which ids exist
-        ok = hmac.compare_digest(_hash(secret), row[5] if row else _DUMMY_HASH)
+        ok = hmac.compare_digest(_hash(secret), row[6] if row else _DUMMY_HASH)
         if row is None or not ok or row[4] is not None:
             return None
-        return KeyInfo(*row[:5])
+        return KeyInfo(*row[:6])
 
     def list(self) -> builtins.list[KeyInfo]:
         """Every key, revoked ones included, oldest first; no secrets or hashes."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT key_id, scope, name, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id").fetchall()
+            rows = conn.execute("SELECT key_id, scope, name, created_at, revoked_at, project FROM api_keys ORDER BY created_at, key_id").fetchall()
         return [KeyInfo(*row) for row in rows]
 
     def revoke(self, key_id: str) -> bool:
@@ -145,6 +158,9 @@ class KeyStore:
                     try:
                         conn.execute("PRAGMA journal_mode=WAL")
                         conn.execute(_SCHEMA)
+                        columns = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
+                        if "project" not in columns:  # a store made before projects: its keys belong to `default`
+                            conn.execute(f"ALTER TABLE api_keys ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
                         conn.commit()
                     except sqlite3.DatabaseError as exc:
                         conn.close()
