@@ -217,3 +217,8 @@ def startup_message(store: KeyStore | None) -> str:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def project_of(info: KeyInfo | None) -> str:
+    """The project a request works in: its key's, or ``default`` when auth is off."""
+    return info.project if info is not None else DEFAULT_PROJECT
