@@ -1,0 +1,566 @@
+"""Graders: OpenAI's grader definitions (as used by ``/v1/evals`` testing criteria), checked up
+front and applied to one item at a time.
+
+A grader definition is a JSON object with a ``type``; ``KINDS`` holds one row per type, with the
+fields it takes, how to check a definition and how to grade one item:
+
+- ``string_check``: ``input`` against ``reference`` by ``operation``: ``eq`` (equal), ``ne`` (not
+  equal), ``like`` (input contains reference) or ``ilike`` (the same, ignoring case). Score 1 or 0.
+- ``text_similarity``: ``input`` against ``reference`` by ``evaluation_metric``, passing at
+  ``pass_threshold``. ``bleu`` and ``rouge_l`` are exactly ``tunekit eval``'s (``textgen``: sacrebleu
+  sentence BLEU with effective order, rouge-score ROUGE-L F1, stemming off); ``rouge_1``..``rouge_5``
+  are rouge-score's ROUGE-N F1 with the same settings; ``gleu`` is nltk's sentence GLEU (nltk comes
+  with rouge-score) on whitespace tokens; ``fuzzy_match`` is rapidfuzz's ``fuzz.ratio`` / 100 (the
+  normalised Indel similarity). ``meteor`` (needs the WordNet corpus, a download) and ``cosine``
+  (needs an embedding model) are not offered.
+- ``label_model``: a served model answers the ``input`` messages; the answer must be one of
+  ``labels`` and passes when it is in ``passing_labels``.
+- ``score_model``: a served model answers the ``input`` messages with a number in ``range``
+  (default ``[0, 1]``), passing at ``pass_threshold`` (default: the middle of the range).
+- ``python``: ``source`` defines ``grade(sample, item) -> float``. Off unless the caller allows it;
+  then it runs in a separate Python process (``python -I``, an empty environment, a temporary
+  working directory, an address-space limit and a wall-clock timeout), never in the caller. This
+  isolates the caller from the grader's crashes, loops and memory; it is *not* a security sandbox
+  (the code can read what the server's user can read), so allow it only for trusted key holders.
+  Passes at ``pass_threshold`` (default 0.5).
+
+Templates: ``{{item.field}}`` and ``{{sample.output_text}}`` (dotted paths, list indices as
+numbers: ``{{item.answers.0}}``) are replaced in ``input``, ``reference`` and model messages; a
+string stays a string, anything else is written as JSON. A reference to a missing field is an
+error for that item, naming the field.
+
+``grade(definition, item, sample, complete=None, allow_python=False)`` never raises for a problem
+with one item (a missing field, a judge model's unusable answer, a grader that crashes or times
+out): it returns a ``GradeResult`` with ``error`` set, score 0 and ``passed`` False. Invalid
+*definitions* raise ``GraderDefinitionError`` (400, naming the field) from ``validate``.
+
+``complete(model, messages, params)`` is the judge: ``messages`` is ``[{"role", "content": str}]``,
+``params`` the grader's sampling parameters; it returns the answer's text (or a mapping with
+``text`` and optionally ``prompt_tokens``/``completion_tokens``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from tunekit.errors import RequestError
+
+__all__ = [
+    "KINDS",
+    "TEXT_SIMILARITY_METRICS",
+    "UNSUPPORTED_METRICS",
+    "GradeResult",
+    "GraderDefinitionError",
+    "Usage",
+    "grade",
+    "render",
+    "validate",
+    "validate_all",
+]
+
+Complete = Callable[[str, list[dict], dict], Any]
+
+STRING_CHECK_OPERATIONS = ("eq", "ne", "like", "ilike")
+TEXT_SIMILARITY_METRICS = ("fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+UNSUPPORTED_METRICS = {"meteor": "needs the WordNet corpus, which tunekit does not download",
+                       "cosine": "needs an embedding model, which tunekit's graders do not load"}
+ROLES = ("user", "assistant", "system", "developer")
+PYTHON_TIMEOUT_S = 10.0
+PYTHON_MEMORY_BYTES = 1 << 30  # address space of the grader's process
+PYTHON_SOURCE_MAX = 256_000
+
+
+class GraderDefinitionError(RequestError):
+    """A grader definition is invalid: 400, ``param`` is the field at fault."""
+
+    def __init__(self, message: str, param: str | None):
+        super().__init__(message, "invalid_value", param, http_status=400)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One call to a judge model (token counts may be estimates: 4 characters a token)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """One grader's verdict on one item. ``error`` set means the grader could not grade it."""
+
+    name: str
+    type: str
+    score: float
+    passed: bool
+    error: str | None = None
+    sample: dict | None = None  # a model grader's own prompt and answer
+    usage: tuple[Usage, ...] = field(default=())
+
+    def to_json(self) -> dict:
+        """The entry of an output item's ``results`` (OpenAI's shape, plus ``error``)."""
+        return {"name": self.name, "type": self.type, "score": self.score, "passed": self.passed,
+                "sample": self.sample, "error": self.error}
+
+
+class ItemError(Exception):
+    """This item cannot be graded (its message becomes ``GradeResult.error``)."""
+
+
+# ---------------------------------------------------------------------------------------- templates
+
+_TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*")
+NAMESPACES = ("item", "sample")
+
+
+def template_refs(text: str) -> list[str]:
+    """The paths referenced in ``text`` (``item.question``, ``sample.output_text``)."""
+    return [m.group(1) for m in _TEMPLATE.finditer(text)]
+
+
+def _check_template(text: Any, where: str) -> None:
+    if not isinstance(text, str):
+        raise GraderDefinitionError(f"{where}: must be a string, got {_kind(text)}", where)
+    for ref in template_refs(text):
+        if not _PATH.fullmatch(ref) or ref.split(".")[0] not in NAMESPACES:
+            raise GraderDefinitionError(f"{where}: template {{{{{ref}}}}} must name a field of `item` or `sample` "
+                                        "(such as {{item.answer}} or {{sample.output_text}})", where)
+
+
+def lookup(path: str, namespaces: Mapping[str, Any]) -> Any:
+    """The value at a dotted ``path`` (``item.a.b``, ``item.list.0``); ``ItemError`` naming it when missing."""
+    parts = path.split(".")
+    if parts[0] not in namespaces or namespaces[parts[0]] is None:
+        raise ItemError(f"{{{{{path}}}}}: there is no `{parts[0]}` for this item"
+                        + (" (the run has no model output: use a completions data source or give `sample` in the data)"
+                           if parts[0] == "sample" else ""))
+    value = namespaces[parts[0]]
+    for i, part in enumerate(parts[1:], start=1):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            have = f"; it has {', '.join(map(str, value))}" if isinstance(value, Mapping) and value else ""
+            raise ItemError(f"{{{{{path}}}}}: {'.'.join(parts[:i])} has no field {part!r}{have}")
+    return value
+
+
+def render(text: str, item: Mapping | None, sample: Mapping | None) -> str:
+    """``text`` with each ``{{item.x}}`` / ``{{sample.y}}`` replaced (strings as they are, other values as JSON)."""
+    namespaces = {"item": item, "sample": sample}
+
+    def one(match: re.Match) -> str:
+        value = lookup(match.group(1), namespaces)
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    return _TEMPLATE.sub(one, text)
+
+
+# ---------------------------------------------------------------------------------------- definitions
+
+@dataclass(frozen=True)
+class Kind:
+    """One grader type: its fields (required, optional), its own checks, and how it grades one item."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    check: Callable[[dict, str], None]
+    grade: Callable[..., tuple[float, bool, dict | None, tuple[Usage, ...]]]
+
+
+def validate(definition: Any, where: str = "grader") -> dict:
+    """The definition, checked (``GraderDefinitionError`` naming ``where.field``), with ``name``
+    defaulting to the type. Raises for unknown types, fields and values."""
+    if not isinstance(definition, Mapping):
+        raise GraderDefinitionError(f"{where}: must be a JSON object with a `type`, got {_kind(definition)}", where)
+    kind_name = definition.get("type")
+    if kind_name not in KINDS:
+        extra = " (multi graders are not supported)" if kind_name == "multi" else ""
+        raise GraderDefinitionError(f"{where}.type: {kind_name!r} is not one of {', '.join(KINDS)}{extra}", f"{where}.type")
+    kind = KINDS[kind_name]
+    allowed = {"type", "name", *kind.required, *kind.optional}
+    unknown = sorted(set(definition) - allowed)
+    if unknown:
+        raise GraderDefinitionError(f"{where}.{unknown[0]}: unknown field for a {kind_name} grader; it takes "
+                                    f"{', '.join(sorted(allowed))}", f"{where}.{unknown[0]}")
+    for name in kind.required:
+        if definition.get(name) is None:
+            raise GraderDefinitionError(f"{where}.{name}: required for a {kind_name} grader, but missing", f"{where}.{name}")
+    out = dict(definition)
+    name = out.get("name", kind_name)
+    if not isinstance(name, str) or not name.strip():
+        raise GraderDefinitionError(f"{where}.name: must be a non-empty string", f"{where}.name")
+    out["name"] = name
+    kind.check(out, where)
+    return out
+
+
+def validate_all(definitions: Any, where: str = "testing_criteria") -> list[dict]:
+    """Every definition of a list checked (``testing_criteria[1].operation: ...``)."""
+    if not isinstance(definitions, list) or not definitions:
+        raise GraderDefinitionError(f"{where}: must be a non-empty list of graders", where)
+    return [validate(d, f"{where}[{i}]") for i, d in enumerate(definitions)]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _number(definition: dict, key: str, where: str, required: bool = False) -> None:
+    value = definition.get(key)
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GraderDefinitionError(f"{where}.{key}: must be a number, got {_kind(value)}", f"{where}.{key}")
+
+
+def _check_string_check(d: dict, where: str) -> None:
+    _check_template(d["input"], f"{where}.input")
+    _check_template(d["reference"], f"{where}.reference")
+    if d["operation"] not in STRING_CHECK_OPERATIONS:
+        raise GraderDefinitionError(f"{where}.operation: {d['operation']!r} is not one of {', '.join(STRING_CHECK_OPERATIONS)}",
+                                    f"{where}.operation")
+
+
+def _check_text_similarity(d: dict, where: str) -> None:
+    _check_template(d["input"], f"{where}.input")
+    _check_template(d["reference"], f"{where}.reference")
+    metric = d["evaluation_metric"]
+    if metric not in TEXT_SIMILARITY_METRICS:
+        why = f" ({metric} {UNSUPPORTED_METRICS[metric]})" if metric in UNSUPPORTED_METRICS else ""
+        raise GraderDefinitionError(f"{where}.evaluation_metric: {metric!r} is not supported{why}; supported: "
+                                    f"{', '.join(TEXT_SIMILARITY_METRICS)}", f"{where}.evaluation_metric")
+    _number(d, "pass_threshold", where, required=True)
+
+
+def _check_messages(d: dict, where: str) -> None:
+    messages = d["input"]
+    if not isinstance(messages, list) or not messages:
+        raise GraderDefinitionError(f"{where}.input: must be a non-empty list of messages with `role` and `content`", f"{where}.input")
+    for i, message in enumerate(messages):
+        check_message(message, f"{where}.input[{i}]")
+    if not isinstance(d["model"], str) or not d["model"]:
+        raise GraderDefinitionError(f"{where}.model: must be the name of a served model", f"{where}.model")
+    params = d.get("sampling_params")
+    if params is not None and not isinstance(params, Mapping):
+        raise GraderDefinitionError(f"{where}.sampling_params: must be an object", f"{where}.sampling_params")
+
+
+def check_message(message: Any, where: str) -> None:
+    """A chat message whose content is text (a string, ``input_text``/``output_text`` parts); used for
+    graders' inputs and the completions data source's template."""
+    if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+        raise GraderDefinitionError(f"{where}: must be an object with `role` and `content`", where)
+    if message["role"] not in ROLES:
+        raise GraderDefinitionError(f"{where}.role: {message['role']!r} is not one of {', '.join(ROLES)}", f"{where}.role")
+    content = message["content"]
+    parts = content if isinstance(content, list) else [content]
+    for j, part in enumerate(parts):
+        at = f"{where}.content" + (f"[{j}]" if isinstance(content, list) else "")
+        if isinstance(part, str):
+            _check_template(part, at)
+        elif isinstance(part, Mapping) and part.get("type") in ("input_text", "output_text"):
+            _check_template(part.get("text"), f"{at}.text")
+        else:
+            what = part.get("type") if isinstance(part, Mapping) else _kind(part)
+            raise GraderDefinitionError(f"{at}: only text content is supported (a string, or input_text/output_text parts), "
+                                        f"got {what!r}: images and audio are not", at)
+
+
+def _check_label_model(d: dict, where: str) -> None:
+    _check_messages(d, where)
+    for key in ("labels", "passing_labels"):
+        value = d[key]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise GraderDefinitionError(f"{where}.{key}: must be a non-empty list of strings", f"{where}.{key}")
+    outside = [label for label in d["passing_labels"] if label not in d["labels"]]
+    if outside:
+        raise GraderDefinitionError(f"{where}.passing_labels: {outside[0]!r} is not one of labels ({', '.join(d['labels'])})",
+                                    f"{where}.passing_labels")
+
+
+def _check_score_model(d: dict, where: str) -> None:
+    _check_messages(d, where)
+    rng = d.get("range")
+    numbers = isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+    if rng is not None and not (numbers and rng[0] < rng[1]):
+        raise GraderDefinitionError(f"{where}.range: must be two numbers [low, high] with low < high, got {rng!r}", f"{where}.range")
+    _number(d, "pass_threshold", where)
+
+
+def _check_python(d: dict, where: str) -> None:
+    source = d["source"]
+    if not isinstance(source, str) or not source.strip():
+        raise GraderDefinitionError(f"{where}.source: must be Python source defining grade(sample, item)", f"{where}.source")
+    if len(source) > PYTHON_SOURCE_MAX:
+        raise GraderDefinitionError(f"{where}.source: {len(source)} characters; the limit is {PYTHON_SOURCE_MAX}", f"{where}.source")
+    try:
+        compile(source, "<grader>", "exec")  # compiling runs nothing
+    except SyntaxError as exc:
+        raise GraderDefinitionError(f"{where}.source: not valid Python: {exc.msg} (line {exc.lineno})", f"{where}.source") from None
+    if not re.search(r"^\s*(async\s+)?def\s+grade\s*\(", source, re.MULTILINE):
+        raise GraderDefinitionError(f"{where}.source: must define a function grade(sample, item) returning a number", f"{where}.source")
+    _number(d, "pass_threshold", where)
+
+
+# ---------------------------------------------------------------------------------------- grading
+
+def grade(definition: dict, item: Mapping | None, sample: Mapping | None, complete: Complete | None = None,
+          allow_python: bool = False, python_timeout_s: float = PYTHON_TIMEOUT_S,
+          python_memory_bytes: int = PYTHON_MEMORY_BYTES) -> GradeResult:
+    """Grade one item with one (already validated, or validated here) grader definition; never raises for
+    a problem of this item: the result's ``error`` says what went wrong."""
+    definition = validate(definition)
+    name, kind_name = definition["name"], definition["type"]
+    ctx = {"complete": complete, "allow_python": allow_python, "timeout": python_timeout_s, "memory": python_memory_bytes}
+    try:
+        score, passed, judge_sample, usage = KINDS[kind_name].grade(definition, item, sample, ctx)
+    except ItemError as exc:
+        return GradeResult(name, kind_name, 0.0, False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a judge model that failed, a metric library's surprise: this item only
+        return GradeResult(name, kind_name, 0.0, False, f"{type(exc).__name__}: {exc}")
+    return GradeResult(name, kind_name, float(score), bool(passed), None, judge_sample, usage)
+
+
+def _grade_string_check(d: dict, item, sample, ctx) -> tuple:
+    text, ref = render(d["input"], item, sample), render(d["reference"], item, sample)
+    op = d["operation"]
+    ok = {"eq": text == ref, "ne": text != ref, "like": ref in text, "ilike": ref.lower() in text.lower()}[op]
+    return (1.0 if ok else 0.0), ok, None, ()
+
+
+def _grade_text_similarity(d: dict, item, sample, ctx) -> tuple:
+    text, ref = render(d["input"], item, sample), render(d["reference"], item, sample)
+    score = similarity(d["evaluation_metric"], text, ref)
+    return score, score >= d["pass_threshold"], None, ()
+
+
+def similarity(metric: str, text: str, reference: str) -> float:
+    """``text`` scored against ``reference`` by one of ``TEXT_SIMILARITY_METRICS``, in [0, 1]."""
+    if metric in ("bleu", "rouge_l"):
+        from tunekit.evaluate.textgen import per_example
+
+        return float(per_example([text], [reference])[metric][0])
+    if metric.startswith("rouge_"):
+        key = "rouge" + metric.split("_")[1]
+        return float(_rouge_n().score(reference, text)[key].fmeasure)
+    if metric == "fuzzy_match":
+        try:
+            from rapidfuzz import fuzz
+        except ImportError:
+            raise ItemError("fuzzy_match needs the rapidfuzz package: pip install rapidfuzz") from None
+        return float(fuzz.ratio(text, reference) / 100)
+    if metric == "gleu":
+        from nltk.translate.gleu_score import sentence_gleu
+
+        hyp, ref = text.split(), reference.split()
+        return float(sentence_gleu([ref], hyp)) if hyp and ref else float(hyp == ref)
+    raise ValueError(f"unknown metric {metric!r}; supported: {', '.join(TEXT_SIMILARITY_METRICS)}")
+
+
+@lru_cache(maxsize=1)
+def _rouge_n():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([f"rouge{n}" for n in range(1, 6)], use_stemmer=False)
+
+
+def render_messages(messages: list[dict], item: Mapping | None, sample: Mapping | None) -> list[dict]:
+    """Chat messages with templates filled and content made one string (text parts joined by newlines)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        parts = content if isinstance(content, list) else [content]
+        texts = [p if isinstance(p, str) else p.get("text", "") for p in parts]
+        out.append({"role": message["role"], "content": "\n".join(render(t, item, sample) for t in texts)})
+    return out
+
+
+def call_model(complete: Complete | None, model: str, messages: list[dict], params: dict) -> tuple[str, Usage]:
+    """The model's answer and its usage (estimated at 4 characters a token when ``complete`` gives only text)."""
+    if complete is None:
+        raise ItemError(f"model {model!r}: this grader needs a served model to judge, and none was given")
+    answer = complete(model, messages, params)
+    prompt_tokens = completion_tokens = None
+    if isinstance(answer, Mapping):
+        prompt_tokens, completion_tokens = answer.get("prompt_tokens"), answer.get("completion_tokens")
+        answer = answer.get("text", answer.get("content"))
+    if not isinstance(answer, str):
+        raise ItemError(f"model {model!r} gave no text answer")
+    if prompt_tokens is None:
+        prompt_tokens = estimate_tokens(" ".join(m["content"] for m in messages))
+    if completion_tokens is None:
+        completion_tokens = estimate_tokens(answer)
+    return answer, Usage(model, int(prompt_tokens), int(completion_tokens))
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count estimate: 4 characters a token (rounded up)."""
+    return -(-len(text) // 4)
+
+
+def _judge(d: dict, item, sample, ctx, instruction: str) -> tuple[str, dict, Usage]:
+    messages = render_messages(d["input"], item, sample) + [{"role": "system", "content": instruction}]
+    params = dict(d.get("sampling_params") or {})
+    if "max_completions_tokens" in params:  # OpenAI's grader field has this spelling
+        params["max_completion_tokens"] = params.pop("max_completions_tokens")
+    answer, usage = call_model(ctx["complete"], d["model"], messages, params)
+    judge_sample = {"input": messages, "output": [{"role": "assistant", "content": answer}], "model": d["model"]}
+    return answer, judge_sample, usage
+
+
+def _grade_label_model(d: dict, item, sample, ctx) -> tuple:
+    labels = d["labels"]
+    answer, judge_sample, usage = _judge(d, item, sample, ctx, "Answer with exactly one of these labels and nothing else: "
+                                         + ", ".join(labels))
+    label = parse_label(answer, labels)
+    judge_sample["label"] = label
+    passed = label in d["passing_labels"]
+    return (1.0 if passed else 0.0), passed, judge_sample, (usage,)
+
+
+def parse_label(answer: str, labels: list[str]) -> str:
+    """The label a judge's answer gives: JSON ``{"label": ...}``, the answer itself (ignoring case,
+    quotes and a final full stop), or the only label named in it as a word; else ``ItemError``."""
+    text = answer.strip()
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, Mapping) and isinstance(parsed.get("label"), str):
+            text = parsed["label"].strip()
+    except ValueError:
+        pass
+    folded = {label.lower(): label for label in labels}
+    bare = text.strip("\"'`*. \n").lower()
+    if bare in folded:
+        return folded[bare]
+    named = [label for label in labels if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", text.lower())]
+    if len(named) == 1:
+        return named[0]
+    raise ItemError(f"the judge's answer {_clip(answer)!r} is not one of the labels {', '.join(labels)}")
+
+
+def _grade_score_model(d: dict, item, sample, ctx) -> tuple:
+    low, high = d.get("range") or [0, 1]
+    answer, judge_sample, usage = _judge(d, item, sample, ctx, f"Answer with only a number from {low:g} to {high:g}.")
+    score = parse_score(answer)
+    if not low <= score <= high:
+        raise ItemError(f"the judge's score {score:g} is outside the range [{low:g}, {high:g}]")
+    threshold = d.get("pass_threshold")
+    threshold = (low + high) / 2 if threshold is None else threshold
+    judge_sample["score"] = score
+    return score, score >= threshold, judge_sample, (usage,)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_score(answer: str) -> float:
+    """A judge's number: JSON ``{"result"|"score": n}``, or the first number in the text; else ``ItemError``."""
+    text = answer.strip()
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, Mapping):
+            parsed = parsed.get("result", parsed.get("score"))
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) and math.isfinite(parsed):
+            return float(parsed)
+    except ValueError:
+        pass
+    match = _NUMBER.search(text)
+    if match is None:
+        raise ItemError(f"the judge's answer {_clip(answer)!r} holds no number")
+    return float(match.group())
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
+# The child process: limits first, then the grader's code, then one JSON line on stdout.
+_RUNNER = r"""
+import json, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+cpu = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+payload = json.loads(sys.stdin.read())
+namespace = {"__name__": "grader"}
+exec(compile(payload["source"], "<grader>", "exec"), namespace)
+score = namespace["grade"](payload["sample"], payload["item"])
+sys.stdout.write("\n" + json.dumps({"score": score}))
+"""
+
+
+def _grade_python(d: dict, item, sample, ctx) -> tuple:
+    if not ctx["allow_python"]:
+        raise ItemError("python graders are turned off on this server (they run submitted code); an admin can enable them")
+    score = run_python(d["source"], item, sample, ctx["timeout"], ctx["memory"])
+    threshold = d.get("pass_threshold")
+    return score, score >= (0.5 if threshold is None else threshold), None, ()
+
+
+def run_python(source: str, item: Any, sample: Any, timeout_s: float = PYTHON_TIMEOUT_S,
+               memory_bytes: int = PYTHON_MEMORY_BYTES) -> float:
+    """``grade(sample, item)`` from ``source``, run in a fresh ``python -I`` process with ``memory_bytes``
+    of address space and ``timeout_s`` of wall-clock time; ``ItemError`` on any failure."""
+    payload = json.dumps({"source": source, "item": item, "sample": sample}, default=str)
+    with tempfile.TemporaryDirectory(prefix="tunekit-grader-") as cwd:
+        proc = subprocess.Popen([sys.executable, "-I", "-c", _RUNNER, str(memory_bytes), str(max(1, math.ceil(timeout_s)))],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                                env={"PATH": os.defpath, "LANG": "C.UTF-8"}, start_new_session=True, text=True)
+        try:
+            out, err = proc.communicate(payload, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise ItemError(f"the python grader did not finish within {timeout_s:g} s") from None
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+                proc.wait()
+    if proc.returncode != 0:
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            last = f"killed by signal {signal.Signals(-proc.returncode).name}" + (
+                " (CPU time limit)" if -proc.returncode == signal.SIGXCPU else "")
+        if "MemoryError" in last:
+            last += f" (the grader may use {memory_bytes / 2**20:.0f} MiB)"
+        raise ItemError(f"the python grader failed: {_clip(last, 500)}")
+    try:
+        score = json.loads(out.rstrip().rsplit("\n", 1)[-1])["score"]
+    except (ValueError, KeyError, IndexError):
+        raise ItemError("the python grader printed no score") from None
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ItemError(f"grade() must return a finite number, returned {_clip(repr(score))}")
+    return float(score)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the grader's own children too (start_new_session made the group)
+    except ProcessLookupError:
+        pass
+
+
+KINDS: dict[str, Kind] = {
+    "string_check": Kind(("input", "reference", "operation"), (), _check_string_check, _grade_string_check),
+    "text_similarity": Kind(("input", "reference", "evaluation_metric", "pass_threshold"), (), _check_text_similarity,
+                            _grade_text_similarity),
+    "label_model": Kind(("input", "model", "labels", "passing_labels"), ("sampling_params",), _check_label_model, _grade_label_model),
+    "score_model": Kind(("input", "model"), ("range", "sampling_params", "pass_threshold"), _check_score_model, _grade_score_model),
+    "python": Kind(("source",), ("image_tag", "pass_threshold"), _check_python, _grade_python),
+}
