@@ -15,7 +15,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunekit"
 
 # The composition roots: they chain the stages, so they may import any of them (and nothing imports them back).
-ROOTS = {"tunekit", "tasks", "pipeline", "cli", "serve", "monitor"}
+ROOTS = {"tunekit", "tasks", "pipeline", "cli", "serve", "monitor", "service"}
 
 
 def _node(path: Path) -> str:

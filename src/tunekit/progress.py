@@ -9,6 +9,9 @@ printed as plain lines with the rate and the time remaining, every ``every_s`` s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -21,7 +24,33 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["LineProgress", "bar", "clock"]
+__all__ = ["LineProgress", "bar", "clock", "emit", "listen"]
+
+Listener = Callable[..., None]
+_LISTENERS: ContextVar[tuple[Listener, ...]] = ContextVar("tunekit_progress_listeners", default=())
+
+
+@contextmanager
+def listen(listener: Listener) -> Iterator[None]:
+    """Call ``listener(event, **fields)`` for every ``emit`` in this thread (context) until the block ends.
+
+    Why: a fine-tuning job (``tunekit.service``) turns the training loop's steps and epochs into
+    OpenAI's job events and metrics, and stops a cancelled job between two steps by raising from the
+    listener; the loop knows nothing of jobs, it only says what happened.
+    """
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
+def emit(event: str, **fields) -> None:
+    """Tell the listeners (if any) that ``event`` happened: ``step`` (``step``, ``total_steps``,
+    ``train_loss``, ``epoch``) after each optimisation step, ``epoch`` (the epoch's history row) after
+    each validation. An exception a listener raises propagates: that is how a job is cancelled."""
+    for listener in _LISTENERS.get():
+        listener(event, **fields)
 
 
 def bar(console: Console | None, unit: str = "steps", every_s: float = 30.0):
@@ -72,6 +101,7 @@ class LineProgress:
         task.completed = completed if completed is not None else task.completed + advance
         if info is not None:
             task.info = info
+        emit("progress", description=task.description, completed=task.completed, total=task.total)
         now = time.monotonic()
         if task.total and task.completed >= task.total:
             self._print(task_id)

@@ -49,7 +49,7 @@ data_app = typer.Typer(help="Check data, freeze splits, preview conversations, l
 registry_app = typer.Typer(help="List, promote and roll back registered model versions.", no_args_is_help=True)
 
 
-models_app = typer.Typer(help="Base models for tests and demos.", no_args_is_help=True)
+models_app = typer.Typer(help="Base models: the service's catalogue (add, list, remove) and tiny models for tests and demos.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke the server's API keys.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")

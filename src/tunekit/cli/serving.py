@@ -1,4 +1,4 @@
-"""Production commands: serve, monitor and the server's API keys."""
+"""Production commands: serve (one model or the whole service), worker, monitor, the API keys and the base-model catalogue."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tunekit.cli.common import (
     console,
     err_console,
     keys_app,
+    models_app,
     print_rows,
     settings_options,
     tracking,
@@ -24,7 +25,7 @@ from tunekit.cli.common import (
 from tunekit.monitor.settings import MonitorSettings
 from tunekit.serve.settings import ServeSettings
 
-KeysWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace folder; the keys live in WORKSPACE/keys.db.")]
+KeysWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace folder (keys in WORKSPACE/keys.db, the catalogue in WORKSPACE/service/service.db).")]
 
 
 def _keys(workspace: Path):
@@ -68,17 +69,75 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id, as `tunekit 
 @settings_options(ServeSettings, rename={"rate_limit_per_minute": "--rate-limit", "request_timeout_s": "--request-timeout"})
 def serve(config: Annotated[Path | None, typer.Option(help="YAML file of server settings (every option below, and `guardrails`).")] = None,
           **options) -> None:
-    """Serve a model over HTTP: /v1/classify or OpenAI's /v1/chat/completions, with keys, limits, guardrails, /metrics."""
+    """Serve a model over HTTP (/v1/classify or OpenAI's /v1/chat/completions), or without --model the whole
+    service: OpenAI's files, fine-tuning jobs and evals, and chat with every fine-tuned model. Keys, limits,
+    guardrails, /metrics either way."""
     from tunekit.serve import serve as run_server
     from tunekit.serve.settings import load_settings
 
     if options["tracking_uri"] is None and config is None:
         options["tracking_uri"] = tracking(None)
     settings = load_settings(config, **options)
+    if settings.model is None:
+        from tunekit.service.app import run as run_service
+
+        return run_service(settings)
     from tunekit import registry
 
     registry.resolve_model(settings.model, settings.tracking_uri)  # a name with no such alias: exit now, naming what exists, not a server answering 503
     run_server(settings)
+
+
+@app.command()
+def worker(workspace: Annotated[Path, typer.Option(help="The service's workspace (its service.db and, by default, its queue).")] = Path(DEFAULT_WORKSPACE),
+           threads: Annotated[int, typer.Option(help="Jobs this worker runs at once.")] = 1,
+           queue: Annotated[str | None, typer.Option(help="Queue URL: redis://HOST:6379/0 for workers on several machines (also "
+                                                           "$TUNEKIT_QUEUE_URL). Default: SQLite in the workspace.")] = None,
+           stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which a running job's worker is taken "
+                                                           "to have died and the job is queued again.")] = 60.0) -> None:
+    """Run fine-tuning jobs from the service's queue until interrupted (`tunekit serve` starts one itself unless --workers 0)."""
+    import logging
+
+    from tunekit.artifacts import Workspace
+    from tunekit.service.queue import work
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"tunekit worker: jobs of {workspace} ({threads} at a time)", highlight=False)
+    work(Workspace(workspace), queue, threads, stale_after)
+
+
+@models_app.command("add")
+def models_add(name: Annotated[str, typer.Argument(help="What fine-tuning jobs call it (`model` of a job), e.g. smollm2.")],
+               ref: Annotated[str, typer.Argument(help="`bundled:smollm2`, `bundled:minilm` or a model folder saved with save_pretrained.")],
+               workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Add a base model to the service's catalogue: the only models fine-tuning jobs may start from."""
+    from tunekit.artifacts import Workspace
+    from tunekit.service.catalogue import Catalogue
+
+    entry = Catalogue(Workspace(workspace)).add(name, ref)
+    console.print(f"Added base model {entry.name} -> {entry.ref}", highlight=False)
+
+
+@models_app.command("list")
+def models_list(workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) -> None:
+    """List the service's base-model catalogue."""
+    from tunekit.artifacts import Workspace
+    from tunekit.service.catalogue import Catalogue
+
+    rows = [{"name": b.name, "ref": b.ref, "added_at": b.added_at} for b in Catalogue(Workspace(workspace)).list()]
+    print_rows(Table("name", "model", "added (Unix time)"), rows, as_json)
+
+
+@models_app.command("remove")
+def models_remove(name: Annotated[str, typer.Argument(help="A name from `tunekit models list`.")],
+                  workspace: KeysWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Remove a base model from the catalogue (models fine-tuned from it keep working)."""
+    from tunekit.artifacts import Workspace
+    from tunekit.service.catalogue import Catalogue
+
+    if not Catalogue(Workspace(workspace)).remove(name):
+        raise typer.BadParameter(f"no base model {name!r} in the catalogue; see `tunekit models list`")
+    console.print(f"Removed base model {name}")
 
 
 @app.command()

@@ -35,14 +35,17 @@ class RunOutcome:
     version: str
     decision: registry.GateDecision
     card: dict
+    trained: train.TrainResult | None = None  # how training went (history, trained tokens, speed)
 
 
-def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None = None) -> RunOutcome | None:
-    """The lifecycle; ``resume`` is the id of an interrupted run whose training continues from its checkpoint.
-    In a data-parallel run only rank 0 returns the outcome; the other ranks return None after training."""
+def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None = None, run_id: str | None = None) -> RunOutcome | None:
+    """The lifecycle; ``resume`` is the id of an interrupted run whose training continues from its checkpoint,
+    ``run_id`` names a new run (default: the time and 4 random hex digits; a fine-tuning job passes its own id,
+    so that it can resume the run after a worker died). In a data-parallel run only rank 0 returns the
+    outcome; the other ranks return None after training."""
     console = console or Console()
     task = tasks.get(cfg.task)
-    run_id = resume or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    run_id = resume or run_id or datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     run_dir = Workspace(cfg.workspace_dir).run(run_id)
     if resume:
         check_resumable(cfg, run_dir)  # before the data check and baseline: a refusal costs a second, not minutes
@@ -87,7 +90,7 @@ def run(cfg: TunekitConfig, console: Console | None = None, resume: str | None =
     for path in report.write(card, run_dir):
         mlc.log_artifact(mlflow_run, str(path), "report")
     summary.print_summary(console, card, task.evidence(card), run_dir / "report.html", cfg.tracking == registry.default_tracking_uri())
-    return RunOutcome(run_id, run_dir, version, decision, card)
+    return RunOutcome(run_id, run_dir, version, decision, card, trained)
 
 
 

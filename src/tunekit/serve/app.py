@@ -58,13 +58,16 @@ Errors have OpenAI's shape: `{{"error": {{"message", "type", "code", "param"}}}}
 
 def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI:
     """The FastAPI app serving ``settings.model``; ``loader`` replaces the default one in tests."""
+    if settings.model is None:
+        raise ConfigError("no model to serve: set `model` (a registry reference or a model folder), or use service mode "
+                          "(`tunekit serve` without --model: tunekit.service.app.create_service_app)")
     slot = ModelSlot(settings, loader or default_loader)
     runtime = Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.base_model.id))
-        runtime.start(partial(_classify_batch, slot), partial(_generate_batch, slot))
+        runtime.start(partial(_classify_batch, slot), generate_batch)
         slot.watch(settings.reload_interval_s)
         yield
         slot.stop_watching()
@@ -74,7 +77,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     app.state.settings, app.state.slot, app.state.runtime = settings, slot, runtime
     handlers.install(app)
     inference, admin = runtime.require("inference"), runtime.require("admin")
-    openai_routes.install(app, slot, settings, runtime, [inference])
+    openai_routes.install(app, openai_routes.SingleModel(slot), settings, runtime, [inference])
     app.middleware("http")(observe_middleware(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 
@@ -204,10 +207,11 @@ def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list
         return list(loaded.model.predict_proba(texts, pairs, chunk))
 
 
-def _generate_batch(slot: ModelSlot, items: list[tuple[list[int], dict]]):
-    """One batched ``generate`` over the prompts of every request in the micro-batch (same decoding options)."""
-    gen = slot.require().model
-    options = items[0][1]
+def generate_batch(items: list[tuple[list[int], dict]]):
+    """One batched ``generate`` over the prompts of every request in the micro-batch (same model, same
+    decoding options: the batcher groups them so; the route put the model in as ``generator``)."""
+    options = dict(items[0][1])
+    gen = options.pop("generator")
     with gen.lock:
         return gen.generate([p for p, _ in items], **options, batch_size=len(items))
 
@@ -267,8 +271,9 @@ def _predictions(probs: np.ndarray, labels: list[str]) -> list[Prediction]:
     ]
 
 
-def serve(settings: ServeSettings) -> None:
-    """Run the server with uvicorn until interrupted; prints where it listens and where the docs are."""
+def serve(settings: ServeSettings, app: FastAPI | None = None) -> None:
+    """Run the server (``app``, default ``create_app(settings)``) with uvicorn until interrupted; prints
+    where it listens and where the docs are."""
     import uvicorn
 
     if settings.backend == "vllm":
@@ -281,8 +286,8 @@ def serve(settings: ServeSettings) -> None:
     logger.setLevel(logging.INFO)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}"
-    print(f"tunekit: serving {settings.model} at {url}  (API docs: {url}/docs)", flush=True)
+    print(f"tunekit: serving {settings.model or 'service mode (files, fine-tuning jobs, evals)'} at {url}  (API docs: {url}/docs)", flush=True)
     # On SIGTERM uvicorn stops accepting, waits for in-flight requests (up to 30 s), then runs the
     # lifespan's shutdown, which finishes queued batches and commits the request log.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info",
+    uvicorn.run(app or create_app(settings), host=settings.host, port=settings.port, access_log=False, log_level="info",
                 timeout_graceful_shutdown=30)

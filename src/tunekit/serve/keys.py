@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     project     TEXT NOT NULL DEFAULT 'default'
 )"""
 DEFAULT_PROJECT = "default"
-_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots or colons: it is part of `ft:` model ids
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class KeyStore:
             valid = ", ".join(f"{s!r} ({what})" for s, what in SCOPES.items())
             raise ConfigError(f"unknown API key scope {scope!r}; valid scopes: {valid}")
         if not _PROJECT.fullmatch(project):
-            raise ConfigError(f"project name {project!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+            raise ConfigError(f"project name {project!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
         created_at = datetime.now(UTC).isoformat(timespec="seconds")
         secret = secrets.token_urlsafe(32)
         with self._connect() as conn:

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request
@@ -90,20 +90,44 @@ COMPLETION_REFUSED: Refusals = {
 }
 
 
-def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Runtime, dependencies: list) -> None:
+class Served(Protocol):
+    """What the routes serve: one model (``SingleModel``, ``tunekit serve --model``) or every fine-tuned
+    model of the caller's project (service mode's pool)."""
+
+    def pick(self, model: str, http: Request) -> LoadedModel:
+        """The loaded model that answers for ``model`` (404 when nothing does, 503 while loading)."""
+
+    def cards(self, http: Request) -> list[ModelCard]:
+        """What ``GET /v1/models`` lists for this caller."""
+
+
+class SingleModel:
+    """The one model of ``tunekit serve --model``: its name, or a PEFT model's base id and adapter names."""
+
+    def __init__(self, slot: ModelSlot):
+        self.slot = slot
+
+    def pick(self, model: str, http: Request) -> LoadedModel:
+        return self.slot.require()
+
+    def cards(self, http: Request) -> list[ModelCard]:
+        loaded = self.slot.require()
+        return [ModelCard(id=name, created=loaded.created) for name in served_models(loaded)]
+
+
+def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runtime, dependencies: list) -> None:
     """Add ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` to ``app``;
     ``dependencies`` (auth and rate limit) guard each of them."""
     router = APIRouter(tags=["OpenAI-compatible"], dependencies=dependencies)
     warned: set[str] = set()  # unknown request fields already reported in the log
 
     @router.get("/v1/models", response_model=ModelList, responses={503: {"model": ErrorResponse}}, summary="The models a request's `model` may name")
-    async def models() -> ModelList:
-        loaded = slot.require()
-        return ModelList(data=[ModelCard(id=name, created=loaded.created) for name in served_models(loaded)])
+    async def models(http: Request) -> ModelList:
+        return ModelList(data=await run_in_threadpool(served.cards, http))
 
     @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS | STREAMED, summary="Answer a conversation (OpenAI chat completions)")
     async def chat_completions(request: ChatCompletionRequest, http: Request):
-        loaded = slot.require()
+        loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
         _check(request, CHAT_REFUSED, http.url.path, warned)
         messages = conversation(request.messages)
@@ -115,7 +139,7 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
         _input_limit([prompt], settings.max_input_tokens, "messages")
         requested, param = (request.max_completion_tokens, "max_completion_tokens") if request.max_completion_tokens else (request.max_tokens, "max_tokens")
         budget = _max_tokens(gen, [prompt], requested, param, "messages", settings.max_new_tokens, settings.max_new_tokens)
-        options = _options(request, adapter, budget)
+        options = _options(request, gen, adapter, budget)
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
             rec.deferred = True
@@ -128,7 +152,7 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
 
     @router.post("/v1/completions", response_model=Completion, responses=ERRORS | STREAMED, summary="Continue raw text (OpenAI completions)")
     async def completions(request: CompletionRequest, http: Request):
-        loaded = slot.require()
+        loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
         _check(request, COMPLETION_REFUSED, http.url.path, warned)
         texts = prompt_texts(request.prompt, settings.max_inputs)
@@ -138,7 +162,7 @@ def install(app: FastAPI, slot: ModelSlot, settings: ServeSettings, runtime: Run
         prompts = await run_in_threadpool(lambda: [gen.encode_text(text) for text in texts])
         _input_limit(prompts, settings.max_input_tokens, "prompt")
         budget = _max_tokens(gen, prompts, request.max_tokens, "max_tokens", "prompt", settings.max_new_tokens, COMPLETIONS_MAX_TOKENS)
-        options = _options(request, adapter, budget)
+        options = _options(request, gen, adapter, budget)
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
             rec.deferred = True
@@ -293,12 +317,13 @@ def _max_tokens(gen: Generator, prompts: list[list[int]], requested: int | None,
     return min(default, context - longest) if context is not None else default
 
 
-def _options(request: ChatCompletionRequest | CompletionRequest, adapter: str | None, max_new_tokens: int) -> dict:
-    """Keyword arguments of ``Generator.generate``/``stream``, with OpenAI's defaults (temperature 1, top_p 1)."""
+def _options(request: ChatCompletionRequest | CompletionRequest, gen: Generator, adapter: str | None, max_new_tokens: int) -> dict:
+    """Keyword arguments of ``Generator.generate``/``stream``, with OpenAI's defaults (temperature 1, top_p 1),
+    and the ``generator`` itself (the micro-batcher groups requests by model and options)."""
     temperature = 1.0 if request.temperature is None else request.temperature
     top_p = 1.0 if request.top_p is None else request.top_p
     return {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": _stop(request.stop),
-            "adapter": adapter, "seed": request.seed}
+            "adapter": adapter, "seed": request.seed, "generator": gen}
 
 
 def _input_limit(prompts: list[list[int]], limit: int, param: str) -> None:
@@ -404,7 +429,7 @@ async def _events(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
 
 async def _pieces(gen: Generator, prompt: list[int], options: dict) -> AsyncIterator[str | Generation]:
     """``Generator.stream`` advanced in worker threads; closing this closes it, which stops generation."""
-    items = gen.stream(prompt, **options)
+    items = gen.stream(prompt, **{k: v for k, v in options.items() if k != "generator"})
     try:
         while (item := await run_in_threadpool(next, items, None)) is not None:
             yield item

@@ -171,7 +171,7 @@ class ModelCard(BaseModel):
     id: str = Field(..., description="What to put in a request's `model` field.")
     object: Literal["model"] = Field("model", description="Always `model`.")
     created: int = Field(..., description="Unix time the server loaded it.")
-    owned_by: str = Field("tunekit", description="Always `tunekit`.")
+    owned_by: str = Field("tunekit", description="`tunekit` for a served or base model; in service mode a fine-tuned model's project.")
 
 
 class ModelList(BaseModel):

@@ -107,6 +107,7 @@ class Runtime:
                 self.auth_failures.check(client)  # takes one of the client's failure tokens
                 raise
             record(request).key_id = info.key_id if info else None
+            request.state.key = info  # service mode scopes files, jobs and models to the key's project
             self.limiter.enforce(info.key_id if info else client)
             return info
 
@@ -130,7 +131,8 @@ class Runtime:
         return await self.within_timeout(self.batchers["classify"].submit_many(rows))
 
     async def generate(self, prompts: list[list[int]], options: dict) -> list:
-        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        # requests share a micro-batch only with the same model (by identity) and the same decoding options
+        key = tuple(sorted((k, id(v) if k == "generator" else tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
         return await self.within_timeout(self.batchers["generate"].submit_many([(p, options) for p in prompts], key=key))
 
     async def check_input(self, request: Request, texts: list[str]) -> None:

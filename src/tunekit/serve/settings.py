@@ -18,7 +18,7 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(..., description="Model to serve: a registry reference (`NAME@ALIAS`, e.g. `intent@champion`, or `NAME/VERSION`) or the path of a tunekit model directory.")
+    model: str | None = Field(None, description="Model to serve: a registry reference (`NAME@ALIAS`, e.g. `intent@champion`, or `NAME/VERSION`) or the path of a tunekit model directory. Left out: service mode (OpenAI's files, fine-tuning jobs and evals, and chat with every fine-tuned model).")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI used to resolve registry references. Default: the registry's own default.")
     host: str = Field("127.0.0.1", description="Interface to listen on; `0.0.0.0` listens on every interface.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
@@ -42,6 +42,10 @@ class ServeSettings(BaseModel):
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation models: `transformers` (tunekit's server, everything on this page) or `vllm` (vLLM's OpenAI server with the adapter loaded through its LoRA support; CUDA only, `pip install vllm`; auth by vLLM's single `$VLLM_API_KEY`, no tunekit guardrails or request log).")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output guardrails.")
+    workers: int = Field(1, ge=0, le=16, description="Service mode: job workers the server starts (one process, this many jobs at a time); 0 when workers run elsewhere (`tunekit worker`).")
+    max_file_bytes: int = Field(512 * 2**20, ge=1, description="Service mode: the largest file `POST /v1/files` takes; a larger one is answered with 413.")
+    stale_after_s: float = Field(60.0, gt=0, description="Service mode: a running job whose worker has not written a heartbeat for this long is taken to have died, and is queued again to continue from its last checkpoint.")
+    allow_python_graders: bool = Field(False, description="Service mode: let evals use `python` graders (run in a separate process with time and memory limits). Off: such an eval is refused with 400.")
 
     @property
     def workspace_dir(self) -> Path:

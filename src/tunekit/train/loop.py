@@ -36,6 +36,7 @@ from tunekit.config import TunekitConfig
 from tunekit.data.prepared import Prepared
 from tunekit.errors import TunekitError
 from tunekit.models import gguf, resolve_base
+from tunekit import progress as progress_events
 from tunekit.progress import bar as progress_bar
 from tunekit.train import checkpoint, distributed, optimizer, schedules
 from tunekit.train.batching import batch_order
@@ -58,6 +59,7 @@ class TrainResult:
     train_examples_per_second: float
     peak_memory_mb: float = field(default=0.0)
     train_tokens_per_second: float = field(default=0.0)  # real (non-padding) tokens per second
+    trained_tokens: int = field(default=0)  # real (non-padding) tokens trained on, over every epoch and rank (a job's `trained_tokens`)
 
 
 @dataclass
@@ -168,6 +170,8 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
                     st.step += 1
                     progress.update(bar, advance=1, info=f"epoch {st.epoch}/{train_cfg.epochs} loss {st.loss_sum / st.step:.4f}")
                 par.step(train_cfg.max_grad_norm)
+                progress_events.emit("step", step=(st.epoch - 1) * steps_per_epoch + -(-st.step // accumulate),
+                                     total_steps=steps_per_epoch * train_cfg.epochs, epoch=st.epoch, train_loss=st.loss_sum / st.step)
                 if saves and (st.step // accumulate) % train_cfg.checkpoint_every == 0:
                     save_checkpoint()
             st.train_seconds += time.perf_counter() - epoch_start
@@ -178,6 +182,8 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
                 on_epoch(st.epoch - 1, val.score)
             if saves:
                 save_checkpoint()
+            progress_events.emit("epoch", **st.history[-1], step=st.history[-1]["epoch"] * steps_per_epoch, best_epoch=st.best_epoch,
+                                 checkpointed=bool(saves))
             if stop:
                 break
     if not par.sharded:
@@ -191,7 +197,7 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
         adapter_dir=out_dir, history=st.history, best_epoch=st.best_epoch, best_score=float(st.best_score),
         stopped_early=len(st.history) < train_cfg.epochs, trainable_params=trainable, total_params=total,
         seconds=round(time.perf_counter() - started, 2), train_examples_per_second=round(st.seen / max(st.train_seconds, 1e-9), 2),
-        peak_memory_mb=peak_memory_mb(device), train_tokens_per_second=round(tokens / max(st.train_seconds, 1e-9), 1),
+        peak_memory_mb=peak_memory_mb(device), train_tokens_per_second=round(tokens / max(st.train_seconds, 1e-9), 1), trained_tokens=tokens,
     )
 
 
