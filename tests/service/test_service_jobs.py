@@ -127,11 +127,32 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_model(service):
         # the fine-tuned model answers at once, plain and streamed, and is listed
         model = done.fine_tuned_model
         assert {"tiny", model} <= {m.id for m in client.models.list().data}
-        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "reverse: fig kiwi lime"}], temperature=0)
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "reverse: fig kiwi lime"}], temperature=0,
+                                               max_tokens=8)
         assert reply.model == model and reply.choices[0].message.role == "assistant"
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "reverse: fig kiwi lime"}], temperature=0, stream=True) if chunk.choices)
+            model=model, messages=[{"role": "user", "content": "reverse: fig kiwi lime"}], temperature=0, max_tokens=8, stream=True)
+            if chunk.choices)
         assert streamed == reply.choices[0].message.content
+
+        # an eval samples the fine-tuned model over a template and grades it: the same answers as chat
+        evaluation = client.evals.create(
+            name="reverse", data_source_config={"type": "custom", "include_sample_schema": True, "item_schema": {
+                "type": "object", "properties": {"words": {"type": "string"}, "answer": {"type": "string"}}, "required": ["words", "answer"]}},
+            testing_criteria=[{"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+                               "operation": "eq"}])
+        items = [{"item": {"words": w, "answer": " ".join(reversed(w.split()))}} for w in ("fig kiwi lime", "plum pear fig", "apple mango lime")]
+        run = client.evals.runs.create(evaluation.id, name="ft", data_source={
+            "type": "completions", "model": model, "source": {"type": "file_content", "content": items},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "reverse: {{item.words}}"}]},
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 8}})
+        run = wait_for(lambda: (r := client.evals.runs.retrieve(run.id, eval_id=evaluation.id)).status in ("completed", "failed") and r,
+                       "the eval run")
+        assert run.status == "completed" and run.result_counts.total == 3 and run.result_counts.errored == 0
+        outputs = client.evals.runs.output_items.list(run.id, eval_id=evaluation.id).data
+        first = next(o for o in outputs if o.datasource_item["words"] == "fig kiwi lime")
+        assert first.sample.output[0].content == reply.choices[0].message.content
+        assert run.result_counts.passed == sum(o.status == "pass" for o in outputs)
 
         # a second job, cancelled while it trains: it stops before its last step
         long_job = client.fine_tuning.jobs.create(model="tiny", training_file=upload.id, hyperparameters={"n_epochs": 40, "batch_size": 4})
@@ -158,6 +179,15 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_model(service):
         inference.fine_tuning.jobs.list()
     with pytest.raises(openai.PermissionDeniedError):
         inference.files.create(file=training_file(), purpose="fine-tune")
+
+    # every call is in the request log: who (key id), what (method and path), when, with its status
+    import sqlite3
+
+    with sqlite3.connect(workspace.serving_db) as conn:
+        calls = conn.execute("SELECT route, status, key_id, request_json FROM requests").fetchall()
+    creates = [c for c in calls if c[0] == "/v1/fine_tuning/jobs" and json.loads(c[3]).get("method") == "POST"]
+    assert len(creates) == 2 and all(c[1] == 200 and c[2] for c in creates)
+    assert any(c[0] == "/v1/files" and c[1] == 403 for c in calls)
 
     # listing: newest first, paginated with after/limit, filtered by metadata
     listed = client.fine_tuning.jobs.list(limit=1)
@@ -211,3 +241,27 @@ def test_a_worker_killed_mid_job_is_recovered_and_the_job_finishes(service):
     steps = sorted(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id, limit=100).data)
     assert steps[-1] == 6 * steps[0]  # every epoch reached a checkpoint, the last one at the last step
     assert client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "reverse: fig"}]).choices
+
+
+def test_a_paused_job_resumes_from_its_checkpoint(service):
+    client, workspace = service["client"](), service["workspace"]
+    upload = client.files.create(file=training_file(), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload.id, hyperparameters={"n_epochs": 4, "batch_size": 8})
+    worker = start_worker(workspace)
+    try:
+        wait_for(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "the first epoch's checkpoint")
+        client.fine_tuning.jobs.pause(job.id)
+        paused = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "paused" and j, "the pause")
+        assert paused.fine_tuned_model is None
+        with pytest.raises(openai.ConflictError):
+            client.fine_tuning.jobs.pause(job.id)
+        assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+        done = wait_for(lambda: finished(client, job.id), "the resumed job")
+    finally:
+        stop(worker)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data]
+    assert "Job paused; resume it to continue from its last checkpoint" in messages
+    assert any(m.startswith("Continuing from the last checkpoint") for m in messages)
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.resume(job.id)

@@ -209,6 +209,8 @@ def observe_middleware(runtime: Runtime):
             route = _route_template(request)
             runtime.metrics.observe_request(route, status, rec.model or "", seconds)
             if route.startswith(LOGGED_PREFIX) and not rec.deferred:
+                if rec.request is None:  # a route with no model input (files, jobs, evals): the audit trail is who did what to which id
+                    rec.request = {"method": request.method, "path": request.url.path}
                 await runtime.write(rec, route, status, seconds * 1000)
             logger.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
 
