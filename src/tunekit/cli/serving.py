@@ -106,6 +106,31 @@ def worker(workspace: Annotated[Path, typer.Option(help="The service's workspace
     work(Workspace(workspace), queue, threads, stale_after)
 
 
+@app.command()
+def record(base_url: Annotated[str, typer.Option(help="The incumbent's OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")],
+           model: Annotated[str, typer.Option(help="The model to record, e.g. ft:gpt-4o-mini-2024-07-18:acme::abc123.")],
+           prompts: Annotated[Path, typer.Option(help="JSONL of prompts: {\"messages\": [...]} ending in a user turn, or {\"prompt\": \"...\"}.")],
+           out: Annotated[Path, typer.Option(help="Chat JSONL to write (a fine-tune file); an interrupted recording continues into it.")],
+           api_key_env: Annotated[str, typer.Option(help="Environment variable holding the endpoint's API key.")] = "OPENAI_API_KEY",
+           max_tokens: Annotated[int | None, typer.Option(help="Longest answer to ask for (default: the endpoint's).")] = None,
+           temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 records the model's most likely answers.")] = 0.0) -> None:
+    """Record a model's answers from any OpenAI-compatible endpoint into a training file: distil the model you are losing."""
+    import os
+
+    from openai import OpenAI
+
+    from tunekit.data.record import record as run_record
+
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise typer.BadParameter(f"${api_key_env} is not set; export the endpoint's API key there (or name another variable with --api-key-env)")
+    with OpenAI(base_url=base_url, api_key=key) as client:
+        done = run_record(client, model, prompts, out, max_tokens, temperature, err_console)
+    console.print(f"Recorded {done.recorded} answers of {model} ({done.kept} kept from an earlier run) into {out} in {done.seconds:.0f} s; "
+                  f"{done.prompt_tokens} prompt and {done.completion_tokens} completion tokens. Upload it as a fine-tune file, and "
+                  "score the candidate against it with an eval.", highlight=False)
+
+
 @models_app.command("add")
 def models_add(name: Annotated[str, typer.Argument(help="What fine-tuning jobs call it (`model` of a job), e.g. smollm2.")],
                ref: Annotated[str, typer.Argument(help="`bundled:smollm2`, `bundled:minilm` or a model folder saved with save_pretrained.")],
