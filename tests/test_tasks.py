@@ -17,8 +17,8 @@ def test_every_task_the_config_accepts_has_a_row_and_no_more():
 
 
 def test_an_unknown_task_names_the_known_ones():
-    with pytest.raises(ConfigError, match="use one of classification, regression, generation"):
-        tasks.get("preference")
+    with pytest.raises(ConfigError, match="use one of classification, regression, generation, preference"):
+        tasks.get("ranking")
 
 
 def test_the_pipeline_never_branches_on_the_task():
@@ -48,7 +48,7 @@ def test_every_task_has_a_training_objective():
         set_in_init = {"model", "device", "lengths", "fingerprint", "lower_is_better", "improvement"}
         assert set(loop.Objective.__annotations__) <= set(dir(objective)) | set_in_init, name
     with pytest.raises(KeyError):
-        train.objective_for("preference")
+        train.objective_for("ranking")
 
 
 def test_both_kinds_of_prepared_data_satisfy_the_protocol(tiny_config):

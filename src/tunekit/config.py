@@ -34,11 +34,13 @@ from tunekit.errors import ConfigError
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
 GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
 REGRESSION_METRICS = ("rmse", "mae", "mse", "r2")
-PRIMARY_METRICS = CLASSIFICATION_METRICS + GENERATION_METRICS + REGRESSION_METRICS
-TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "generation": GENERATION_METRICS, "regression": REGRESSION_METRICS}
+PREFERENCE_METRICS = ("pair_accuracy", "reward_margin")
+PRIMARY_METRICS = CLASSIFICATION_METRICS + GENERATION_METRICS + REGRESSION_METRICS + PREFERENCE_METRICS
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "generation": GENERATION_METRICS, "regression": REGRESSION_METRICS,
+                "preference": PREFERENCE_METRICS}
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse"})  # errors: every other metric is a score, higher is better
 Metric = Literal["accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc",
-                 "exact_match", "rouge_l", "bleu", "chrf", "rmse", "mae", "mse", "r2"]
+                 "exact_match", "rouge_l", "bleu", "chrf", "rmse", "mae", "mse", "r2", "pair_accuracy", "reward_margin"]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -320,7 +322,7 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """How models are scored."""
 
-    primary: Metric = Field("macro_f1", description="Metric that the gate and the report lead with (classification and regression also stop early on it). Classification: `macro_f1` (default), `accuracy`, `macro_precision`, `macro_recall`, `balanced_accuracy`, `mcc`. Generation: `rouge_l` (default), `exact_match`, `bleu`, `chrf` (all 0-1). Regression: `rmse` (default), `mae`, `mse` (errors in the target's units: lower is better), `r2` (higher is better).")
+    primary: Metric = Field("macro_f1", description="Metric that the gate and the report lead with (classification and regression also stop early on it). Classification: `macro_f1` (default), `accuracy`, `macro_precision`, `macro_recall`, `balanced_accuracy`, `mcc`. Generation: `rouge_l` (default), `exact_match`, `bleu`, `chrf` (all 0-1). Regression: `rmse` (default), `mae`, `mse` (errors in the target's units: lower is better), `r2` (higher is better). Preference: `pair_accuracy` (default: the share of held-out pairs whose preferred answer the model finds more likely than the other), `reward_margin` (the mean implicit reward margin against the starting model).")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples for the confidence intervals of metric differences.")
     calibrate: bool = Field(True, description="Classification only: fit temperature scaling on validation; the server then returns calibrated probabilities.")
     slice_columns: list[str] = Field([], description="Metadata columns (from `data.metadata_columns`) to slice test metrics by; slices where the fine-tuned model is worse than the baseline are flagged.")
@@ -382,11 +384,18 @@ class TuneConfig(_Section):
     space: dict[str, SearchParam] = Field(default_factory=_default_space, description="Search space: dotted config keys (as for `--set`) to parameter ranges.")
 
 
+class PreferenceConfig(_Section):
+    """`task: preference`: how the model is tuned on pairs of a preferred and a non-preferred answer to one prompt."""
+
+    loss: Literal["dpo", "orpo"] = Field("dpo", description="`dpo` (Rafailov et al. 2023): the sigmoid DPO loss against the starting model, whose log-probabilities of every pair are computed once before training; `orpo` (Hong et al. 2024): no reference model, the preferred answer's token loss plus the odds-ratio term. Both losses are TRL's own code.")
+    beta: float = Field(0.1, gt=0, le=10, description="DPO: the temperature of the implicit reward `beta * (log pi(answer) - log pi_start(answer))`; smaller values let the model move further from the starting one. ORPO: the weight of the odds-ratio term (ORPO's lambda). The reported reward margin uses it too.")
+
+
 class TunekitConfig(_Section):
     """A tunekit task: data, base model, method, training, evaluation and promotion gate."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the task; the registered model is called this.")
-    task: Literal["classification", "generation", "regression"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `regression`: one number per text (or text pair) with an encoder (a score, a price, a rating); the label column holds the target and the baseline is TF-IDF + ridge. `generation`: instruction or chat supervised fine-tuning of a causal LM.")
+    task: Literal["classification", "generation", "regression", "preference"] = Field("classification", description="What the model does. `classification`: one label per text (or text pair) with an encoder. `regression`: one number per text (or text pair) with an encoder (a score, a price, a rating); the label column holds the target and the baseline is TF-IDF + ridge. `generation`: instruction or chat supervised fine-tuning of a causal LM. `preference`: DPO or ORPO tuning of a causal LM on preferred and non-preferred answers (OpenAI's preference JSONL or `prompt`/`chosen`/`rejected` rows; see the `preference` section).")
     workspace: str = Field(DEFAULT_WORKSPACE, description="Folder for frozen splits, runs, the MLflow store and the serving log. Like every path in the config (data files, `model.base` when it is a folder, `model.init_from`, `eval.suite`), relative to the config file's folder; left out, `./tunekit-workspace` in the directory tunekit runs in, where `tunekit serve` and `tunekit registry` look by default. Every run says which at its top.")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI. Default: SQLite `mlflow.db` in the workspace. Point it at a shared MLflow server to share the registry.")
     data: DataConfig
@@ -396,6 +405,7 @@ class TunekitConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Preference tuning (`task: preference`): the loss and its beta.")
 
     _source_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _cwd: Path = PrivateAttr(default_factory=Path.cwd)
@@ -404,9 +414,10 @@ class TunekitConfig(_Section):
     @classmethod
     def _task_defaults(cls, raw: Any) -> Any:
         """Generation scores text, so its default primary metric is ROUGE-L rather than macro F1;
-        regression scores numbers, so its default is RMSE (in the target's units, lower is better)."""
+        regression scores numbers, so its default is RMSE (in the target's units, lower is better);
+        preference scores pairs, so its default is pair accuracy."""
         task = raw.get("task") if isinstance(raw, dict) else None
-        default = {"generation": "rouge_l", "regression": "rmse"}.get(task) if isinstance(task, str) else None
+        default = {"generation": "rouge_l", "regression": "rmse", "preference": "pair_accuracy"}.get(task) if isinstance(task, str) else None
         if default is not None:
             ev = raw.get("eval")
             if ev is None or (isinstance(ev, dict) and "primary" not in ev):
@@ -435,8 +446,10 @@ class TunekitConfig(_Section):
             if pattern.groups > 1:
                 raise ValueError(f"`eval.extract` has {pattern.groups} groups; the answer is the first group, so use one "
                                  "(make the others non-capturing: (?:...))")
-        if self.task == "generation" and self.data.duplicates == "keep":
-            raise ValueError("`data.duplicates: keep` does not apply to task generation: an example is identified by its content, "
+        if self.task == "preference" and self.eval.suite:
+            raise ValueError("`eval.suite` holds label cases (must_predict, ...), which do not apply to task preference; remove it")
+        if self.task in ("generation", "preference") and self.data.duplicates == "keep":
+            raise ValueError(f"`data.duplicates: keep` does not apply to task {self.task}: an example is identified by its content, "
                              "so a repeated one is kept once (`drop`, the default) or refused (`error`)")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
@@ -448,7 +461,7 @@ class TunekitConfig(_Section):
     @property
     def learning_rate(self) -> float:
         """The learning rate in force: the configured one, else the method's default."""
-        defaults = GENERATION_LEARNING_RATE if self.task == "generation" else DEFAULT_LEARNING_RATE
+        defaults = GENERATION_LEARNING_RATE if self.task in ("generation", "preference") else DEFAULT_LEARNING_RATE
         return self.train.learning_rate or defaults[self.method.kind]
 
     @property
@@ -683,7 +696,7 @@ def config_reference_markdown() -> str:
         ("(top level)", TunekitConfig), ("data", DataConfig), ("data.train / data.validation / data.test as a mapping", FileConfig),
         ("data.split", SplitConfig),
         ("model", ModelConfig), *((f"method (kind: {kind})", cls) for kind, cls in METHODS.items()),
-        ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig), ("tune", TuneConfig), ("tune.space.KEY", SearchParam),
+        ("train", TrainConfig), ("eval", EvalConfig), ("gate", GateConfig), ("preference", PreferenceConfig), ("tune", TuneConfig), ("tune.space.KEY", SearchParam),
     ]
     out = []
     for title, model in sections:

@@ -1,8 +1,8 @@
 """The task table: one row per task, pointing at the stage functions that differ for it.
 
-The task (classification, regression, generation) is what varies most in tunekit. ``pipeline.run``
+The task (classification, regression, generation, preference) is what varies most in tunekit. ``pipeline.run``
 never asks which task it runs: it takes the row for ``cfg.task`` and calls the row's functions in
-the lifecycle's order. Adding a task (preference pairs next) is one row here and the functions it
+the lifecycle's order. Adding a task is one row here and the functions it
 names, and a line in ``task_kinds.py`` (what the task is: causal, numeric, labelled; the facts the
 stages ask). ``tests/test_tasks.py`` ties both tables to the config's ``task`` literal, so a task
 the config accepts without a row (or a row the config does not accept) fails the suite.
@@ -31,7 +31,12 @@ from typing import Any
 
 from rich.console import Console
 
-from tunekit.config import GENERATION_METRICS, REGRESSION_METRICS, TunekitConfig
+from tunekit.config import (
+    GENERATION_METRICS,
+    PREFERENCE_METRICS,
+    REGRESSION_METRICS,
+    TunekitConfig,
+)
 from tunekit.data.prepared import Prepared
 from tunekit.task_kinds import kind
 
@@ -212,6 +217,69 @@ def _generation_card(card: dict, data, baselines, model, trained) -> None:
     card["train"]["train_tokens_per_second"] = trained.train_tokens_per_second
 
 
+# --- preference: pairs of a preferred and a non-preferred answer, a causal LM tuned by DPO or ORPO ---
+
+def _prepare_preference(cfg: TunekitConfig, console: Console):
+    from tunekit import methods, models
+    from tunekit.data import preference
+    from tunekit.models import templates
+    from tunekit.models.causal import load_causal_tokenizer
+    from tunekit.train import distributed
+
+    methods.check(cfg.method, models.pick_device(cfg.train.device))
+    tokenizer = load_causal_tokenizer(cfg.model.base, cfg.model.revision)
+    with distributed.main_first():
+        data = preference.prepare_preferences(cfg, tokenizer, templates.resolve(tokenizer, cfg.model.template))
+    console.print(preference.summary(data), markup=False, highlight=False)
+    return data
+
+
+def _starting_model(cfg: TunekitConfig, data, console: Console) -> list:
+    """The starting model itself: its pair accuracy on the test pairs is what tuning must beat, and its
+    log-probabilities are the reference of every reward margin."""
+    from tunekit import methods, models
+    from tunekit.evaluate.preference import run_starting
+    from tunekit.models.causal import base_generator, load_causal_base
+
+    quantized = methods.SPECS[cfg.method.kind].quantized_base
+    model, tokenizer = load_causal_base(cfg.model.base, cfg.model.revision, quantize_4bit=quantized)
+    generator = base_generator(cfg, model, tokenizer, data.template, models.pick_device(cfg.train.device), quantized=quantized)
+    return [run_starting(cfg, data, generator)]
+
+
+def _evaluate_preference(cfg, data, model, baselines, run_dir, history, console):
+    from tunekit.evaluate.preference import run_preference
+
+    return run_preference(cfg, data, model, baselines, run_dir, history, console)
+
+
+def _rescore_preference(cfg: TunekitConfig, data, path: Path, console: Console) -> dict | None:
+    """A champion's pair metrics on these test pairs, its reward margin against this run's starting model."""
+    from tunekit.evaluate.preference import pair_metrics, score_pairs
+    from tunekit.models.causal import load_generator
+
+    champ = load_generator(path, cfg.train.device)
+    if champ.info.task != cfg.task or champ.base_model != cfg.model.base:
+        return None  # another task or another starting model: its margins are not comparable
+    start = _starting_model(cfg.derive(**{"eval.side_by_side": 0}), data, console)[0]
+    chosen, rejected = score_pairs(champ.model, data.encoded["test"], champ.tokenizer.pad_token_id, champ.device, cfg.train.eval_batch_size)
+    return pair_metrics(chosen, rejected, start.chosen, start.rejected, cfg.preference.beta)
+
+
+def _preference_card(card: dict, data, baselines, model, trained) -> None:
+    card["data"] = {"fingerprint": data.fingerprint, "test_fingerprint": data.test_fingerprint, "reused": data.reused,
+                    "rows": {k: len(v) for k, v in data.rows.items()}, "report_path": str(data.directory / "report.md"),
+                    "template": data.template.name}
+    card["train"]["best_score"] = -trained.best_score  # the validation preference loss of the kept epoch
+    card["train"]["train_tokens_per_second"] = trained.train_tokens_per_second
+
+
+def _preference_evidence(card: dict) -> list[str]:
+    from tunekit.evaluate.preference import evidence_lines
+
+    return evidence_lines(card)
+
+
 def _no_manifest(model) -> dict:
     return {}
 
@@ -242,6 +310,10 @@ TASKS: dict[str, Task] = {
         name="generation", prepare=_prepare_generation, baselines=_prompted_baselines, shown=lambda cfg: list(GENERATION_METRICS),
         load=_load_generator, evaluate=_evaluate_generation, manifest=_no_manifest, reference=_reference_of_texts,
         rescore=_rescore_generator, card=_generation_card, evidence=_evidence("generation"), speed="train_tokens_per_second"),
+    "preference": Task(
+        name="preference", prepare=_prepare_preference, baselines=_starting_model, shown=lambda cfg: list(PREFERENCE_METRICS),
+        load=_load_generator, evaluate=_evaluate_preference, manifest=_no_manifest, reference=_reference_of_texts,
+        rescore=_rescore_preference, card=_preference_card, evidence=_preference_evidence, speed="train_tokens_per_second"),
 }
 
 

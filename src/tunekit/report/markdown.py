@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from tunekit.config import REGRESSION_METRICS, lower_is_better
+from tunekit.config import PREFERENCE_METRICS, REGRESSION_METRICS, lower_is_better
 from tunekit.evaluate.textgen import GENERATION_METRICS
 
 METRIC_ORDER = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
@@ -67,6 +67,10 @@ def verdict_word(r: dict) -> str:
 
 
 def render_markdown(card: dict) -> str:
+    if _task(card).paired:  # preference pairs: the evaluation that scores them renders their card
+        from tunekit.evaluate.preference import render_markdown as render_pairs
+
+        return render_pairs(card)
     if _is_generation(card):
         return _render_generation(card)
     if _is_regression(card):
@@ -332,6 +336,8 @@ def _is_regression(card: dict) -> bool:
 
 
 def _headline_metrics(card: dict) -> tuple[str, ...]:
+    if _task(card).paired:
+        return PREFERENCE_METRICS
     if _is_regression(card):
         return REGRESSION_METRICS
     return GENERATION_METRICS if _is_generation(card) else METRIC_ORDER

@@ -1,12 +1,12 @@
 """Train stage: fine-tune the base model with the configured method on the frozen splits.
 
 ``run`` is the one entry: it picks the task's part of training (``labelled`` for classification
-and regression, ``causal`` for generation) and hands it to the one loop (``loop.fit``), which owns
+and regression, ``causal`` for generation, ``preference`` for DPO and ORPO) and hands it to the one loop (``loop.fit``), which owns
 batching, accumulation, precision, checkpoints, early stopping and data-parallel training. The
 result is a self-describing model folder (PEFT's own files, the tokenizer and ``tunekit.json``)
 that ``PeftModel.from_pretrained`` loads unchanged.
 
-Modules: ``loop`` (the loop), ``labelled`` and ``causal`` (the tasks' parts), ``optimizer``
+Modules: ``loop`` (the loop), ``labelled``, ``causal`` and ``preference`` (the tasks' parts), ``optimizer``
 (AdamW groups, schedule, precision), ``checkpoint`` (save, load, resume), ``batching``
 (length-grouped batch order), ``schedules`` (layer-wise rates, gradual unfreezing),
 ``distributed`` (processes), ``tune`` (hyperparameter search), ``plan`` (cost before training).
@@ -52,8 +52,10 @@ def objective_for(task: str):
     ``tasks.TASKS``; ``tests/test_tasks.py`` checks both tables name the same tasks."""
     from tunekit.train.causal import CausalObjective
     from tunekit.train.labelled import LabelledObjective
+    from tunekit.train.preference import PreferenceObjective
 
-    objectives = {"classification": LabelledObjective, "regression": LabelledObjective, "generation": CausalObjective}
+    objectives = {"classification": LabelledObjective, "regression": LabelledObjective, "generation": CausalObjective,
+                  "preference": PreferenceObjective}
     return objectives[task]
 
 
