@@ -138,3 +138,28 @@ def test_dpo_raises_held_out_pair_accuracy_above_the_starting_model(dpo_run):
     assert manifest["task"] == "preference" and manifest["metrics"]["pair_accuracy"] == tuned["pair_accuracy"]
     rows = [json.loads(line) for line in (dpo_run.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == card["data"]["rows"]["test"] == tuned["pairs"]
+
+
+def test_orpo_objective_trains_without_a_reference_on_train_pairs(tiny_llama, tmp_path):
+    """ORPO's part of training on the tiny Llama: a finite loss with gradients, a validation with the pair figures."""
+    import numpy as np
+    from rich.console import Console
+
+    from tunekit import tasks
+    from tunekit.train.preference import PreferenceObjective
+
+    write_jsonl(tmp_path / "train.jsonl", pair_rows(40, openai=False))
+    raw = {"name": "orpo", "task": "preference", "workspace": str(tmp_path / "ws"), "data": {"train": "train.jsonl"},
+           "model": {"base": str(tiny_llama), "max_length": 48}, "method": {"kind": "lora", "r": 4, "alpha": 8},
+           "train": {"device": "cpu", "eval_batch_size": 16}, "preference": {"loss": "orpo", "beta": 0.2}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "config.yaml")
+    data = tasks.get("preference").prepare(cfg, Console(quiet=True))
+    objective = PreferenceObjective(cfg, data, torch.device("cpu"), Console(quiet=True))
+    assert set(objective.reference) == {"validation"} and objective.count(np.arange(4)) == 4
+    loss, tokens = objective.loss(objective.model, np.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 0 and tokens > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.model.parameters() if p.requires_grad)
+    val = objective.validate(type("Par", (), {"eval_model": objective.model})())
+    assert {"val_loss", "val_pair_accuracy", "val_reward_margin"} <= set(val.fields) and val.score == -val.fields["val_loss"]

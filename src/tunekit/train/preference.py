@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import types
+import warnings
 
 import numpy as np
 import torch
@@ -85,7 +86,9 @@ def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Ten
 def orpo_loss(chosen_mean: torch.Tensor, rejected_mean: torch.Tensor, beta: float) -> torch.Tensor:
     """ORPO's loss, the mean over pairs, from the mean per-token log-probabilities of both answers:
     the preferred answer's token loss minus TRL's odds-ratio term (``ORPOTrainer.odds_ratio_loss``)."""
-    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+    with warnings.catch_warnings():  # TRL 1.x keeps ORPO under trl.experimental and warns on import; the version is pinned
+        warnings.simplefilter("ignore")
+        from trl.experimental.orpo.orpo_trainer import ORPOTrainer
 
     state = types.SimpleNamespace(beta=beta, accelerator=_Accelerator(chosen_mean.device))
     ratio = ORPOTrainer.odds_ratio_loss(state, chosen_mean, rejected_mean)[0]
