@@ -56,7 +56,8 @@ def service(tmp_path, tiny_base) -> Iterator[dict]:
     keys = KeyStore(workspace.keys_db)
     tokens = {"a": keys.create("fine-tune", "team a", "team-a")[0], "b": keys.create("fine-tune", "team b", "team-b")[0],
               "a-inference": keys.create("inference", "app of a", "team-a")[0]}
-    settings = ServeSettings(workspace=str(workspace.root), workers=0, rate_limit_per_minute=0, max_new_tokens=16)
+    settings = ServeSettings(workspace=str(workspace.root), workers=0, rate_limit_per_minute=0, max_new_tokens=16,
+                             max_file_bytes=200_000, max_body_bytes=50_000)
     with TestClient(create_service_app(settings)) as http:
         def client(who: str = "a") -> openai.OpenAI:
             return openai.OpenAI(base_url="http://testserver/v1", api_key=tokens[who], http_client=http, max_retries=0)
@@ -219,6 +220,19 @@ def test_bad_jobs_are_refused_before_anything_is_queued(service):
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.cancel("ftjob-doesnotexist")
 
+    # uploads have their own limit (max_file_bytes) above every other body's (max_body_bytes)
+    def padded(n_bytes: int) -> tuple[str, bytes]:  # valid chat rows, long enough to weigh n_bytes
+        row = json.dumps({"messages": [{"role": "user", "content": "x" * 990}, {"role": "assistant", "content": "y"}]}) + "\n"
+        return "big.jsonl", (row * (n_bytes // len(row) + 1)).encode()
+
+    assert client.files.create(file=padded(100_000), purpose="fine-tune").bytes > 100_000
+    with pytest.raises(openai.APIStatusError) as err:
+        client.files.create(file=padded(300_000), purpose="fine-tune")
+    assert err.value.status_code == 413
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 60_000}])
+    assert err.value.status_code == 413 and "max_body_bytes" in err.value.message
+
 
 def test_a_worker_killed_mid_job_is_recovered_and_the_job_finishes(service):
     client, workspace = service["client"](), service["workspace"]
@@ -265,3 +279,42 @@ def test_a_paused_job_resumes_from_its_checkpoint(service):
     assert any(m.startswith("Continuing from the last checkpoint") for m in messages)
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.resume(job.id)
+
+
+def preference_file(n: int = 60) -> tuple[str, bytes]:
+    """OpenAI's preference rows: the reversed list preferred over the list as it came (palindromes skipped)."""
+    rows = []
+    for r in reverse_rows(n * 2):
+        prompt, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        unreversed = prompt.removeprefix("reverse: ")
+        if answer != unreversed and len(rows) < n:
+            rows.append({"input": {"messages": [{"role": "user", "content": prompt}]},
+                         "preferred_output": [{"role": "assistant", "content": answer}],
+                         "non_preferred_output": [{"role": "assistant", "content": unreversed}]})
+    return "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_a_dpo_job_tunes_on_preference_pairs(service):
+    client, workspace = service["client"](), service["workspace"]
+    pairs = client.files.create(file=preference_file(), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as err:  # a chat file is not preference data
+        client.fine_tuning.jobs.create(model="tiny", training_file=client.files.create(file=training_file(), purpose="fine-tune").id,
+                                       method={"type": "dpo"})
+    assert "fine-tune file of preference rows" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(model="tiny", training_file=pairs.id, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 50}}})
+    assert err.value.body["param"] == "hyperparameters.beta"
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=pairs.id, method={"type": "dpo", "dpo": {"hyperparameters": {
+        "n_epochs": 2, "batch_size": 8, "beta": 0.5}}})
+    worker = start_worker(workspace)
+    try:
+        done = wait_for(lambda: finished(client, job.id), "the DPO job")
+    finally:
+        stop(worker)
+    assert done.status == "succeeded", done.error
+    assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.5
+    config = yaml.safe_load((workspace.service / "jobs" / job.id / "config.yaml").read_text())
+    assert config["task"] == "preference" and config["preference"] == {"loss": "dpo", "beta": 0.5}
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data]
+    assert any("pair_accuracy" in m for m in messages)
+    assert client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "reverse: fig kiwi lime"}]).choices

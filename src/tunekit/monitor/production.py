@@ -64,7 +64,7 @@ def read(workspace: Path, name: str, version: str | None, task: str, since: floa
 
 def _ours(row: dict, name: str, version: str | None, task: str) -> bool:
     return (row.get("model") == name and (version is None or row.get("version") == version)
-            and row.get("status") == 200 and row.get("route") in ROUTES[task])
+            and row.get("status") == 200 and row.get("route") in ROUTES["generation" if task_kinds.kind(task).causal else task])  # every causal model is chatted with
 
 
 def _add_request(traffic: Traffic, row: dict, task: str) -> None:

@@ -180,7 +180,7 @@ async def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, requ
     rec = record(http)
     rec.model, rec.version = loaded.name, loaded.version
     if loaded.task != task:
-        raise RequestError(f"{http.url.path}: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES[loaded.task]}", "wrong_task", None, 400)
+        raise RequestError(f"{http.url.path}: this server serves {loaded.name!r}, a {loaded.task} model; {ROUTES['generation' if task_kinds.kind(loaded.task).causal else loaded.task]}", "wrong_task", None, 400)
     texts, pairs = parse_inputs(request.inputs, loaded.expects_pairs, settings.max_inputs, settings.max_chars)
     rec.request = {"inputs": texts}
     if request.task is not None:

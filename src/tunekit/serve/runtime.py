@@ -232,10 +232,14 @@ class BodyLimit:
     - ``Content-Length`` together with ``Transfer-Encoding`` is conflicting framing: 400;
     - a body that does not arrive within ``timeout_s`` is answered 408.
     The body is then replayed to the app.
+
+    ``streamed`` maps paths (file uploads) to their own, larger limit: their bodies are not held in
+    memory here but passed through as they arrive, refused early only by a declared length over the
+    limit; the route counts the bytes it reads and answers 413 past it.
     """
 
-    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0):
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0, streamed: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.timeout_s, self.streamed = app, max_bytes, timeout_s, streamed or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -248,6 +252,11 @@ class BodyLimit:
         if len(set(lengths)) > 1 or any(not v.strip().isdigit() for v in lengths):
             return await self._answer(send, 400, f"invalid Content-Length header {b', '.join(lengths).decode('latin-1')!r}; "
                                       "send one length in bytes", "invalid_content_length")
+        limit = self.streamed.get(scope.get("path", ""))
+        if limit is not None:
+            if lengths and int(lengths[0]) > limit:
+                return await self._too_large(send, int(lengths[0]), limit)
+            return await self.app(scope, receive, send)
         if lengths and int(lengths[0]) > self.max_bytes:
             return await self._too_large(send, int(lengths[0]))
         messages, size = [], 0
@@ -270,9 +279,10 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _too_large(self, send, size: int) -> None:
-        await self._answer(send, 413, f"the request body has more than {self.max_bytes} bytes ({size} or more), this server's limit "
-                           "(setting max_body_bytes); send less per request", "body_too_large")
+    async def _too_large(self, send, size: int, limit: int | None = None) -> None:
+        setting = "max_body_bytes" if limit is None else "max_file_bytes"
+        await self._answer(send, 413, f"the request body has more than {limit or self.max_bytes} bytes ({size} or more), this server's limit "
+                           f"(setting {setting}); send less per request", "body_too_large")
 
     async def _answer(self, send, status: int, message: str, code: str) -> None:
         from tunekit.serve.handlers import error_response

@@ -65,7 +65,9 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
     app.include_router(evals.router(evals.EvalStore(workspace.service_db), runtime.require, store.content, _completer(pool),
                                     allow_python=settings.allow_python_graders))
     app.middleware("http")(observe_middleware(runtime))
-    app.add_middleware(BodyLimit, max_bytes=max(settings.max_body_bytes, settings.max_file_bytes + 65536), timeout_s=settings.body_timeout_s)
+    # uploads stream to the files route (which counts what it reads); every other body is capped as for one model
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
+                       streamed={"/v1/files": settings.max_file_bytes + 65536})
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
     async def healthz() -> Health:

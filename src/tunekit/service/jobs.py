@@ -23,7 +23,7 @@ from tunekit.artifacts import Workspace
 from tunekit.errors import Conflict, NotFound, ServingError
 from tunekit.service.db import connect, new_id, now
 
-__all__ = ["ACTIVE", "FINISHED", "JobStore", "JobInvalid", "ft_model_id", "resolve_hyperparameters"]
+__all__ = ["ACTIVE", "FINISHED", "HYPERPARAMETERS", "JobStore", "JobInvalid", "ft_model_id", "resolve_hyperparameters"]
 
 ACTIVE = ("validating_files", "queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -103,7 +103,7 @@ class Job:
             "model": self.model, "organization_id": self.project, "status": self.status,
             "fine_tuned_model": self.fine_tuned_model, "trained_tokens": self.trained_tokens,
             "training_file": self.training_file, "validation_file": self.validation_file,
-            "hyperparameters": {k: hyper[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
+            "hyperparameters": {k: hyper[k] for k in HYPERPARAMETERS["supervised"]},
             "method": {"type": method["type"], method["type"]: {"hyperparameters": hyper}},
             "result_files": json.loads(self.row["result_files"]), "seed": self.seed, "user_provided_suffix": self.suffix,
             "error": json.loads(self.row["error"]) if self.row["error"] else None,
@@ -117,11 +117,21 @@ def ft_model_id(base: str, project: str, suffix: str | None, job_id: str) -> str
     return f"ft:{base}:{project}:{suffix or ''}:{job_id.removeprefix('ftjob-')[:8]}"
 
 
-def resolve_hyperparameters(sent: dict, examples: int) -> dict:
-    """Numbers for every ``"auto"`` (3 epochs; batch 8, or fewer for a small file) after range checks."""
+HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
+                   "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
+
+
+def resolve_hyperparameters(sent: dict, examples: int, method: str = "supervised") -> dict:
+    """Numbers for every ``"auto"`` (3 epochs; batch 8, or fewer for a small file; DPO's beta 0.1) after range checks."""
     out = {}
-    for name, auto, low, high, kind in (("n_epochs", AUTO_EPOCHS, 1, MAX_EPOCHS, int), ("batch_size", min(AUTO_BATCH, max(1, examples // 4)), 1, MAX_BATCH, int),
-                                        ("learning_rate_multiplier", 1.0, 1e-3, 100.0, float)):
+    ranges = {"n_epochs": (AUTO_EPOCHS, 1, MAX_EPOCHS, int), "batch_size": (min(AUTO_BATCH, max(1, examples // 4)), 1, MAX_BATCH, int),
+              "learning_rate_multiplier": (1.0, 1e-3, 100.0, float), "beta": (0.1, 1e-3, 10.0, float)}
+    unknown = sorted(set(sent) - set(HYPERPARAMETERS[method]))
+    if unknown:
+        raise JobInvalid(f"hyperparameters.{unknown[0]}: not a hyperparameter of `{method}` fine-tuning; it takes "
+                         f"{', '.join(HYPERPARAMETERS[method])}", param=f"hyperparameters.{unknown[0]}")
+    for name in HYPERPARAMETERS[method]:
+        auto, low, high, kind = ranges[name]
         value = sent.get(name, "auto")
         if value == "auto" or value is None:
             value = auto

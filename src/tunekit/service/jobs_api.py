@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunekit.errors import Conflict, NotFound
 from tunekit.serve.keys import KeyInfo, project_of
 from tunekit.service.catalogue import Catalogue
-from tunekit.service.jobs import JobInvalid, JobStore, resolve_hyperparameters
+from tunekit.service.jobs import HYPERPARAMETERS, JobInvalid, JobStore, resolve_hyperparameters
 from tunekit.service.queue import enqueue
 
 __all__ = ["router"]
@@ -27,7 +27,7 @@ TRAINS_ON = {"supervised": ("chat", "prompt_completion"), "dpo": ("preference",)
 
 class MethodBody(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str = Field("supervised", description="`supervised` (`dpo` and `reinforcement` are refused: see the README).")
+    type: str = Field("supervised", description="`supervised` (chat or prompt/completion files) or `dpo` (preference files); `reinforcement` is refused.")
 
 
 class JobCreate(BaseModel):
@@ -54,9 +54,9 @@ def router(jobs: JobStore, files, catalogue: Catalogue, queue, require) -> APIRo
     def create(body: JobCreate, key: KeyInfo | None = fine_tune) -> dict:
         project = project_of(key)
         method = body.method.type if body.method else "supervised"
-        if method not in TRAINS_ON or method == "dpo":
-            raise JobInvalid(f"method.type: {method!r} is not supported; this server runs `supervised` fine-tuning "
-                             "(preference tuning with `dpo` is not served yet)", param="method.type")
+        if method not in TRAINS_ON:
+            raise JobInvalid(f"method.type: {method!r} is not supported; this server runs `supervised` and `dpo` fine-tuning "
+                             "(reinforcement fine-tuning needs a grader-driven RL loop tunekit does not have)", param="method.type")
         if body.integrations:
             raise JobInvalid("integrations: not supported; job metrics are in the job's events, checkpoints and result file", param="integrations")
         if body.suffix is not None and not SUFFIX.fullmatch(body.suffix):
@@ -79,8 +79,8 @@ def router(jobs: JobStore, files, catalogue: Catalogue, queue, require) -> APIRo
         sent = dict(body.hyperparameters or {})
         if body.method is not None:
             sent.update((getattr(body.method, method, None) or {}).get("hyperparameters") or {})
-        resolve_hyperparameters(sent, examples=10)  # ranges now; "auto" is resolved when the job starts
-        hyper = {k: sent.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        resolve_hyperparameters(sent, examples=10, method=method)  # ranges now; "auto" is resolved when the job starts
+        hyper = {k: sent.get(k, "auto") for k in HYPERPARAMETERS[method]}
         job = jobs.create(project, model=body.model, training_file=body.training_file, validation_file=body.validation_file,
                           hyperparameters=hyper, method={"type": method}, suffix=body.suffix, seed=body.seed, metadata=body.metadata)
         jobs.event(job.id, f"Created fine-tuning job: {job.id}")

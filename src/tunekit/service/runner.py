@@ -39,6 +39,7 @@ from tunekit.service.jobs import Job, JobStore, ft_model_id, resolve_hyperparame
 __all__ = ["JOB_DEFAULTS", "execute", "job_config"]
 
 logger = logging.getLogger("tunekit.service")
+TASKS = {"supervised": "generation", "dpo": "preference"}  # OpenAI's method -> tunekit's task
 HEARTBEAT_S = 2.0
 CHECK_REQUESTS_S = 0.5
 JOB_DEFAULTS: dict = {
@@ -120,11 +121,15 @@ def job_config(workspace: Workspace, job: Job, folder):
     if job.validation_file:
         data["validation"] = str(_copy(files, job.project, job.validation_file, folder / "validation.jsonl"))
     examples = sum(1 for line in (folder / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
-    hyper = resolve_hyperparameters(json.loads(job.row["hyperparameters"]), examples)
+    method = json.loads(job.row["method"])["type"]
+    sent = {k: v for k, v in json.loads(job.row["hyperparameters"]).items() if v != "auto"}
+    hyper = resolve_hyperparameters(sent, examples, method)
     raw = _merge(JOB_DEFAULTS, _admin_defaults(workspace))
     kind = raw["method"].get("kind", "lora")
+    if method == "dpo":  # DPO against the starting model, with the job's beta
+        raw = _merge(raw, {"preference": {"loss": "dpo", "beta": hyper["beta"]}})
     raw = _merge(raw, {
-        "name": f"{job.project}-{job.model}" + (f"-{job.suffix}" if job.suffix else ""), "task": "generation",
+        "name": f"{job.project}-{job.model}" + (f"-{job.suffix}" if job.suffix else ""), "task": TASKS[method],
         "workspace": str(workspace.root.resolve()), "data": {**data, "split": {"seed": job.seed % 10_000}},
         "model": {"base": Catalogue(workspace).get(job.model).ref},
         "train": {"epochs": hyper["n_epochs"], "batch_size": hyper["batch_size"], "seed": job.seed,
