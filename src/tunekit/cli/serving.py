@@ -90,7 +90,8 @@ def serve(config: Annotated[Path | None, typer.Option(help="YAML file of server 
 
 @app.command()
 def worker(workspace: Annotated[Path, typer.Option(help="The service's workspace (its service.db and, by default, its queue).")] = Path(DEFAULT_WORKSPACE),
-           threads: Annotated[int, typer.Option(help="Jobs this worker runs at once.")] = 1,
+           threads: Annotated[int, typer.Option(help="Jobs this worker runs at once, in threads of one process (they share torch's global "
+                                                      "random generators, so a job's run is reproducible only at 1; start more processes instead).")] = 1,
            queue: Annotated[str | None, typer.Option(help="Queue URL: redis://HOST:6379/0 for workers on several machines (also "
                                                            "$TUNEKIT_QUEUE_URL). Default: SQLite in the workspace.")] = None,
            stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which a running job's worker is taken "

@@ -42,7 +42,7 @@ class ServeSettings(BaseModel):
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation models: `transformers` (tunekit's server, everything on this page) or `vllm` (vLLM's OpenAI server with the adapter loaded through its LoRA support; CUDA only, `pip install vllm`; auth by vLLM's single `$VLLM_API_KEY`, no tunekit guardrails or request log).")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output guardrails.")
-    workers: int = Field(1, ge=0, le=16, description="Service mode: job workers the server starts (one process, this many jobs at a time); 0 when workers run elsewhere (`tunekit worker`).")
+    workers: int = Field(1, ge=0, le=16, description="Service mode: job worker processes the server starts beside itself, each running one job at a time; 0 when workers run elsewhere (`tunekit worker`).")
     max_file_bytes: int = Field(512 * 2**20, ge=1, description="Service mode: the largest file `POST /v1/files` takes; a larger one is answered with 413.")
     stale_after_s: float = Field(60.0, gt=0, description="Service mode: a running job whose worker has not written a heartbeat for this long is taken to have died, and is queued again to continue from its last checkpoint.")
     allow_python_graders: bool = Field(False, description="Service mode: let evals use `python` graders (run in a separate process with time and memory limits). Off: such an eval is refused with 400.")

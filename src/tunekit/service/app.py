@@ -47,8 +47,8 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start(_no_classifier, generate_batch)
-        if settings.workers:
-            workers.append(start_worker(settings))
+        # one process per job slot: a job seeds torch's global generators, so two jobs must not share a process
+        workers.extend(start_worker(settings) for _ in range(settings.workers))
         yield
         for proc in workers:  # SIGTERM: a job in progress is picked up again (from its checkpoint) by the next worker
             proc.send_signal(signal.SIGTERM)
@@ -88,9 +88,9 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
 
 
 def start_worker(settings: ServeSettings) -> subprocess.Popen:
-    """A ``tunekit worker`` process on the server's workspace."""
+    """A ``tunekit worker`` process on the server's workspace (one job at a time)."""
     command = [sys.executable, "-m", "tunekit.cli", "worker", "--workspace", str(settings.workspace_dir),
-               "--threads", str(settings.workers), "--stale-after", str(settings.stale_after_s)]
+               "--stale-after", str(settings.stale_after_s)]
     logger.info("starting %s", " ".join(command))
     return subprocess.Popen(command)
 
