@@ -212,6 +212,10 @@ def test_bad_jobs_are_refused_before_anything_is_queued(service):
         with pytest.raises(openai.BadRequestError) as err:
             client.fine_tuning.jobs.create(**body)
         assert err.value.body["param"] == param and message in err.value.body["message"], (body, err.value.body)
+    bad = training_file()[1].replace(b'"role": "assistant"', b'"role": "bot"', 1)  # line 1's answer has a wrong role
+    with pytest.raises(openai.BadRequestError) as err:
+        client.files.create(file=("bad.jsonl", bad), purpose="fine-tune")
+    assert "line 1: messages[1].role" in err.value.body["message"] and err.value.body["param"] == "file"
     evals_file = client.files.create(file=("items.jsonl", b'{"item": {"q": "x"}}\n'), purpose="evals")
     with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.create(model="tiny", training_file=evals_file.id)
