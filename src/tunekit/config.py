@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from tunekit.artifacts import DEFAULT_WORKSPACE, Workspace
 from tunekit.errors import ConfigError
+from tunekit.grader_definitions import GraderDefinitionError, validate
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "mcc")
 GENERATION_METRICS = ("exact_match", "rouge_l", "bleu", "chrf")
@@ -339,12 +340,42 @@ class EvalConfig(_Section):
     side_by_side: int = Field(8, ge=0, description="Generation only: test rows shown in the report with prompt, reference, baseline and fine-tuned answers.")
 
 
+GATE_GRADER_TYPES = ("string_check", "text_similarity")  # graders a gate may use: no served judge model, no submitted code
+
+
+class GraderGate(_Section):
+    """One grader (an OpenAI grader definition, as in `/v1/evals` testing criteria) whose pass rate on the test rows gates promotion."""
+
+    grader: dict[str, Any] = Field(..., description="The grader definition, e.g. `{type: string_check, name: exact, input: '{{sample.output_text}}', reference: '{{item.reference}}', operation: eq}` or `{type: text_similarity, name: close, input: '{{sample.output_text}}', reference: '{{item.reference}}', evaluation_metric: rouge_l, pass_threshold: 0.5}`. Each test row is graded with `item` = its `reference`, `prompt`, `messages` and metadata columns, and `sample.output_text` = the fine-tuned model's answer. Only `string_check` and `text_similarity`: a gate must not depend on another served model (`label_model`, `score_model`) or run submitted code (`python`). Checked when the config loads, with the same rules as the evals API.")
+    min_pass_rate: float = Field(..., ge=0, le=1, description="The fraction of test rows this grader must pass (0 to 1, e.g. 0.8); below it the version stays `challenger`. The starting model's pass rate is reported beside it.")
+
+
 class GateConfig(_Section):
     """When a newly trained version becomes `champion`."""
 
     min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points); at 0 it must be strictly better (a tie does not pass; a small negative value such as -0.001 accepts ties). For the error metrics `rmse`, `mae` and `mse` lower is better, so the improvement is the baseline's error minus the model's (in the target's units). Multi-task models (`data.task_column`) must clear it on every task's own rows as well as overall.")
     beat_champion: bool = Field(True, description="Also require the primary metric to be no worse than the current champion's on the same test rows (no lower; for `rmse`, `mae`, `mse` no higher).")
     require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
+    graders: list[GraderGate] = Field([], description="Generation and preference only: grader definitions whose pass rate on the test rows must reach their `min_pass_rate` (each one a reason of the gate, with the baseline's pass rate beside it). `tunekit eval RUN --graders FILE` applies the same definitions to a finished run.")
+
+    @model_validator(mode="after")
+    def _graders(self) -> GateConfig:
+        names = set()
+        for i, g in enumerate(self.graders):
+            where = f"gate.graders[{i}].grader"
+            kind = g.grader.get("type")
+            if kind in ("label_model", "score_model", "python"):
+                why = "runs submitted code" if kind == "python" else "needs another served model as its judge"
+                raise ValueError(f"{where}.type: a {kind} grader {why}; a promotion gate must be decided by the run alone, so use "
+                                 f"{' or '.join(GATE_GRADER_TYPES)} here (`tunekit eval` and the evals API take the others)")
+            try:
+                name = validate(g.grader, where)["name"]
+            except GraderDefinitionError as exc:
+                raise ValueError(str(exc)) from None
+            if name in names:
+                raise ValueError(f"{where}.name: {name!r} is also the name of an earlier grader; give each grader its own `name`")
+            names.add(name)
+        return self
 
 
 class SearchParam(_Section):
@@ -451,6 +482,9 @@ class TunekitConfig(_Section):
         if self.task in ("generation", "preference") and self.data.duplicates == "keep":
             raise ValueError(f"`data.duplicates: keep` does not apply to task {self.task}: an example is identified by its content, "
                              "so a repeated one is kept once (`drop`, the default) or refused (`error`)")
+        if self.gate.graders and self.task not in ("generation", "preference"):
+            raise ValueError(f"`gate.graders` grade generated text, for task generation or preference; this task is {self.task}: remove them "
+                             "(gate a label or a number on `eval.primary` and `gate.min_improvement`)")
         if self.gate.require_suite and not self.eval.suite:
             raise ValueError("`gate.require_suite` is true, so name the suite file in `eval.suite`")
         unknown = [c for c in self.eval.slice_columns if c not in self.data.metadata_columns]

@@ -1,4 +1,4 @@
-"""The lifecycle commands: run, retrain, compare-methods, tune, plan, reproduce, export, report, explain."""
+"""The lifecycle commands: run, retrain, compare-methods, tune, plan, reproduce, export, report, eval, explain."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tunekit.cli.common import (
     DEFAULT_WORKSPACE,
     GATE_FAILED_EXIT,
     ConfigArg,
+    JsonOpt,
     SetOpt,
     TrackingOpt,
     app,
@@ -52,10 +53,10 @@ def run(config: ConfigArg, set_: SetOpt = None,
 
 
 @app.command()
-def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--from-feedback", help="Add the corrections collected by the server (POST /v1/feedback) to the training data.")] = False,
+def retrain(config: ConfigArg, from_feedback: Annotated[bool, typer.Option("--from-feedback", help="Add the corrections collected by the server (POST /v1/feedback) to the training data; with task: preference, corrected chat answers become preference pairs (chosen: the correction, rejected: the model's answer).")] = False,
             set_: SetOpt = None,
             strict: Annotated[bool, typer.Option(help=f"Exit with code {GATE_FAILED_EXIT} when the new version is not promoted.")] = False) -> None:
-    """Retrain on the training data plus production feedback; promotion only through the gate (the champion stays if it fails)."""
+    """Retrain on the training data plus production feedback (labels, answers, or preference pairs for task: preference); promotion only through the gate (the champion stays if it fails)."""
     from tunekit.pipeline.retrain import retrain_from_feedback
 
     if not from_feedback:
@@ -196,6 +197,109 @@ def _run_dir(run: str, workspace: Path) -> Path:
             return candidate
     runs = sorted(p.name for p in space.runs.glob("*")) if space.runs.is_dir() else []
     raise TunekitError(f"run {run!r}: no report.json in {run} or {space.run(run)}; runs in {workspace}: {', '.join(runs[-5:]) or 'none'}")
+
+
+@app.command("eval")
+def eval_command(run: Annotated[str, typer.Argument(help="Run id (a folder in WORKSPACE/runs) or a run folder.")],
+                 graders: Annotated[Path, typer.Option("--graders", help="YAML or JSON file of grader definitions (OpenAI's: string_check, "
+                                                       "text_similarity, python...): a list, or {graders: [...]}; an entry may carry "
+                                                       "min_pass_rate, or be {grader: {...}, min_pass_rate: 0.8} as in gate.graders.")],
+                 json_: JsonOpt = False, workspace: RunsWorkspaceOpt = DEFAULT_WORKSPACE) -> None:
+    """Grade a finished run's test answers (the fine-tuned model and each baseline) with grader definitions."""
+    from tunekit.evaluate.gate_graders import answered_rows, pass_rates
+
+    run_dir = _run_dir(run, workspace)
+    definitions, minimums = _grader_file(graders)
+    card = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    if card.get("task") not in ("generation", "preference"):
+        raise TunekitError(f"run {run_dir.name} is a {card.get('task')} run; graders grade generated text (generation and preference runs)")
+    try:
+        rows = answered_rows(run_dir, card["task"], card.get("analysis"))
+    except FileNotFoundError as exc:
+        raise TunekitError(str(exc)) from None
+    results = pass_rates(definitions, rows, allow_python=True)  # the user's own file, on this machine
+    below = []
+    for r, minimum in zip(results, minimums):
+        r["min_pass_rate"] = minimum
+        mine = r["models"].get("fine_tuned", {"rate": 0.0})["rate"]
+        r["passed"] = None if minimum is None else mine >= minimum
+        if r["passed"] is False:
+            below.append(r["name"])
+    if json_:
+        console.print_json(json.dumps({"run": run_dir.name, "items": len(rows), "graders": results, "passed": not below}))
+    else:
+        models = list(results[0]["models"]) if results and results[0]["models"] else ["fine_tuned"]
+        table = Table(title=f"{run_dir.name}: grader pass rates on {len(rows)} test answers")
+        table.add_column("grader")
+        for m in models:
+            table.add_column(m, justify="right")
+        table.add_column("required", justify="right")
+        for r in results:
+            cells = [f"{r['models'][m]['rate']:.3f} ({r['models'][m]['passed']}/{r['models'][m]['total']})" if m in r["models"] else "-"
+                     for m in models]
+            verdict = "" if r["min_pass_rate"] is None else f"[{'green' if r['passed'] else 'red'}]{r['min_pass_rate']:.3f}[/]"
+            table.add_row(f"{r['name']} ({r['type']})", *cells, verdict)
+        console.print(table)
+        for r in results:
+            for f in r["failures"]:
+                why = f" [{f['error']}]" if f["error"] else f" (score {f['score']:.3f})"
+                console.print(f"  {r['name']} fails {f['id'] or ''}: answer {_clip(f['answer'])!r}, reference {_clip(f['reference'])!r}{why}",
+                              markup=False, highlight=False)
+    if below:
+        if not json_:
+            err_console.print(f"[red]Below min_pass_rate: {', '.join(below)}[/]")
+        raise typer.Exit(1)
+
+
+def _grader_file(path: Path) -> tuple[list[dict], list[float | None]]:
+    """The definitions of a grader file (checked, errors naming the file and field) and each one's min_pass_rate (or None)."""
+    import yaml
+
+    from tunekit.evaluate.graders import GraderDefinitionError, validate
+
+    if not path.is_file():
+        raise TunekitError(f"{path}: grader file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise TunekitError(f"{path}: not valid YAML or JSON: {getattr(exc, 'problem', exc)}") from None
+    where = "graders"
+    if isinstance(raw, dict) and "graders" in raw:
+        raw = raw["graders"]
+    if not isinstance(raw, list) or not raw:
+        raise TunekitError(f"{path}: expected a non-empty list of grader definitions, or {{graders: [...]}}")
+    definitions, minimums, names = [], [], set()
+    for i, entry in enumerate(raw):
+        at = f"{where}[{i}]"
+        minimum = None
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            minimum = entry.pop("min_pass_rate", None)
+            if "grader" in entry:  # gate.graders' shape
+                extra = sorted(set(entry) - {"grader"})
+                if extra:
+                    raise TunekitError(f"{path}: {at}.{extra[0]}: unknown field; an entry is {{grader: {{...}}, min_pass_rate: N}}")
+                entry, at = entry["grader"], f"{at}.grader"
+        if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1):
+            raise TunekitError(f"{path}: {where}[{i}].min_pass_rate: must be a number from 0 to 1, got {minimum!r}")
+        try:
+            d = validate(entry, at)
+        except GraderDefinitionError as exc:
+            raise TunekitError(f"{path}: {exc}") from None
+        if d["type"] in ("label_model", "score_model"):
+            raise TunekitError(f"{path}: {at}.type: a {d['type']} grader needs a served judge model, which tunekit eval does not call; "
+                               "use the evals API (tunekit serve --service) for model graders")
+        if d["name"] in names:
+            raise TunekitError(f"{path}: {at}.name: {d['name']!r} is also the name of an earlier grader; give each its own name")
+        names.add(d["name"])
+        definitions.append(d)
+        minimums.append(minimum)
+    return definitions, minimums
+
+
+def _clip(text, n: int = 80) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 @app.command()

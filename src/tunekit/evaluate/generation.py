@@ -69,6 +69,10 @@ def run_generation(cfg, data, generator, baselines: list, out_dir: Path, history
         contexts = ["\n".join(m["content"] for m in p if m["role"] != "assistant") for p, _ in rows]
         analysis["grounding"] = {"fine_tuned": grounding_rate(preds, contexts), base.name: grounding_rate(base.predictions, contexts)}
         metrics["grounded_rate"] = analysis["grounding"]["fine_tuned"]["rate"]
+    if cfg.gate.graders:  # their pass rates, which the gate decides on
+        from tunekit.evaluate.gate_graders import for_gate
+
+        analysis["gate_graders"] = for_gate(cfg, data, out_dir, analysis)
     return EvalResult(metrics=metrics, baseline=base.metrics, probs=None, files=files, analysis=analysis)
 
 

@@ -161,6 +161,10 @@ def run_preference(cfg, data, generator, baselines: list, out_dir: Path, history
                                                 cfg.train.seed),
                 "side_by_side": side, "loss": cfg.preference.loss, "beta": beta,
                 "decoding": {"max_new_tokens": cfg.eval.max_new_tokens, "strategy": "greedy"}}
+    if cfg.gate.graders:  # their pass rates, which the gate decides on
+        from tunekit.evaluate.gate_graders import for_gate
+
+        analysis["gate_graders"] = for_gate(cfg, data, out_dir, analysis)
     return EvalResult(metrics=metrics, baseline=start.metrics, probs=None, files=files, analysis=analysis)
 
 

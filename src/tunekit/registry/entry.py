@@ -23,10 +23,10 @@ def gate_and_register(mlc, cfg: TunekitConfig, data, run_dir: Path, trained, *, 
     """Decide (primary metric against the baseline, the champion, the suite and each task), log the
     MLflow run, register the version and give it the alias the decision says. ``test`` and
     ``baseline``: the headline test metrics of the model and the best baseline; ``analysis``: the
-    evaluation's (suite, per-task results); ``files``: the evaluation's files to keep with the run;
+    evaluation's (suite, per-task results, ``gate.graders``' pass rates); ``files``: the evaluation's files to keep with the run;
     ``metrics``: the task's own figures to log beside them (its training speed)."""
     decision = decide(cfg.eval.primary, test[cfg.eval.primary], baseline[cfg.eval.primary], cfg.gate.min_improvement, champion,
-                      cfg.gate.beat_champion, analysis.get("suite") if cfg.gate.require_suite else None, analysis.get("tasks"))
+                      cfg.gate.beat_champion, analysis.get("suite") if cfg.gate.require_suite else None, analysis.get("tasks"), analysis.get("gate_graders"))
     version, mlflow_run = _register(mlc, cfg, run_dir, data, trained, test, baseline, files, tags, metrics)
     set_alias(mlc, cfg.name, version, decision)
     return version, mlflow_run, decision

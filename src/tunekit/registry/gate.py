@@ -46,11 +46,13 @@ class GateDecision:
 
 def decide(primary: str, candidate: float, baseline: float, min_improvement: float,
            champion: ChampionScore | None, beat_champion: bool = True, suite: dict | None = None,
-           tasks: dict | None = None) -> GateDecision:
+           tasks: dict | None = None, graders: list[dict] | None = None) -> GateDecision:
     """``suite``: the result of the behavioural suite when the gate requires it to pass. ``tasks``
     (multi-task models): each task's primary metric against the baseline on its own rows (``a``
     baseline, ``b`` model); every task must clear ``min_improvement``, so a headline averaged over
-    tasks cannot hide one that got worse."""
+    tasks cannot hide one that got worse. ``graders`` (``gate.graders``): each grader's pass rates
+    (``models``: ``fine_tuned`` and each baseline, with ``passed``, ``total``, ``rate``) and its
+    ``min_pass_rate``, which the fine-tuned model's rate must reach."""
     reasons, passed = [], True
     lower = lower_is_better(primary)
     margin = baseline - candidate if lower else candidate - baseline  # the improvement, > 0 when the candidate is better
@@ -86,7 +88,22 @@ def decide(primary: str, candidate: float, baseline: float, min_improvement: flo
                         for t, r in behind.items()]
         else:
             reasons.append(f"each of the {len(tasks)} tasks beats its baseline ({primary})")
+    for g in graders or []:
+        ok, reason = grader_reason(g)
+        passed = passed and ok
+        reasons.append(reason)
     return GateDecision(passed, primary, candidate, baseline, champion, reasons)
+
+
+def grader_reason(g: dict) -> tuple[bool, str]:
+    """Whether the fine-tuned model's pass rate of one grader reaches its ``min_pass_rate``, and the sentence that says so."""
+    models = dict(g["models"])
+    mine = models.pop("fine_tuned", {"passed": 0, "total": 0, "rate": 0.0})
+    ok = mine["total"] > 0 and mine["rate"] >= g["min_pass_rate"]
+    others = ", ".join(f"{name} {m['rate']:.3f}" for name, m in models.items())
+    verb = "reaches" if ok else "is below" if mine["total"] else "cannot reach (no test answers to grade)"
+    return ok, (f"grader {g['name']}: pass rate {mine['rate']:.3f} ({mine['passed']} of {mine['total']} test answers) {verb} the required "
+                f"{g['min_pass_rate']:.3f}" + (f" (baseline: {others})" if others else ""))
 
 
 def _beats(margin: float, min_improvement: float) -> bool:

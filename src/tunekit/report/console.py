@@ -32,6 +32,9 @@ def print_summary(console: Console, card: dict, lines: list[str], report_page: P
     console.print(table)
     for line in lines:
         console.print(line, highlight=False)
+    for g in card["analysis"].get("gate_graders") or []:  # gate.graders: pass rates of the model and each baseline
+        rates = ", ".join(f"{name} {m['rate']:.3f}" for name, m in g["models"].items())
+        console.print(f"grader {escape(g['name'])} ({g['type']}): pass rate {escape(rates)} (required {g['min_pass_rate']:.3f})", highlight=False)
     reg = card["registry"]
     colour = "green" if reg["passed"] else "yellow"
     console.print(f"[{colour}]Registered {card['name']} version {reg['version']} as [bold]{reg['alias']}[/bold][/]: {escape(reg['reason'])}")
