@@ -11,6 +11,11 @@ the fix for anything that could never be used:
   (``prompt``) must say which one with ``index`` (0-based); a ``rating`` or ``comment`` alone may
   be about the whole request.
 - Feedback is taken on answered requests (status 200) only.
+
+An ``answer`` on a chat completion is also a preference: ``tunekit retrain --from-feedback`` with
+a ``task: preference`` config makes it a pair (prompt: the request's messages, chosen: ``answer``,
+rejected: the logged answer; ``data.feedback_pairs``). A choice between two answers to the same
+prompt is sent the same way: on the request whose answer lost, ``answer`` = the preferred text.
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ class FeedbackRequest(BaseModel):
     rating: StrictInt | None = Field(None, description="-1 (bad) to 5 (excellent), as a JSON integer.")
     label: str | None = Field(None, description="Classification: the correct label, one of the model's labels (a multi-task request: of its "
                               "task); regression: the correct value, as a string.")
-    answer: str | None = Field(None, description="Generation: the answer that should have been given.")
+    answer: str | None = Field(None, description="Generation: the answer that should have been given. On a chat completion it is also a "
+                               "preference over the logged answer (preference pairs for `tunekit retrain --from-feedback`); to record "
+                               "a choice between two answers, send it on the request whose answer lost, with the preferred text.")
     index: StrictInt | None = Field(None, ge=0, description="Which input (`inputs`) or prompt (`prompt`) of the request a `label` or "
                                     "`answer` is about, from 0; required when the request had more than one.")
     comment: str | None = Field(None, description="Free text for a reviewer.")
