@@ -140,6 +140,13 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
         if role in read:
             read[role] = kept
     problems.raise_if_any("the generation data")
+    return split_rows(cfg, read, "examples"), duplicates
+
+
+def split_rows(cfg: TunekitConfig, read: dict[str, list[dict]], unit: str) -> dict[str, list[dict]]:
+    """Train, validation and test from the rows read per file: a split missing its own file is drawn
+    from the training rows (seeded by ``data.split.seed``), then ``data.max_train_rows`` samples
+    train; fewer than 10 training ``unit`` (examples, pairs) left is a ``DataError``."""
     train = read["train"]
     rng = np.random.default_rng(cfg.data.split.seed)
     order = list(rng.permutation(len(train)))
@@ -155,9 +162,9 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
         pick = sorted(rng.choice(len(out["train"]), cfg.data.max_train_rows, replace=False))
         out["train"] = [out["train"][i] for i in pick]
     if len(out["train"]) < 10:
-        raise DataError(f"data.train: only {len(out['train'])} training examples remain after splitting off validation and test "
-                        "rows; give at least 10 (more is better) or pass data.validation and data.test files")
-    return out, duplicates
+        raise DataError(f"data.train: only {len(out['train'])} training {unit} remain after splitting off validation and test "
+                        f"{unit}; give at least 10 (more is better) or pass data.validation and data.test files")
+    return out
 
 
 def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from tunekit.config import TunekitConfig
 from tunekit.data import store
-from tunekit.data.conversations import Encoded
+from tunekit.data.conversations import Encoded, split_rows
 from tunekit.data.problems import Problems
 from tunekit.data.read import read_table
 from tunekit.errors import DataError
@@ -241,24 +241,7 @@ def _read_and_split(cfg: TunekitConfig, paths: dict[str, Path]) -> tuple[dict[st
         if role in read:
             read[role] = kept
     problems.raise_if_any("the preference data")
-    train = read["train"]
-    rng = np.random.default_rng(cfg.data.split.seed)
-    order = list(rng.permutation(len(train)))
-    out: dict[str, list[dict]] = {}
-    for role in ("test", "validation"):
-        if role in read:
-            out[role] = read[role]
-        else:
-            n = max(1, round(getattr(cfg.data.split, role) * len(train)))
-            out[role], order = [train[i] for i in order[:n]], order[n:]
-    out["train"] = [train[i] for i in sorted(order)]
-    if cfg.data.max_train_rows and len(out["train"]) > cfg.data.max_train_rows:
-        pick = sorted(rng.choice(len(out["train"]), cfg.data.max_train_rows, replace=False))
-        out["train"] = [out["train"][i] for i in pick]
-    if len(out["train"]) < 10:
-        raise DataError(f"data.train: only {len(out['train'])} training pairs remain after splitting off validation and test "
-                        "pairs; give at least 10 (more is better) or pass data.validation and data.test files")
-    return out, duplicates
+    return split_rows(cfg, read, "pairs"), duplicates
 
 
 def _as_conversation(row: dict) -> dict:

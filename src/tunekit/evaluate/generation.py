@@ -55,7 +55,7 @@ def run_generation(cfg, data, generator, baselines: list, out_dir: Path, history
     idx = scored_rows(cfg, data)
     rows = [prompt_and_reference(data.test[i]) for i in idx]
     refs = [r for _, r in rows]
-    prompts = [_last_user(p) for p, _ in rows]
+    prompts = [last_user(p) for p, _ in rows]
     files = {"predictions": _write_predictions(out_dir / "predictions.jsonl", [data.test[i]["id"] for i in idx], prompts, refs,
                                                {b.name: b.predictions for b in baselines}, preds)}
     if history:
@@ -76,7 +76,8 @@ def run_generation(cfg, data, generator, baselines: list, out_dir: Path, history
     return EvalResult(metrics=metrics, baseline=base.metrics, probs=None, files=files, analysis=analysis)
 
 
-def _last_user(prompt: list[dict]) -> str:
+def last_user(prompt: list[dict]) -> str:
+    """The last user turn of a prompt (what the report shows as the question)."""
     users = [m["content"] for m in prompt if m["role"] == "user"]
     return users[-1] if users else ""
 

@@ -29,6 +29,7 @@ import torch
 
 from tunekit.config import PREFERENCE_METRICS
 from tunekit.evaluate import EvalResult, plots
+from tunekit.evaluate.generation import last_user
 from tunekit.evaluate.stats import bootstrap, bootstrap_p
 from tunekit.models.packing import collate
 
@@ -144,13 +145,13 @@ def run_preference(cfg, data, generator, baselines: list, out_dir: Path, history
     answers = _answers(cfg, data, generator, start.picked)
     from tunekit.data.preference import REJECTED, prompt_of
 
-    side = [{"prompt": _last_user(prompt_of(data.test[i])), "preferred": data.test[i]["messages"][-1]["content"],
+    side = [{"prompt": last_user(prompt_of(data.test[i])), "preferred": data.test[i]["messages"][-1]["content"],
              "non_preferred": data.test[i][REJECTED], "baseline": b, "fine_tuned": t}
             for i, b, t in zip(start.picked, start.answers, answers)]
     path = out_dir / "predictions.jsonl"
     with path.open("w", encoding="utf-8") as fh:
         for i, row in enumerate(data.test):
-            fh.write(json.dumps({"id": row["id"], "prompt": _last_user(prompt_of(row)), "logp_chosen": chosen[i], "logp_rejected": rejected[i],
+            fh.write(json.dumps({"id": row["id"], "prompt": last_user(prompt_of(row)), "logp_chosen": chosen[i], "logp_rejected": rejected[i],
                                  "start_logp_chosen": start.chosen[i], "start_logp_rejected": start.rejected[i],
                                  "reward_margin": beta * ((chosen[i] - start.chosen[i]) - (rejected[i] - start.rejected[i]))},
                                 ensure_ascii=False) + "\n")
@@ -166,11 +167,6 @@ def run_preference(cfg, data, generator, baselines: list, out_dir: Path, history
 
         analysis["gate_graders"] = for_gate(cfg, data, out_dir, analysis)
     return EvalResult(metrics=metrics, baseline=start.metrics, probs=None, files=files, analysis=analysis)
-
-
-def _last_user(prompt: list[dict]) -> str:
-    users = [m["content"] for m in prompt if m["role"] == "user"]
-    return users[-1] if users else ""
 
 
 def evidence_lines(card: dict) -> list[str]:
