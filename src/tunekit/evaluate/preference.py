@@ -53,6 +53,9 @@ class PreferenceBaseline:
     answers: list[str] = field(default_factory=list)
 
 
+ROWS_AT_ONCE = 8  # rows whose vocabulary-wide log-softmax is held at once
+
+
 def pair_logps(model, pairs: list, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Summed log-probabilities of the answer tokens of each pair's preferred and non-preferred side
     through ``model`` (with gradients when enabled), their token counts, and the real tokens read.
@@ -64,7 +67,10 @@ def pair_logps(model, pairs: list, pad_id: int, device: torch.device) -> tuple[t
     logits = logits[:, -labels.shape[1]:]  # prompt methods prepend virtual tokens to the logits
     labels = labels[:, 1:]
     mask = labels != -100
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    picked = labels.clamp(min=0).unsqueeze(-1)
+    # a few rows at a time: a full-vocabulary float log-softmax of the whole batch at once took 11 GB on SmolLM2 (49k tokens)
+    logp = torch.cat([torch.log_softmax(logits[i : i + ROWS_AT_ONCE, :-1].float(), dim=-1).gather(-1, picked[i : i + ROWS_AT_ONCE]).squeeze(-1)
+                      for i in range(0, logits.shape[0], ROWS_AT_ONCE)])
     sums, counts = (logp * mask).sum(1), mask.sum(1)
     n = len(pairs)
     return sums[:n], sums[n:], counts[:n], counts[n:], int(batch["real_tokens"])
