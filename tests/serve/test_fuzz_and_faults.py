@@ -284,6 +284,7 @@ def test_healthz_answers_within_100_ms_while_a_slow_request_runs(loaded, tmp_pat
         worker.join()
     assert timing["status"] == 200 and timing["seconds"] >= 3.0
     assert len(latencies) >= 10, latencies  # probes ran all along the slow request
-    # before the fix /healthz stalled for the whole slow request; now it answers at once, with a margin for a busy CI machine
-    assert statistics.median(latencies) < 0.1, latencies
+    # before the fix /healthz stalled for the whole slow request; now it answers at once. Relative to the slow
+    # request, not an absolute time: a busy CI machine slows every probe, a stalled loop makes them as slow as it
+    assert statistics.median(latencies) < timing["seconds"] / 20, latencies
     assert max(latencies) < timing["seconds"] / 4, (max(latencies), timing["seconds"])
