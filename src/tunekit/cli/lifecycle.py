@@ -211,7 +211,9 @@ def eval_command(run: Annotated[str, typer.Argument(help="Run id (a folder in WO
     run_dir = _run_dir(run, workspace)
     definitions, minimums = _grader_file(graders)
     card = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    if card.get("task") not in ("generation", "preference"):
+    from tunekit.task_kinds import KINDS, kind
+
+    if card.get("task") not in KINDS or not kind(card["task"]).causal:
         raise TunekitError(f"run {run_dir.name} is a {card.get('task')} run; graders grade generated text (generation and preference runs)")
     try:
         rows = answered_rows(run_dir, card["task"], card.get("analysis"))

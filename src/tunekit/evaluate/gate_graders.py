@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunekit.evaluate.graders import grade
+from tunekit.task_kinds import kind
 
 __all__ = ["FINE_TUNED", "Answered", "answered_rows", "for_gate", "pass_rates"]
 
@@ -40,7 +41,7 @@ class Answered:
 def answered_rows(run_dir: Path, task: str, analysis: dict | None = None, test_rows: list[dict] | None = None) -> list[Answered]:
     """The run's graded items: generation from ``predictions.jsonl`` (``test_rows``, the frozen test split,
     add messages and metadata by id), preference from the side-by-side rows of ``analysis``."""
-    if task == "preference":
+    if kind(task).paired:  # pairs decode only their side-by-side rows
         side = (analysis or {}).get("side_by_side") or []
         return [Answered({"prompt": r["prompt"], "reference": r["preferred"], "preferred": r["preferred"],
                           "non_preferred": r["non_preferred"]}, {FINE_TUNED: r["fine_tuned"], "baseline": r["baseline"]}) for r in side]
