@@ -61,7 +61,7 @@ def test_a_generation_folder_frozen_as_jsonl_before_is_still_read_under_its_fing
     for name in store.SPLITS:  # what older tunekit wrote: one JSON row per line, no Parquet
         (directory / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[name]))
         (directory / f"{name}.parquet").unlink()
-    assert conversations._frozen_directory(cfg, store.source_key(cfg, store.source_files(cfg))) == directory
+    assert conversations.frozen_directory(cfg, store.source_key(cfg, store.source_files(cfg))) == directory
     loaded, meta = conversations.read_frozen(directory)
     assert loaded == rows and meta["fingerprint"] == fingerprint
 
@@ -125,4 +125,4 @@ def test_a_crash_while_freezing_conversations_leaves_no_half_written_split(proje
         _freeze_generation(cfg)
     root = project.root / "ws" / "datasets"
     assert not root.exists() or not any(root.iterdir())
-    assert conversations._frozen_directory(cfg, store.source_key(cfg, store.source_files(cfg))) is None
+    assert conversations.frozen_directory(cfg, store.source_key(cfg, store.source_files(cfg))) is None

@@ -72,7 +72,7 @@ def prepare_conversations(cfg: TunekitConfig, tokenizer, template: templates.Tem
     """Frozen, encoded splits for ``cfg.data`` (made now or reused) and the data report."""
     sources = store.source_files(cfg)
     key = store.source_key(cfg, sources)
-    directory = _frozen_directory(cfg, key)
+    directory = frozen_directory(cfg, key)
     reused = directory is not None
     if directory is None:
         rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
@@ -167,7 +167,8 @@ def split_rows(cfg: TunekitConfig, read: dict[str, list[dict]], unit: str) -> di
     return out
 
 
-def _frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
+def frozen_directory(cfg: TunekitConfig, key: str) -> Path | None:
+    """The frozen splits of the source files behind ``key``, when a complete freeze of them exists."""
     fp = store.read_index(store.datasets_root(cfg)).get(key)
     directory = store.datasets_root(cfg) / fp[:16] if fp else None
     return directory if directory is not None and (directory / "meta.json").is_file() else None

@@ -29,7 +29,7 @@ import numpy as np
 
 from tunekit.config import TunekitConfig
 from tunekit.data import store
-from tunekit.data.conversations import Encoded, split_rows
+from tunekit.data.conversations import Encoded, frozen_directory, split_rows
 from tunekit.data.problems import Problems
 from tunekit.data.read import read_table
 from tunekit.errors import DataError
@@ -88,9 +88,8 @@ def prepare_preferences(cfg: TunekitConfig, tokenizer, template: templates.Templ
     """Frozen, encoded splits of ``cfg.data``'s preference pairs (made now or reused) and the data report."""
     sources = store.source_files(cfg)
     key = store.source_key(cfg, sources)
-    fp = store.read_index(store.datasets_root(cfg)).get(key)
-    directory = store.datasets_root(cfg) / fp[:16] if fp else None
-    reused = directory is not None and (directory / "meta.json").is_file()
+    directory = frozen_directory(cfg, key)
+    reused = directory is not None
     if not reused:
         rows, duplicates = _read_and_split(cfg, {s.role: s.path for s in sources})
         encoded = encode_all(cfg, tokenizer, template, rows)  # before freezing: a failed check leaves nothing behind
