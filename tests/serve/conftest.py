@@ -148,7 +148,10 @@ def live_server(make_app: Callable[[int], object]) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(port), log_level="warning", access_log=False))
+    # log_config=None: uvicorn's own logging setup runs dictConfig, which closes every handler in the
+    # process; absl's handler (imported with rouge-score) then closes the stream it holds, pytest's
+    # capture of stderr, and pytest itself dies later ("lost sys.stderr").
+    server = uvicorn.Server(uvicorn.Config(make_app(port), log_config=None, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
