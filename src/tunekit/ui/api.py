@@ -1,5 +1,5 @@
 """The console's script-facing routes: the service API, forwarded with the signed-in key, and the
-static assets (the console's own script and style, and plotly.js from the installed ``plotly`` package).
+static assets (the console's own script and style, and plotly.js with its CSS from the installed ``plotly`` package).
 
 ``/ui/api/v1/...`` exists because the page's script never holds the key (``session``): it calls here
 with its session cookie and CSRF token, and this forwards the call to ``/v1/...`` with the key. Only
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from tunekit.errors import AuthError, NotFound, TunekitError
+from tunekit.ui.charts import plotly_css, plotly_js
 from tunekit.ui.web import Console, json_error, secure
 
 __all__ = ["FORWARDED", "router"]
@@ -22,13 +23,6 @@ __all__ = ["FORWARDED", "router"]
 FORWARDED = ("files", "fine_tuning/jobs", "evals", "models", "chat/completions")
 STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 ASSET_CACHE = "public, max-age=3600"
-
-
-def plotly_js() -> Path:
-    """plotly.js as the ``plotly`` package installs it: served from here, so the console works offline."""
-    import plotly
-
-    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 def router(console: Console) -> APIRouter:
@@ -58,6 +52,10 @@ def router(console: Console) -> APIRouter:
 
     @ui.get(p + "/static/{name}")
     async def static(name: str) -> Response:
+        if name == "plotly.css":
+            response = secure(Response(plotly_css(), media_type="text/css"))
+            response.headers["Cache-Control"] = ASSET_CACHE
+            return response
         if name == "plotly.min.js":
             path, media = plotly_js(), "text/javascript"
         elif name in STATIC:

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from tunekit.errors import ServingError, TunekitError
+from tunekit.ui.charts import preset_style_ids
 from tunekit.ui.session import COOKIE, Session, Sessions, check_csrf
 
 __all__ = ["CSP", "Console", "ApiFailed"]
@@ -45,7 +46,7 @@ class Console:
     def __init__(self, sessions: Sessions, workspace, tracking_uri: str, prefix: str = "/ui"):
         self.sessions, self.workspace, self.tracking_uri, self.prefix = sessions, workspace, tracking_uri, prefix
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("tunekit.ui") / "templates")),
-                                      autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                                      autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["num"] = _num
         self.env.filters["when"] = _when
 
@@ -54,7 +55,7 @@ class Console:
     def page(self, request: Request, template: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(
             prefix=self.prefix, session=session, csrf=session.csrf if session else "", auth=self.sessions.auth,
-            path=request.url.path, **context)
+            path=request.url.path, plotly_ids=preset_style_ids(), **context)
         return secure(HTMLResponse(html, status_code=status))
 
     def error_page(self, request: Request, session: Session | None, exc: TunekitError) -> HTMLResponse:

@@ -97,7 +97,8 @@
 
   // --- charts (plotly.js, served by tunekit) -------------------------------------------------------------
   const LAYOUT = { margin: { l: 55, r: 15, t: 35, b: 45 }, height: 280, font: { size: 12 }, legend: { orientation: "h", y: -0.25 } };
-  const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+  // no mode bar: its button colours are style elements made per chart, which the CSP blocks (see charts.py)
+  const CONFIG = { displayModeBar: false, responsive: true };
 
   function plot(node, traces, layout) {
     if (!window.Plotly) {
