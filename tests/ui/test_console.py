@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.service.test_service_jobs import start_worker, stop, training_file, wait_for
 
@@ -122,9 +123,10 @@ def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     page.wait_for_selector("#job-run:not([hidden])")
     final = int(page.get_attribute("#loss-chart", "data-points"))
     assert final >= 2 and len({p for p in points if p}) >= 2, f"the curve did not grow while watched: {sorted(set(points))}"
-    assert page.locator("#loss-chart .main-svg").count() == 1
+    assert page.locator("#loss-chart.js-plotly-plot .scatterlayer .trace").count() >= 1
+    expect(page.locator("#events-table tbody tr").first).to_contain_text("The job has successfully completed")  # the last poll's events
     events = page.locator("#events-table tbody tr").all_text_contents()
-    assert "The job has successfully completed" in events[0] and any("Created fine-tuning job" in e for e in events)
+    assert any("Created fine-tuning job" in e for e in events) and any("3/5 train" in e for e in events)
     tab.shot("job")
     live.state["job"] = job_id
     live.state["model"] = page.text_content("#job-model")
@@ -188,7 +190,7 @@ def test_promote_and_roll_back_with_a_confirmation_naming_the_change(tab, live):
     page.wait_for_url(f"**/ui/models/{name}?done=**")
     assert f"v{second} is now champion (was v{first.version})" in page.text_content(".ok")
     assert registry.champion_version(mlc, name).version == int(second)
-    history = page.locator("#history-table tbody tr").first.text_content()
+    history = page.locator("#history-table tbody tr", has_text="better answers").first.text_content()
     assert "promoted" in history and XSS_SCRIPT in history and "key " in history  # the audit names the key, the reason is text
     page.click(f"a[href='/ui/models/{name}/rollback']")
     assert f"moves from v{second} to v{first.version}" in " ".join(page.text_content("#what-changes").split())
@@ -208,16 +210,20 @@ def test_chat_in_the_playground_with_two_models_side_by_side(tab, live):
     tab.sign_in("inference", then="/ui/playground")
     page = tab.page
     page.select_option("#model-a", model)
-    page.select_option("#model-b", "tiny")
+    assert page.locator("#model-a option").all_text_contents() == [model]  # fine-tuned models only, not the catalogue's bases
+    page.select_option("#model-b", model)  # the same model twice: greedy decoding must answer the same
     page.fill("#prompt", f"reverse: fig kiwi lime {XSS_SCRIPT}")
     page.click("#chat-form button[type=submit]")
     page.wait_for_selector("#chat-a .turn.assistant:not(.pending)")
     page.wait_for_selector("#chat-b .turn.assistant:not(.pending)")
+    assert page.locator(".turn.error").count() == 0, page.text_content("main")
+    max_tokens = int(page.input_value("#max-tokens"))
     assert XSS_SCRIPT in page.text_content("#chat-a .turn.user")  # the prompt, echoed as text
     answer = page.text_content("#chat-a .turn.assistant .text")
+    assert page.text_content("#chat-b .turn.assistant .text") == answer
     with api(live) as client:  # the same answer the API gives (greedy)
         reply = client.post("/chat/completions", json={"model": model, "messages": [{"role": "user", "content": f"reverse: fig kiwi lime {XSS_SCRIPT}"}],
-                                                       "max_tokens": 64, "temperature": 0}).json()
+                                                       "max_tokens": max_tokens, "temperature": 0}).json()
     assert answer == reply["choices"][0]["message"]["content"]
     tab.shot("playground")
     assert not pwned(tab)

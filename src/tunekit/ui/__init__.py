@@ -30,7 +30,7 @@ PREFIX = "/ui"
 def install(app: FastAPI, settings, runtime, tracking_uri: str | None = None) -> Console:
     """Mount the console on ``app`` (a service app); the registry is the workspace's unless ``tracking_uri``."""
     workspace = Workspace(settings.workspace_dir)
-    console = Console(Sessions(runtime.keys), workspace, tracking_uri or workspace.tracking_uri, PREFIX)
+    console = Console(Sessions(runtime.keys), workspace, tracking_uri or workspace.tracking_uri, PREFIX, settings.max_new_tokens)
     app.include_router(pages.router(console, runtime))
     app.include_router(api.router(console))
     app.state.console = console

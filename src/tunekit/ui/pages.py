@@ -236,7 +236,11 @@ def router(console: Console, runtime) -> APIRouter:
     async def playground(request: Request, session: Session) -> Response:
         session.require("inference", "The playground")
         served = await console.api_json(request, session, "GET", "/v1/models")
-        return console.page(request, "playground.html", session, models=[m["id"] for m in served["data"]])
+        from tunekit.service.catalogue import Catalogue
+
+        bases = {b.name for b in Catalogue(console.workspace).list()}  # listed to fine-tune from, not served for chat
+        return console.page(request, "playground.html", session, models=[m["id"] for m in served["data"] if m["id"] not in bases],
+                            max_tokens=min(64, console.max_new_tokens), max_new_tokens=console.max_new_tokens)
 
     return ui
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import time
 from importlib import resources
 from typing import Any
@@ -43,12 +44,14 @@ class ApiFailed(ServingError):
 class Console:
     """The console's shared state, made once per app by ``tunekit.ui.install``."""
 
-    def __init__(self, sessions: Sessions, workspace, tracking_uri: str, prefix: str = "/ui"):
+    def __init__(self, sessions: Sessions, workspace, tracking_uri: str, prefix: str = "/ui", max_new_tokens: int = 512):
         self.sessions, self.workspace, self.tracking_uri, self.prefix = sessions, workspace, tracking_uri, prefix
+        self.max_new_tokens = max_new_tokens  # the server's limit: the playground's default and most tokens per answer
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("tunekit.ui") / "templates")),
                                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["num"] = _num
         self.env.filters["when"] = _when
+        self.env.filters["pretty"] = _pretty  # JSON for reading (autoescaped like any text); `tojson` is for <script type=application/json>
 
     # -- answers -----------------------------------------------------------------------------------
 
@@ -152,6 +155,10 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _pretty(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=1, ensure_ascii=False, default=str)
 
 
 def _when(value: Any) -> str:
