@@ -179,7 +179,7 @@ def test_promote_and_roll_back_with_a_confirmation_naming_the_change(tab, live):
     if registry.champion_version(mlc, name) is None:  # the tiny model may have failed its gate: make v1 champion first
         registry.promote(mlc, name, str(first.version), "test set-up")
     # a second version of the same run's adapter, as a retrain would register
-    second = registry.register(mlc, name, first.run_id, dict(first.tags or {}))
+    second = registry.register(mlc, name, first.run_id, {k: v for k, v in (first.tags or {}).items() if k != registry.EVENTS_TAG})
     tab.sign_in("admin", then=f"/ui/models/{name}")
     page = tab.page
     page.click(f"a[href='/ui/models/{name}/promote?version={second}']")

@@ -50,7 +50,8 @@ def runs(workspace: Workspace, session: Session) -> list[dict]:
 def find_run(workspace: Workspace, session: Session, run_id: str) -> dict:
     """One run's row and card; ``NotFound`` (404) naming what exists."""
     folder = workspace.run(run_id)
-    row = _run_row(folder) if folder.parent == workspace.runs and folder.is_dir() else None
+    inside = run_id == folder.name and not run_id.startswith(".")  # no `..`, no path: a run id names a folder of runs/
+    row = _run_row(folder) if inside and folder.is_dir() else None
     if row is None or not visible(session, row["name"]):
         raise NotFound(f"no run {run_id!r} in {workspace.runs}; the Runs page lists them", param="run_id")
     return row

@@ -119,7 +119,7 @@
       const keys = Object.keys(rows[0] || {}).filter((k) => k !== "epoch" && typeof rows[0][k] === "number" && !k.endsWith("seconds"));
       const traces = keys.map((k) => ({ x: rows.map((r) => r.epoch), y: rows.map((r) => r[k]), name: k, mode: "lines+markers",
         yaxis: k.includes("loss") ? "y" : "y2" }));
-      plot(node, traces, { title: { text: "Training per epoch" }, xaxis: { title: { text: "epoch" }, dtick: 1 },
+      plot(node, traces, { title: { text: "Training per epoch" }, xaxis: { title: { text: "epoch" }, dtick: 1 }, margin: { l: 55, r: 70, t: 35, b: 45 },
         yaxis: { title: { text: "loss" } }, yaxis2: { title: { text: "validation metric" }, overlaying: "y", side: "right" } });
     },
     traffic(node) {  // the production page: one series of the request log per chart
@@ -130,7 +130,7 @@
         ? [{ x, y: points.map((p) => p.p50_ms), name: "median", mode: "lines+markers" }, { x, y: points.map((p) => p.p95_ms), name: "p95", mode: "lines+markers" }]
         : [{ x, y: points.map((p) => p[field]), name: node.dataset.title, mode: "lines+markers" }];
       const layout = { title: { text: node.dataset.title }, showlegend: field === "latency" };
-      if (field === "error_rate") layout.yaxis = { tickformat: ".0%", rangemode: "tozero" };
+      if (field === "error_rate") layout.yaxis = { tickformat: ".1%", rangemode: "tozero" };
       else layout.yaxis = { rangemode: "tozero" };
       if (!points.length) layout.annotations = [{ text: "no requests in this window", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }];
       plot(node, traces, layout);
@@ -343,6 +343,7 @@
         const answer = reply.choices[0].message.content || "";
         history[side].push({ role: "assistant", content: answer });
         waiting.querySelector(".text").textContent = answer;
+        if (!answer.trim()) waiting.append(el("small", { class: "muted" }, `(the answer is empty or only whitespace: ${answer.length} characters) `));
         waiting.classList.remove("pending");
         const usage = reply.usage ? `${reply.usage.completion_tokens} tokens, ` : "";
         waiting.append(el("small", { class: "muted" }, `${usage}${Math.round(performance.now() - started)} ms`));
