@@ -92,7 +92,7 @@ def test_a_bad_file_shows_its_line_errors_as_text(tab, live):
 def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     tab.sign_in("admin", then="/ui/jobs")
     page = tab.page
-    name, content = training_file(120)
+    _, content = training_file(120)
     xss_name = "<img src=x onerror=window.__pwned=1>.jsonl"  # a file name is user content too (a browser sends `"` as %22)
     page.set_input_files("#upload-file", files=[{"name": xss_name, "mimeType": "application/jsonl", "buffer": content}])
     page.click("#upload-form button")

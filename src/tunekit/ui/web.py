@@ -25,7 +25,7 @@ from tunekit.errors import ServingError, TunekitError
 from tunekit.ui.charts import preset_style_ids
 from tunekit.ui.session import COOKIE, Session, Sessions, check_csrf
 
-__all__ = ["CSP", "Console", "ApiFailed"]
+__all__ = ["CARD_CSP", "CSP", "ApiFailed", "Console", "api_message", "json_error", "pages", "secure", "set_session_cookie"]
 
 # No inline script or style anywhere: a <script> smuggled into a page by user data would not run even if
 # escaping failed. Plotly sets styles through the CSSOM, which style-src does not govern.
