@@ -95,3 +95,24 @@ def test_production_buckets_rate_latency_errors_and_flags_from_the_request_log(t
     [point] = traffic["points"]  # one-minute buckets: all ten fall into the same one
     assert point["rate_per_min"] == 10 and point["error_rate"] == pytest.approx(0.1) and point["p50_ms"] == 60.0
     assert traffic["flag_counts"] == [{"kind": "pii", "where": "input", "action": "flag", "n": 3}] and len(traffic["flagged"]) == 3
+
+
+def test_tunekit_ui_serves_the_service_app_with_a_one_time_admin_key_revoked_on_exit(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import tunekit.serve.app
+    from tunekit.cli import app
+
+    seen = {}
+
+    def fake_serve(settings, served_app):  # instead of uvicorn: what would have been served, and the key while it runs
+        seen["settings"], seen["console"] = settings, served_app.state.console
+        seen["active"] = [k for k in KeyStore(Workspace(tmp_path).keys_db).list() if k.revoked_at is None]
+
+    monkeypatch.setattr(tunekit.serve.app, "serve", fake_serve)
+    result = CliRunner().invoke(app, ["ui", "--workspace", str(tmp_path), "--port", "8799", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    [key] = seen["active"]
+    assert key.scope == "admin" and f"tk-{key.key_id}-" in result.output and "http://127.0.0.1:8799/ui" in result.output
+    assert seen["settings"].workers == 0 and seen["console"].workspace.root == tmp_path  # the service app, with the console mounted
+    assert KeyStore(Workspace(tmp_path).keys_db).list()[0].revoked_at is not None  # revoked when the command stopped
