@@ -201,7 +201,9 @@ def router(console: Console, runtime) -> APIRouter:
     async def job(request: Request, session: Session, job_id: str) -> Response:
         session.require("fine-tune", "Fine-tuning")
         found = await console.api_json(request, session, "GET", f"/v1/fine_tuning/jobs/{job_id}")
-        return console.page(request, "job.html", session, job=found)
+        answer = await console.call_api(request, session, "GET", f"/v1/files/{found['training_file']}")
+        filename = answer.json().get("filename") if answer.status_code == 200 else None  # a deleted file leaves its id
+        return console.page(request, "job.html", session, job=found, filename=filename)
 
     @ui.get(p + "/evals")
     @page

@@ -282,9 +282,11 @@
       error.textContent = job.error ? job.error.message : "";
       const done = FINISHED.includes(job.status);
       document.getElementById("cancel-job").hidden = done;
+      document.getElementById("pause-job").hidden = job.status !== "running";
+      document.getElementById("resume-job").hidden = job.status !== "paused";
       document.getElementById("job-run").hidden = job.status !== "succeeded";
       document.getElementById("job-chat").hidden = job.status !== "succeeded";
-      if (!done) setTimeout(poll, 1000);
+      if (!done && job.status !== "paused") setTimeout(poll, 1000);
       else if (tailPolls-- > 0) setTimeout(poll, 1000);  // one more, for the job's last events
     }
 
@@ -299,6 +301,19 @@
       }
       button.disabled = false;
     });
+    for (const [what, again] of [["pause", false], ["resume", true]]) {
+      document.getElementById(`${what}-job`).addEventListener("click", async (e) => {
+        const button = e.currentTarget;
+        button.disabled = true;
+        try {
+          await api("POST", `fine_tuning/jobs/${encodeURIComponent(id)}/${what}`);
+          if (again) setTimeout(poll, 500);  // a paused job is not polled; resumed, it is again
+        } catch (err) {
+          window.alert(err.message);
+        }
+        button.disabled = false;
+      });
+    }
     poll();
   }
 
