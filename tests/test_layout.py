@@ -15,7 +15,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunekit"
 
 # The composition roots: they chain the stages, so they may import any of them (and nothing imports them back).
-ROOTS = {"tunekit", "tasks", "pipeline", "cli", "serve", "monitor", "service"}
+# `ui` (the web console) is one: it shows every stage and acts through the service.
+ROOTS = {"tunekit", "tasks", "pipeline", "cli", "serve", "monitor", "service", "ui"}
 
 
 def _node(path: Path) -> str:

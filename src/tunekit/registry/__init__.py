@@ -24,7 +24,7 @@ from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
 __all__ = [
     "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "experiment_id", "history", "list_versions",
-    "log_run", "champion_version", "promote", "register", "resolve", "rollback", "set_alias",
+    "log_run", "champion_version", "promote", "register", "resolve", "rollback", "rollback_target", "set_alias",
 ]
 
 EVENTS_TAG = "tunekit.events"
@@ -111,8 +111,10 @@ def set_alias(mlc, name: str, version: str, decision: GateDecision) -> None:
         _add_event(mlc, name, version, "challenger", decision.summary())
 
 
-def promote(mlc, name: str, version: str, reason: str) -> str | None:
-    """Make ``version`` the champion; returns the version it replaced (None if there was none)."""
+def promote(mlc, name: str, version: str, reason: str, by: str | None = None) -> str | None:
+    """Make ``version`` the champion; returns the version it replaced (None if there was none).
+    ``by`` names who did it in the audit trail (default: $TUNEKIT_USER, else the login name)."""
+    who = {"by": by} if by else {}
     _version(mlc, name, version)
     previous = champion_version(mlc, name)
     prev = str(previous.version) if previous else None
@@ -122,14 +124,15 @@ def promote(mlc, name: str, version: str, reason: str) -> str | None:
     current = _version(mlc, name, version)
     if "challenger" in (current.aliases or []):
         mlc.delete_registered_model_alias(name, "challenger")
-    _add_event(mlc, name, version, "promoted", reason, replaced=prev)
+    _add_event(mlc, name, version, "promoted", reason, replaced=prev, **who)
     if prev:
-        _add_event(mlc, name, prev, "demoted", f"replaced by v{version}")
+        _add_event(mlc, name, prev, "demoted", f"replaced by v{version}", **who)
     return prev
 
 
-def rollback(mlc, name: str, reason: str = "rollback") -> tuple[str, str]:
-    """Give ``champion`` back to the version the current champion replaced; returns (from, to)."""
+def rollback_target(mlc, name: str) -> tuple[str, str]:
+    """(the current champion, the version a rollback gives ``champion`` back to), changing nothing;
+    ``RegistryError`` when there is no champion or it replaced none. The console shows it before asking."""
     current = champion_version(mlc, name)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back from (see `tunekit registry list {name}`)")
@@ -138,13 +141,21 @@ def rollback(mlc, name: str, reason: str = "rollback") -> tuple[str, str]:
     if not target:
         raise RegistryError(f"{name} v{current.version} did not replace an earlier champion, so there is nothing to roll back to; "
                             f"use `tunekit registry promote {name} VERSION` to pick one")
+    return str(current.version), str(target)
+
+
+def rollback(mlc, name: str, reason: str = "rollback", by: str | None = None) -> tuple[str, str]:
+    """Give ``champion`` back to the version the current champion replaced; returns (from, to)."""
+    who = {"by": by} if by else {}
+    old, target = rollback_target(mlc, name)
+    current = _version(mlc, name, old)
     # the restored champion inherits what it replaced the first time, so rollbacks walk back
     # through earlier champions instead of toggling between the last two
     earlier = [e for e in _events(_version(mlc, name, target)) if e["action"] == "promoted"]
     mlc.set_registered_model_alias(name, "champion", target)
     _add_event(mlc, name, target, "promoted", f"{reason} (rolled back from v{current.version})",
-               replaced=earlier[-1].get("replaced") if earlier else None)
-    _add_event(mlc, name, str(current.version), "rolled_back", reason)
+               replaced=earlier[-1].get("replaced") if earlier else None, **who)
+    _add_event(mlc, name, str(current.version), "rolled_back", reason, **who)
     return str(current.version), target
 
 

@@ -31,6 +31,7 @@ from tunekit.service.catalogue import Catalogue
 from tunekit.service.jobs import JobStore
 from tunekit.service.pool import ModelPool
 from tunekit.service.queue import queue_for
+from tunekit.ui import install as install_console
 
 __all__ = ["create_service_app", "run"]
 
@@ -64,10 +65,11 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
     app.include_router(jobs_api.router(JobStore(workspace), store, catalogue, queue, runtime.require))
     app.include_router(evals.router(evals.EvalStore(workspace.service_db), runtime.require, store.content, _completer(pool),
                                     allow_python=settings.allow_python_graders))
+    install_console(app, settings, runtime)  # the web console at /ui, a client of the routes above
     app.middleware("http")(observe_middleware(runtime))
     # uploads stream to the files route (which counts what it reads); every other body is capped as for one model
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
-                       streamed={"/v1/files": settings.max_file_bytes + 65536})
+                       streamed={"/v1/files": settings.max_file_bytes + 65536, "/ui/api/v1/files": settings.max_file_bytes + 65536})
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
     async def healthz() -> Health:
