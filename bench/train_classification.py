@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--sides", default="plain,plain_grouped,tunekit", help="which sides to run (comma-separated); ratios need tunekit")
     parser.add_argument("--side", choices=["tunekit", "plain", "plain_grouped"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # child process: run one side, print its figures
@@ -128,20 +129,23 @@ def main() -> None:
         return
     results = {}
     load_before = os.getloadavg()
-    for side in ("plain", "plain_grouped", "tunekit"):
+    for side in args.sides.split(","):
         cmd = [sys.executable, __file__, "--side", side, "--rows", str(args.rows), "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True).stdout
         results[side] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    ratio = {f"throughput_ratio{'' if side == 'plain' else '_vs_grouped'}": round(results["tunekit"]["examples_per_second"] / results[side]["examples_per_second"], 3)
+             for side in ("plain", "plain_grouped") if side in results and "tunekit" in results}
+    if "plain_grouped" in results and "tunekit" in results:
+        ratio["validation_macro_f1_diff_vs_grouped"] = round(results["tunekit"]["validation_macro_f1"] - results["plain_grouped"]["validation_macro_f1"], 4)
+    if "plain" in results and "tunekit" in results:
+        ratio["peak_memory_ratio"] = round(results["tunekit"]["peak_memory_mb"] / results["plain"]["peak_memory_mb"], 3)
     print(json.dumps({
         "benchmark": "train_classification", "model": "bundled:minilm", "method": "lora", "rows": args.rows,
         "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length,
         "load_before": load_before, "load_after": os.getloadavg(),
-        "tunekit": results["tunekit"], "plain_trainer_peft": results["plain"], "plain_trainer_grouped": results["plain_grouped"],
-        "throughput_ratio": round(results["tunekit"]["examples_per_second"] / results["plain"]["examples_per_second"], 3),
-        "throughput_ratio_vs_grouped": round(results["tunekit"]["examples_per_second"] / results["plain_grouped"]["examples_per_second"], 3),
-        "validation_macro_f1_diff_vs_grouped": round(results["tunekit"]["validation_macro_f1"] - results["plain_grouped"]["validation_macro_f1"], 4),
-        "peak_memory_ratio": round(results["tunekit"]["peak_memory_mb"] / results["plain"]["peak_memory_mb"], 3),
+        **{{"plain": "plain_trainer_peft", "plain_grouped": "plain_trainer_grouped"}.get(side, side): r for side, r in results.items()},
+        **ratio,
     }))
 
 
