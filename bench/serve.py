@@ -1,19 +1,29 @@
-"""Benchmark: `tunekit serve` vs a naive FastAPI endpoint that calls the model once per request.
+"""Benchmark: `tunekit serve` vs a naive FastAPI endpoint that calls the model once per request, and
+vs the model's own batched throughput with no HTTP at all, on the PyTorch and the ONNX runtime.
 
-Both serve the same classifier (a LoRA adapter on the bundled MiniLM, trained once on 300 banking77
-rows and cached under bench/results/) on loopback, each in its own uvicorn process (one worker) with
-the same torch thread count. The naive server is what a user writes without tunekit: a plain `def`
-route (FastAPI's threadpool) that calls `model.predict_proba([text])`. Clients (aiohttp, one
+Both servers serve the same classifier (a LoRA adapter on the bundled MiniLM, trained once on 300
+banking77 rows and cached under bench/results/, with its int8 ONNX export beside it, checked on 1,000
+banking77 test rows) on loopback, each in its own uvicorn process (one worker) with the same thread
+count. The naive server is what a user writes without tunekit: a plain `def` route (FastAPI's
+threadpool) that calls `model.predict_proba([text])` on the same runtime. Clients (aiohttp, one
 keep-alive connection each) send one text per request in a loop, texts from banking77's test split.
 
-For 1, 8 and 32 concurrent clients: requests/s, p50 and p99 latency (ms) and errors of each side,
-the ratios tunekit / naive, and tunekit's mean micro-batch size (from `/metrics`). With `--long S`,
-a soak of S seconds at 32 clients on tunekit: then the server is stopped with SIGTERM, and every
-acknowledged request id is looked up in its `serving.db` (`lost` = acknowledged but not logged;
-`server_exit_code` -15 is normal: uvicorn re-raises SIGTERM after its graceful shutdown).
-Prints one JSON line. aiohttp (the client) comes with `datasets`.
+Per runtime (`--runtimes torch,onnx`):
+- `raw_rows_per_second`: the limit. In a process of its own with the same threads, the model loaded
+  as the server loads it answers full micro-batches of `--batch-size` test texts through the very
+  function the server's micro-batcher calls (`serve.app.forward_rows`), back to back, no HTTP.
+- for 1, 8 and 32 concurrent clients: requests/s, p50 and p99 latency (ms) and failures of each
+  server, tunekit's mean micro-batch size (from `/metrics`), and the ratios tunekit / naive and
+  tunekit / raw (one text per request, so requests/s are rows/s).
+- `log`: after a graceful stop, every request tunekit acknowledged (warm-up included) is looked up in
+  its `serving.db`; `lost` must be 0, like `failed`.
+With `--long S`, a soak of S seconds at 32 clients on tunekit (first runtime), checked the same way
+(`server_exit_code` -15 is normal: uvicorn re-raises SIGTERM after its graceful shutdown).
 
-    .venv/bin/python bench/serve.py [--seconds 10] [--threads 2] [--model DIR] [--long 60 [--no-compare]]
+Prints one JSON line: the figures, then `ratios` (per runtime and client count, tunekit against the
+naive endpoint and against the raw figure; ONNX against PyTorch).
+
+    .venv/bin/python bench/serve.py [--seconds 10] [--threads 2] [--runtimes torch,onnx] [--model DIR] [--long 60 [--no-compare]]
 """
 
 from __future__ import annotations
@@ -76,6 +86,58 @@ def trained_model(path: Path, rows: int = 300) -> Path:
     return path
 
 
+def onnx_export(path: Path, rows: int = 1000) -> None:
+    """The int8 ONNX export beside the model (``path/onnx``), made if missing, checked on ``rows`` banking77 test rows
+    (the bench's model has no frozen split in a workspace: these rows stand in for it)."""
+    from types import SimpleNamespace
+
+    import datasets
+
+    from tunekit.models.onnx import export_dir
+    from tunekit.pipeline.export_onnx import export_onnx
+
+    if export_dir(path).is_dir():
+        return
+    labels = json.loads((DATA / "categories.json").read_text())
+    with open(DATA / "test.csv", encoding="utf-8") as fh:
+        test = list(csv.DictReader(fh))[:rows]
+    ids = {name: i for i, name in enumerate(labels)}
+    data = SimpleNamespace(test=datasets.Dataset.from_dict({"id": [str(i) for i in range(len(test))], "text": [r["text"] for r in test],
+                                                             "label": [ids[r["category"]] for r in test]}),
+                           labels=labels, test_fingerprint="bench-serve-test")
+    result = export_onnx(path, data=data)
+    print(f"ONNX export checked on {result.record.parity.rows} rows: {result.record.parity.model_dump_json()}", file=sys.stderr)
+
+
+def raw_throughput(args) -> None:
+    """Child process (``--raw RUNTIME``): the model loaded as the server loads it answers full micro-batches
+    of ``batch_size`` test texts through the server's own batch function, back to back, for ``seconds``;
+    prints {"rows_per_second": ...}."""
+    from tunekit.serve import ServeSettings
+    from tunekit.serve.app import forward_rows
+    from tunekit.serve.loading import default_loader
+
+    loaded = default_loader(ServeSettings(model=str(args.model), auth=False, runtime=args.raw))
+    texts = test_texts()
+    batches = [[(t, None) for t in texts[i:i + args.batch_size]] for i in range(0, len(texts) - args.batch_size + 1, args.batch_size)]
+    for batch in batches[:3]:  # warm-up
+        forward_rows(loaded, batch, args.batch_size)
+    rows, started, i = 0, time.perf_counter(), 3
+    while time.perf_counter() - started < args.seconds:
+        forward_rows(loaded, batches[i % len(batches)], args.batch_size)
+        rows, i = rows + args.batch_size, i + 1
+    print(json.dumps({"rows_per_second": round(rows / (time.perf_counter() - started), 1), "rows": rows}))
+
+
+def measure_raw(args, runtime: str) -> dict:
+    cmd = [sys.executable, __file__, "--raw", runtime, "--model", str(args.model), "--threads", str(args.threads),
+           "--batch-size", str(args.batch_size), "--seconds", str(args.seconds)]
+    done = subprocess.run(cmd, env=child_env(args.threads), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"raw throughput ({runtime}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # --- the servers (each runs in a child process: `--server tunekit|naive`) ------------------------
 
 def run_tunekit_server(args) -> None:
@@ -84,17 +146,18 @@ def run_tunekit_server(args) -> None:
     from tunekit.serve.app import serve
 
     serve(ServeSettings(model=str(args.model), host="127.0.0.1", port=args.port, auth=False, workspace=args.workspace,
-                        rate_limit_per_minute=0, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms))
+                        rate_limit_per_minute=0, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, runtime=args.runtime))
 
 
 def run_naive_server(args) -> None:
-    """The plain alternative: load once, one forward pass per request, uvicorn's defaults."""
+    """The plain alternative: load once (on the same runtime), one forward pass per request, uvicorn's defaults."""
     import uvicorn
     from fastapi import FastAPI
 
     from tunekit.models import load_trained
+    from tunekit.models.onnx import load_onnx
 
-    model = load_trained(args.model)
+    model = load_trained(args.model) if args.runtime == "torch" else load_onnx(args.model)
     app = FastAPI()
 
     @app.get("/readyz")
@@ -116,23 +179,27 @@ class Body(BaseModel):
     inputs: list[str]
 
 
+def child_env(threads: int) -> dict:
+    # PASSIVE: OpenMP threads sleep instead of spinning between ops; on cores shared with other work,
+    # spinning made every forward pass of either server take ~0.5 s whatever its size.
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads)}
+
+
 class Server:
     """A server child process on a free loopback port; ``stop()`` sends SIGTERM and waits for a graceful exit."""
 
-    def __init__(self, side: str, args, workspace: Path):
+    def __init__(self, side: str, args, workspace: Path, runtime: str = "torch"):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.workspace = workspace
         self.output = open(workspace / f"{side}-server.log", "wb")  # noqa: SIM115 - open while the server runs; stop() closes it
-        # PASSIVE: OpenMP threads sleep instead of spinning between ops; on cores shared with other work,
-        # spinning made every forward pass of either server take ~0.5 s whatever its size.
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
-               "MKL_NUM_THREADS": str(args.threads)}
+        env = child_env(args.threads)
         cmd = [sys.executable, __file__, "--server", side, "--model", str(args.model), "--port", str(self.port),
                "--workspace", str(workspace), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-               "--max-wait-ms", str(args.max_wait_ms)]
+               "--max-wait-ms", str(args.max_wait_ms), "--runtime", runtime]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.output, stderr=subprocess.STDOUT)
 
     async def wait_ready(self, session, timeout: float = 120.0) -> None:
@@ -225,38 +292,50 @@ async def batch_stats(session, url: str) -> tuple[float, float]:
 
 # --- the runs -----------------------------------------------------------------------------------------
 
-async def compare_side(side: str, args, texts: list[str], workspace: Path) -> dict:
-    """One server, each client count in turn: warm-up, then ``args.seconds`` of load."""
+def logged(workspace: Path, ids: list[str]) -> dict:
+    """How many of the acknowledged request ``ids`` are in the stopped server's ``serving.db``."""
+    with sqlite3.connect(f"file:{workspace / 'serving.db'}?mode=ro", uri=True) as conn:
+        logged_ids = {row[0] for row in conn.execute("SELECT id FROM requests")}
+    found = sum(1 for i in ids if i in logged_ids)
+    return {"acknowledged": len(ids), "logged": found, "lost": len(ids) - found, "log_rows": len(logged_ids)}
+
+
+async def compare_side(side: str, runtime: str, args, texts: list[str], workspace: Path) -> dict:
+    """One server, each client count in turn: warm-up, then ``args.seconds`` of load; tunekit's log checked after it stops."""
     import aiohttp
 
-    server = Server(side, args, workspace)
-    results = {}
+    server = Server(side, args, workspace, runtime)
+    results, ids = {}, []
     try:
         async with aiohttp.ClientSession() as session:
             await server.wait_ready(session)
             for clients in CLIENTS:
-                await load(server.url, texts, clients, args.warmup)
+                warm = await load(server.url, texts, clients, args.warmup)
+                ids += warm["ids"]
                 before = await batch_stats(session, server.url) if side == "tunekit" else None
                 point = await load(server.url, texts, clients, args.seconds)
+                point["failed"] = point.pop("errors") + warm["errors"]
                 if before is not None:
                     after = await batch_stats(session, server.url)
                     passes = after[1] - before[1]
                     point["mean_batch_size"] = round((after[0] - before[0]) / passes, 2) if passes else None
                     point["forward_passes"] = int(passes)
-                del point["ids"]
+                ids += point.pop("ids")
                 if not point["failures"]:
                     del point["failures"]
                 results[clients] = point
     finally:
-        server.stop()
+        exit_code = server.stop()
+    if side == "tunekit":
+        results["log"] = {**logged(workspace, ids), "server_exit_code": exit_code}
     return results
 
 
-async def soak(args, texts: list[str], workspace: Path) -> dict:
+async def soak(args, texts: list[str], workspace: Path, runtime: str) -> dict:
     """``args.long`` seconds at 32 clients on tunekit; stop it gracefully; look every acknowledged id up in serving.db."""
     import aiohttp
 
-    server = Server("tunekit", args, workspace)
+    server = Server("tunekit", args, workspace, runtime)
     try:
         async with aiohttp.ClientSession() as session:
             await server.wait_ready(session)
@@ -264,16 +343,11 @@ async def soak(args, texts: list[str], workspace: Path) -> dict:
             total, passes = await batch_stats(session, server.url)
     finally:
         exit_code = server.stop()
-    ids = result.pop("ids")
-    db = workspace / "serving.db"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        logged_ids = {row[0] for row in conn.execute("SELECT id FROM requests")}
-    logged = sum(1 for i in ids if i in logged_ids)
     return {
-        "seconds": args.long, "clients": 32, "requests": result["requests"], "acknowledged": len(ids),
-        "failures": result["errors"], "failure_examples": result["failures"], "requests_per_second": result["requests_per_second"],
+        "runtime": runtime, "seconds": args.long, "clients": 32, "requests": result["requests"], "failures": result["errors"],
+        "failure_examples": result["failures"], "requests_per_second": result["requests_per_second"],
         "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "mean_batch_size": round(total / passes, 2) if passes else None,
-        "logged": logged, "lost": len(ids) - logged, "log_rows": len(logged_ids), "server_exit_code": exit_code,
+        **logged(workspace, result["ids"]), "server_exit_code": exit_code,
     }
 
 
@@ -284,23 +358,43 @@ def _ratio(a: float, b: float) -> float | None:
 async def main_async(args) -> dict:
     texts = test_texts()
     out = {"benchmark": "serve", "model": "bundled:minilm (LoRA)", "threads": args.threads, "seconds": args.seconds,
-           "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms}
+           "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms, "load_before": os.getloadavg()}
+    ratios: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.no_compare:
+        for runtime in args.runtimes:
+            if args.no_compare:
+                break
+            raw = measure_raw(args, runtime)
+            figures, ratios[runtime] = {"raw_rows_per_second": raw["rows_per_second"]}, {}
             sides = {}
             for side in ("tunekit", "naive"):
-                Path(tmp, side).mkdir()
-                sides[side] = await compare_side(side, args, texts, Path(tmp, side))
+                Path(tmp, runtime, side).mkdir(parents=True)
+                sides[side] = await compare_side(side, runtime, args, texts, Path(tmp, runtime, side))
+            figures["log"] = sides["tunekit"].pop("log")
             for clients in CLIENTS:
                 t, n = sides["tunekit"][clients], sides["naive"][clients]
-                out[f"clients_{clients}"] = {
-                    "tunekit": t, "naive": n,
-                    "throughput_ratio": _ratio(t["requests_per_second"], n["requests_per_second"]),
-                    "p50_ratio": _ratio(t["p50_ms"], n["p50_ms"]), "p99_ratio": _ratio(t["p99_ms"], n["p99_ms"]),
+                figures[f"clients_{clients}"] = {"tunekit": t, "naive": n}
+                ratios[runtime][f"clients_{clients}"] = {
+                    "vs_naive": _ratio(t["requests_per_second"], n["requests_per_second"]),
+                    "vs_raw": _ratio(t["requests_per_second"], raw["rows_per_second"]),
+                    "p99_vs_naive": _ratio(t["p99_ms"], n["p99_ms"]),
                 }
+            ratios[runtime]["failed"] = sum(p["failed"] for side in sides.values() for k, p in side.items() if k in CLIENTS)
+            ratios[runtime]["lost"] = figures["log"]["lost"]
+            out[runtime] = figures
+        if {"torch", "onnx"} <= set(ratios):
+            ratios["onnx_vs_torch"] = {
+                "raw": _ratio(out["onnx"]["raw_rows_per_second"], out["torch"]["raw_rows_per_second"]),
+                **{f"tunekit_clients_{c}": _ratio(out["onnx"][f"clients_{c}"]["tunekit"]["requests_per_second"],
+                                                  out["torch"][f"clients_{c}"]["tunekit"]["requests_per_second"]) for c in CLIENTS},
+                "tunekit_onnx_32_vs_naive_torch_32": _ratio(out["onnx"]["clients_32"]["tunekit"]["requests_per_second"],
+                                                            out["torch"]["clients_32"]["naive"]["requests_per_second"]),
+            }
         if args.long:
             Path(tmp, "soak").mkdir()
-            out["soak"] = await soak(args, texts, Path(tmp, "soak"))
+            out["soak"] = await soak(args, texts, Path(tmp, "soak"), args.runtimes[0])
+    out["load_after"] = os.getloadavg()
+    out["ratios"] = ratios
     return out
 
 
@@ -314,17 +408,28 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="tunekit's max_wait_ms")
     parser.add_argument("--long", type=float, default=0.0, help="also soak tunekit at 32 clients for this many seconds")
     parser.add_argument("--no-compare", action="store_true", help="skip the tunekit vs naive points (with --long: the soak only)")
+    parser.add_argument("--runtimes", default="torch,onnx", help="comma-separated runtimes to measure: torch, onnx")
     parser.add_argument("--server", choices=["tunekit", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--raw", choices=["torch", "onnx"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.server:  # child process: one server until SIGTERM
+    if args.server or args.raw:  # child process: one server until SIGTERM, or the raw throughput
         import torch
 
         torch.set_num_threads(args.threads)
+        if args.raw:
+            return raw_throughput(args)
         (run_tunekit_server if args.server == "tunekit" else run_naive_server)(args)
         return
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    unknown = [r for r in args.runtimes if r not in ("torch", "onnx")]
+    if unknown:
+        parser.error(f"--runtimes: unknown {', '.join(unknown)}; use torch, onnx or both")
     args.model = trained_model(args.model or CACHED_MODEL).resolve()
+    if "onnx" in args.runtimes:
+        onnx_export(args.model)
     print(json.dumps(asyncio.run(main_async(args))))
 
 

@@ -132,34 +132,77 @@ def reproduce_command(model: Annotated[str, typer.Argument(help="NAME/VERSION or
                   f"(data {result.data_fingerprint}); the new model is in {result.out_dir}", highlight=False)
 
 
+def _onnx_help(field: str) -> str:
+    """An ONNX export option's help: the settings field's own description, so the two cannot drift."""
+    from tunekit.pipeline.export_onnx import OnnxExportSettings
+
+    info = OnnxExportSettings.model_fields[field]
+    return f"ONNX only: {info.description} (default: {info.default})"
+
+
 @app.command()
 def export(model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or a model directory.")],
-           out: Annotated[Path, typer.Option(help="Folder for the export (must be new or empty).")],
+           out: Annotated[Path | None, typer.Option(help="Folder for the export (must be new or empty); merged and gguf only: an ONNX "
+                                                         "export goes into the model's own folder (MODEL/onnx/), where "
+                                                         "`tunekit serve --runtime onnx` finds it.")] = None,
            format: Annotated[str, typer.Option("--format", help="`merged`: the adapter folded into the base weights (transformers "
                                                "folder); `gguf`: one GGUF file for llama.cpp and Ollama (Llama-architecture generation models), "
-                                               "with a Modelfile.")] = "merged",
-           quantize: Annotated[str, typer.Option(help="GGUF only: f32, f16 or q8_0.")] = "f16",
-           tolerance: Annotated[float | None, typer.Option(help="Largest logit difference from the adapter model that passes the check "
+                                               "with a Modelfile; `onnx`: an ONNX Runtime graph of an encoder classifier or regressor "
+                                               "(int8 by default), checked on the model's frozen test split.")] = "merged",
+           quantize: Annotated[str | None, typer.Option(help="GGUF: f32, f16 (default) or q8_0. ONNX: int8 (default) or f32.")] = None,
+           tolerance: Annotated[float | None, typer.Option(help="merged and GGUF: largest logit difference from the adapter model that passes the check "
                                                            "(default: 1e-3 merged; per GGUF kind: f32 1e-3, f16 0.25, q8_0 1.0).")] = None,
+           per_channel: Annotated[bool | None, typer.Option("--per-channel", help=_onnx_help("per_channel"))] = None,
+           max_metric_drop: Annotated[float | None, typer.Option(help=_onnx_help("max_metric_drop"))] = None,
+           max_probability_diff: Annotated[float | None, typer.Option(help=_onnx_help("max_probability_diff"))] = None,
+           max_value_diff: Annotated[float | None, typer.Option(help=_onnx_help("max_value_diff"))] = None,
+           workspace: Annotated[Path | None, typer.Option(help="ONNX only: the workspace holding the model's frozen splits (default: "
+                                                                "the one its folder is in, else its config's).")] = None,
            merge: Annotated[bool, typer.Option(hidden=True, help="Accepted for old scripts: merged is the default format.")] = True,
            tracking_uri: TrackingOpt = None) -> None:
-    """Write a standalone model (merged, or GGUF), verified against the adapter model on a set of prompts; nothing is kept on a mismatch."""
+    """Write a standalone model (merged, GGUF or ONNX), verified against the model it came from; nothing is kept on a mismatch."""
     source = model_dir(model, tracking_uri)
+    if format == "onnx":
+        return _export_onnx(model, source, out, quantize, per_channel, max_metric_drop, max_probability_diff, max_value_diff, workspace)
+    if out is None:
+        raise typer.BadParameter(f"--out: name a new folder for the {format} export")
     if format == "gguf":
         from tunekit.models.gguf_export import export_gguf
 
-        g = export_gguf(source, out, kind=quantize, tolerance=tolerance)
+        g = export_gguf(source, out, kind=quantize or "f16", tolerance=tolerance)
         console.print(f"[green]GGUF ({g.kind}) written to {g.out_file}[/]: on {g.prompts} prompts the largest logit difference is "
                       f"{g.max_abs_logit_diff:.3g} (tolerance {g.tolerance:g}), next token agrees on {g.top1_agreement:.0%}, "
                       f"greedy answers on {g.greedy_agreement:.0%}")
         return
     if format != "merged":
-        raise typer.BadParameter(f"--format {format!r}: use merged or gguf")
+        raise typer.BadParameter(f"--format {format!r}: use merged, gguf or onnx")
     from tunekit.models.export import export_merged
 
     result = export_merged(source, out, tolerance=1e-3 if tolerance is None else tolerance)
     console.print(f"[green]Merged model written to {result.out_dir}[/]: logits match the adapter model on {result.prompts} prompts "
                   f"(largest difference {result.max_abs_diff:.2e}, tolerance {result.tolerance:g})")
+
+
+def _export_onnx(model: str, source: Path, out: Path | None, quantize: str | None, per_channel: bool | None, max_metric_drop: float | None,
+                 max_probability_diff: float | None, max_value_diff: float | None, workspace: Path | None) -> None:
+    from tunekit.config import settings_from_yaml
+    from tunekit.pipeline.export_onnx import OnnxExportSettings, export_onnx
+
+    if out is not None:
+        raise typer.BadParameter(f"--out: an ONNX export is written into the model's own folder ({source / 'onnx'}), where "
+                                 "`tunekit serve --runtime onnx` finds it; leave --out out")
+    settings = settings_from_yaml(OnnxExportSettings, None, "ONNX export", {
+        "quantization": quantize, "per_channel": per_channel, "max_metric_drop": max_metric_drop,
+        "max_probability_diff": max_probability_diff, "max_value_diff": max_value_diff})
+    result = export_onnx(source, settings, workspace=workspace, model_ref=model)
+    p = result.record.parity
+    recorded = "" if result.recorded_metric is None else f" (recorded at evaluation: {result.recorded_metric:.4f})"
+    what = "class probability" if p.output == "probability" else "predicted value (in target standard deviations)"
+    console.print(f"[green]ONNX ({result.record.quantization}) written to {result.folder}[/] ({result.size_bytes / 1e6:.1f} MB). "
+                  f"On the frozen test split ({p.rows} rows): {p.metric} {p.onnx:.4f} against PyTorch {p.torch:.4f}{recorded}, "
+                  f"difference {p.diff:+.4f} (95% interval [{p.low:+.4f}, {p.high:+.4f}]); largest {what} difference "
+                  f"{p.max_output_diff:.4f} (allowed {p.max_output_diff_allowed:g}); same label on {p.agreement:.1%} of rows. "
+                  f"Serve it: tunekit serve --model {model} --runtime onnx", highlight=False)
 
 
 RunsWorkspaceOpt = Annotated[Path, typer.Option("--workspace", help="Workspace holding runs/.")]

@@ -84,7 +84,13 @@ def serve(config: Annotated[Path | None, typer.Option(help="YAML file of server 
         return run_service(settings)
     from tunekit import registry
 
-    registry.resolve_model(settings.model, settings.tracking_uri)  # a name with no such alias: exit now, naming what exists, not a server answering 503
+    resolved = registry.resolve_model(settings.model, settings.tracking_uri)  # a name with no such alias: exit now, naming what exists, not a server answering 503
+    if settings.runtime == "onnx":  # likewise a model without an ONNX export: the message names the command that writes one
+        from tunekit.artifacts import Manifest
+        from tunekit.models import onnx
+
+        onnx.check_exportable(resolved.path, Manifest.read(resolved.path))
+        onnx.read_export(onnx.export_dir(resolved.path), settings.model)
     run_server(settings)
 
 

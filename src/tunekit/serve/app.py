@@ -27,7 +27,7 @@ from tunekit.data.multitask import SEP, label_name, tasks_of
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback
 from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
-from tunekit.serve.loading import Loader, ModelSlot, default_loader
+from tunekit.serve.loading import LoadedModel, Loader, ModelSlot, default_loader
 from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware, record
 from tunekit.serve.schemas import (
     AdapterList,
@@ -197,14 +197,20 @@ ROUTES = {"classification": "send its requests to POST /v1/classify", "regressio
 def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list:
     """One forward pass over the rows of every request in the micro-batch: class probabilities, or values for regression."""
     loaded = slot.require()
+    with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
+        return forward_rows(loaded, rows, slot.batch_size)
+
+
+def forward_rows(loaded: LoadedModel, rows: list[tuple[str, str | None]], batch_size: int) -> list:
+    """What the micro-batcher's function computes for ``rows`` (text, pair or None), without the lock:
+    also the model's own throughput with no HTTP in front of it (``bench/serve.py``)."""
     texts = [t for t, _ in rows]
     pairs = [p for _, p in rows] if rows and rows[0][1] is not None else None
-    with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
-        # rows are sorted by length and run in chunks of FORWARD_ROWS, each padded only to its own longest row
-        chunk = FORWARD_ROWS if loaded.model.device.type == "cpu" else slot.batch_size
-        if task_kinds.kind(loaded.task).numeric:
-            return list(loaded.model.predict(texts, pairs, chunk))
-        return list(loaded.model.predict_proba(texts, pairs, chunk))
+    # rows are sorted by length and run in chunks of FORWARD_ROWS, each padded only to its own longest row
+    chunk = FORWARD_ROWS if loaded.model.device.type == "cpu" else batch_size
+    if task_kinds.kind(loaded.task).numeric:
+        return list(loaded.model.predict(texts, pairs, chunk))
+    return list(loaded.model.predict_proba(texts, pairs, chunk))
 
 
 def generate_batch(items: list[tuple[list[int], dict]]):

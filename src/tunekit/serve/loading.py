@@ -3,7 +3,9 @@
 ``settings.model`` is a path to a tunekit model directory or a registry reference; the default
 loader tells them apart, reads the directory's ``task``, and ends in ``tunekit.models.load_trained``
 (classification) or ``tunekit.models.causal.load_generator`` (generation), the functions evaluation
-uses, so a model is served exactly as it was evaluated. ``ModelSlot`` loads in a background thread
+uses, so a model is served exactly as it was evaluated; with ``runtime: onnx``, in
+``tunekit.models.onnx.load_onnx`` (the same ``TrainedModel`` answering through the ONNX export that
+passed its parity check on the frozen test split). ``ModelSlot`` loads in a background thread
 so the server answers ``/healthz`` at once and ``/readyz`` says when the model is there (or why it
 failed).
 """
@@ -22,6 +24,7 @@ from tunekit.artifacts import MANIFEST, Manifest
 from tunekit.errors import NotReady, TunekitError
 from tunekit.models import TrainedModel, load_trained
 from tunekit.models.causal import Generator, load_generator
+from tunekit.models.onnx import load_onnx
 from tunekit.serve.settings import ServeSettings
 
 logger = logging.getLogger("tunekit.serve")
@@ -58,7 +61,7 @@ Loader = Callable[[ServeSettings], LoadedModel]
 def default_loader(settings: ServeSettings) -> LoadedModel:
     """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
     path, name, version = resolve_model(settings)
-    model = _load(path, settings.device)
+    model = _load(path, settings.device) if settings.runtime == "torch" else load_onnx(path, model_ref=settings.model)
     return LoadedModel(model=model, name=name or model.info.name, version=version,
                        source=str(path) if version is None else settings.model)
 

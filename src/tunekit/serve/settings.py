@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tunekit.artifacts import DEFAULT_WORKSPACE
 from tunekit.config import settings_from_yaml
@@ -41,11 +41,21 @@ class ServeSettings(BaseModel):
     durable_log: bool = Field(False, description="Commit each logged request before answering (no loss even on `kill -9`, at the cost of a disk sync per request).")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation models: `transformers` (tunekit's server, everything on this page) or `vllm` (vLLM's OpenAI server with the adapter loaded through its LoRA support; CUDA only, `pip install vllm`; auth by vLLM's single `$VLLM_API_KEY`, no tunekit guardrails or request log).")
     device: str = Field("cpu", description="Where the model runs: `cpu`, `cuda`, `cuda:1`, `mps` or `auto`.")
+    runtime: Literal["torch", "onnx"] = Field("torch", description="Classification and regression models: `torch` (the PyTorch model, as evaluated) or `onnx` (its ONNX Runtime export, int8 by default, on the CPU: written beside the model by `tunekit export MODEL --format onnx`, which checks it against the PyTorch model on the frozen test split). Same tokenisation, labels, temperature and answers' shape either way.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output guardrails.")
     workers: int = Field(1, ge=0, le=16, description="Service mode: job worker processes the server starts beside itself, each running one job at a time; 0 when workers run elsewhere (`tunekit worker`).")
     max_file_bytes: int = Field(512 * 2**20, ge=1, description="Service mode: the largest file `POST /v1/files` takes; a larger one is answered with 413.")
     stale_after_s: float = Field(60.0, gt=0, description="Service mode: a running job whose worker has not written a heartbeat for this long is taken to have died, and is queued again to continue from its last checkpoint.")
     allow_python_graders: bool = Field(False, description="Service mode: let evals use `python` graders (run in a separate process with time and memory limits). Off: such an eval is refused with 400.")
+
+    @model_validator(mode="after")
+    def _runtime(self) -> ServeSettings:
+        if self.runtime == "onnx" and self.device != "cpu":
+            raise ValueError(f"runtime `onnx` runs on the CPU (ONNX Runtime's CPU provider), but device is {self.device!r}; "
+                             "use device `cpu`, or runtime `torch` on the accelerator")
+        if self.runtime == "onnx" and self.backend == "vllm":
+            raise ValueError("runtime `onnx` serves encoder classifiers and regressors; backend `vllm` serves generation models: choose one")
+        return self
 
     @property
     def workspace_dir(self) -> Path:
