@@ -23,7 +23,7 @@ from tunekit.errors import RegistryError
 from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
 __all__ = [
-    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "experiment_id", "history", "list_versions",
+    "ChampionScore", "GateDecision", "Resolved", "audit", "client", "decide", "default_tracking_uri", "experiment_id", "history", "list_versions",
     "log_run", "champion_version", "promote", "register", "resolve", "rollback", "set_alias",
 ]
 
@@ -146,6 +146,13 @@ def rollback(mlc, name: str, reason: str = "rollback") -> tuple[str, str]:
                replaced=earlier[-1].get("replaced") if earlier else None)
     _add_event(mlc, name, str(current.version), "rolled_back", reason)
     return str(current.version), target
+
+
+def audit(mlc, name: str, version: str, action: str, reason: str, **extra) -> None:
+    """Append an event to ``version``'s audit trail without moving an alias: a live decision that
+    keeps collecting data, a canary stopped for being worse, a deployment switched. ``tunekit
+    registry history`` lists these beside promotions."""
+    _add_event(mlc, name, str(version), action, reason, **extra)
 
 
 def list_versions(mlc, name: str) -> list:
