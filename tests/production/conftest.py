@@ -37,3 +37,6 @@ def two_models(loaded, challenger, loaded_pair):
     failing = LoadedModel(model=Shifted(loaded.model, fail=True), name="tiny-intent", version="9", source="tiny-intent/9")
     table = {"tiny-intent/7": loaded, "tiny-intent/8": challenger, "tiny-intent/9": failing, "tiny-pair/2": loaded_pair}
     return lambda settings: table[settings.model]
+
+
+from tests.monitor.conftest import keyword_model_dir, train_rows, validation_rows  # noqa: E402,F401  (the monitor's keyword model)

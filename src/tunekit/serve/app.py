@@ -193,6 +193,9 @@ async def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, requ
     rec.request = {"inputs": texts}
     if request.task is not None:
         check_strings(request.task, "task")
+    if request.metadata:
+        check_strings(request.metadata, "metadata")
+        rec.request["metadata"] = request.metadata
     await runtime.check_input(http, texts + (pairs or []))
     return loaded, rec, list(zip(texts, pairs or [None] * len(texts)))
 
