@@ -159,3 +159,23 @@ def test_slice_alerts_need_the_margin_and_enough_rows():
     assert not live_slices(given, answered, meta, "channel", margin=0.2, min_n=20)["alerts"]
     assert not live_slices(given, answered, meta, "channel", margin=0.1, min_n=31)["alerts"]  # the app side has only 30
     assert {s["value"] for s in live_slices(given, answered, [{}] * 100, "channel", 0.1, 20)["slices"]} == {"(none)"}
+
+
+def test_tunekit_deploy_switches_the_state_file_and_audits(registered, tmp_path):
+    from typer.testing import CliRunner
+
+    from tunekit.cli import app
+
+    mlc, uri = registered
+    runner = CliRunner()
+    done = runner.invoke(app, ["deploy", "canary", "intent/2", "--share", "0.25", "--workspace", str(tmp_path), "--tracking-uri", uri,
+                               "--reason", "try v2 on a quarter"])
+    assert done.exit_code == 0, done.output
+    assert "25% of callers" in done.output
+    state = read_state(tmp_path)
+    assert (state.mode, state.challenger, state.share) == ("canary", "intent/2", 0.25)
+    assert _events(mlc, "2")[-1]["action"] == "deployed_canary"
+    assert runner.invoke(app, ["deploy", "off", "--workspace", str(tmp_path), "--tracking-uri", uri]).exit_code == 0
+    assert read_state(tmp_path).mode == "off" and _events(mlc, "2")[-1]["action"] == "deployed_off"
+    bad = runner.invoke(app, ["deploy", "shadow", "intent/7", "--workspace", str(tmp_path), "--tracking-uri", uri])
+    assert bad.exit_code != 0 and read_state(tmp_path).mode == "off"
