@@ -70,3 +70,68 @@ def deploy_status(workspace: WorkspaceOpt = DEFAULT_WORKSPACE) -> None:
     from tunekit.serve.deployment import read_state
 
     console.print_json(read_state(workspace).model_dump_json())
+
+
+ModelArg = Annotated[str, typer.Argument(help="The served model: NAME@champion, NAME/VERSION or a tunekit model folder.")]
+
+
+def _model(model: str, tracking_uri: str | None):
+    """(directory, name, version) of a model reference."""
+    from tunekit import registry
+    from tunekit.artifacts import Manifest
+
+    found = registry.resolve_model(model, tracking(tracking_uri))
+    return found.path, found.name or Manifest.read(found.path).name, found.version
+
+
+@app.command("queue")
+def queue(model: ModelArg, workspace: WorkspaceOpt = DEFAULT_WORKSPACE, tracking_uri: TrackingOpt = None,
+          k: Annotated[int, typer.Option("--k", min=1, help="Rows to put in the queue.")] = 50,
+          since: Annotated[str, typer.Option(help="Window of logged traffic to pick from (30m, 24h, 7d).")] = "7d",
+          clusters: Annotated[int, typer.Option(min=1, help="k-means groups the queue is spread over.")] = 10,
+          uncertainty: Annotated[float, typer.Option(min=0, help="Weight of the model's uncertainty.")] = 1.0,
+          disagreement: Annotated[float, typer.Option(min=0, help="Weight of champion-challenger disagreement.")] = 1.0,
+          novelty: Annotated[float, typer.Option(min=0, help="Weight of the distance from the training data.")] = 1.0,
+          seed: Annotated[int, typer.Option(help="Seed of the clustering.")] = 0) -> None:
+    """Build the annotation queue: the logged rows whose labels would teach the next model most (then `tunekit label`)."""
+    import time
+
+    from tunekit.artifacts import Manifest
+    from tunekit.monitor import annotation, reference
+    from tunekit.monitor.embed import MiniLMEmbedder, for_reference
+    from tunekit.monitor.settings import parse_since
+
+    path, name, version = _model(model, tracking_uri)
+    ref, ref_emb = reference.load(path) if (path / reference.FILENAME).is_file() else ({}, None)
+    embedder = for_reference(ref["embeddings"]["name"], None) if ref.get("embeddings") else MiniLMEmbedder()
+    items = annotation.build(workspace, name, version, Manifest.read(path).task, ref_emb, embedder, k, time.time() - parse_since(since),
+                             weights=annotation.Weights(uncertainty, disagreement, novelty), clusters=clusters, seed=seed)
+    for item in items[:10]:
+        console.print(f"  {item.score:.2f}  [{item.predicted}] {escape(item.text[:90])}", highlight=False)
+    console.print(f"Queued {len(items)} rows of {name} in {annotation.queue_path(workspace)}; label them with "
+                  f"`tunekit label {model} --workspace {workspace}`", highlight=False)
+
+
+@app.command("label")
+def label(model: ModelArg, workspace: WorkspaceOpt = DEFAULT_WORKSPACE, tracking_uri: TrackingOpt = None) -> None:
+    """Label the annotation queue in the terminal (Enter accepts the model's answer; ? for the keys); labels go to
+    `tunekit retrain --from-feedback`."""
+    from tunekit.artifacts import Manifest, Workspace
+    from tunekit.monitor import annotation, labelling
+    from tunekit.serve.requestlog import RequestLog
+
+    path, _, _ = _model(model, tracking_uri)
+    labels = Manifest.read(path).labels
+    items = annotation.read_queue(workspace)
+    log = RequestLog(Workspace(workspace).serving_db)
+    try:
+        done = {(f["request_id"], f.get("input_index") or 0) for f in log.feedback_since(0) if f.get("key_id") == annotation.ANNOTATION_KEY}
+
+        def save(item: annotation.QueueItem, value: str) -> None:
+            log.add_feedback(item.request_id, None, value, None, "annotation queue", annotation.ANNOTATION_KEY, item.input_index)
+
+        session = labelling.run(items, labels, input, lambda text: console.print(text, markup=False, highlight=False), save, done)
+    finally:
+        log.close()
+    console.print(f"Labelled {session.labelled}, skipped {session.skipped}{' (stopped)' if session.stopped else ''}. "
+                  "Train on them with `tunekit retrain CONFIG --from-feedback`.", highlight=False)

@@ -26,6 +26,7 @@ import numpy as np
 
 from tunekit import task_kinds
 from tunekit.data.multitask import feedback_label
+from tunekit.monitor.annotation import ANNOTATION_KEY
 from tunekit.monitor.production import ROUTES
 from tunekit.monitor.stats import live_regression, wilson
 
@@ -66,6 +67,8 @@ def split(rows: list[dict], feedback: list[dict], name: str, champion: str | Non
     agreement = _agreement(shadows, answers, task)
     for item in feedback:
         parent = item["request"]
+        if item.get("key_id") == ANNOTATION_KEY:
+            continue  # queue labels are of hand-picked hard rows: they would bias the arms' accuracy
         if parent.get("model") != name or parent.get("route") not in routes(task) or parent.get("status") != 200:
             continue
         graded = [(_arm(parent, champion, challenger), parent)] + ([("challenger", shadows[parent["id"]])] if parent["id"] in shadows else [])
