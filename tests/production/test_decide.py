@@ -69,3 +69,22 @@ def test_the_difference_interval_covers_the_truth():
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match="correct=5, n=3"):
         Arm("champion", "1", 3, 5)
+
+
+def test_gate_live_holds_a_passing_version_as_challenger(tmp_path):
+    from tunekit import registry
+    from tunekit.registry import ChampionScore, decide as gate
+
+    mlc = registry.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    versions = []
+    for _ in range(2):
+        run_id = registry.log_run(mlc, "m", tmp_path, params={}, metrics={}, tags={}, artifacts=[])
+        versions.append(registry.register(mlc, "m", run_id, {}))
+    first = gate("accuracy", 0.8, 0.7, 0.0, None)
+    registry.set_alias(mlc, "m", versions[0], first, live=True)  # no champion yet: the first one becomes it
+    assert first.alias == "champion" and str(registry.champion_version(mlc, "m").version) == "1"
+    second = gate("accuracy", 0.85, 0.7, 0.0, ChampionScore("1", 0.8, "recorded"))
+    registry.set_alias(mlc, "m", versions[1], second, live=True)
+    assert second.passed and second.alias == "challenger" and "live decision" in second.summary()
+    assert str(registry.champion_version(mlc, "m").version) == "1"
+    assert str(mlc.get_model_version_by_alias("m", "challenger").version) == "2"

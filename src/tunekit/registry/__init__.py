@@ -102,9 +102,14 @@ def champion_version(mlc, name: str):
         return None
 
 
-def set_alias(mlc, name: str, version: str, decision: GateDecision) -> None:
-    """Apply a gate decision: ``champion`` when it passed, else ``challenger``."""
-    if decision.passed:
+def set_alias(mlc, name: str, version: str, decision: GateDecision, live: bool = False) -> None:
+    """Apply a gate decision: ``champion`` when it passed, else ``challenger``. With ``live``
+    (``gate.live``) a passing version waits as ``challenger`` for the live decision while there is a champion."""
+    if decision.passed and live and champion_version(mlc, name) is not None:
+        decision.waits_live = True
+        mlc.set_registered_model_alias(name, "challenger", version)
+        _add_event(mlc, name, version, "challenger", f"passed the offline gate, waits for the live decision (gate.live): {'; '.join(decision.reasons)}")
+    elif decision.passed:
         promote(mlc, name, version, reason=decision.summary())
     else:
         mlc.set_registered_model_alias(name, "challenger", version)
