@@ -61,6 +61,10 @@ def test_a_failing_shadow_never_fails_the_client(app_client):
     assert [a.status_code for a in answers] == [200] * len(TEXTS)
     metrics = client.get("/metrics").text
     assert "tunekit_shadow_failed" in metrics
+    assert client.put("/v1/deployment", json={"mode": "canary", "challenger": "tiny-intent/9", "share": 1.0}).status_code == 200
+    answer = client.post("/v1/classify", json={"inputs": "refund please"})
+    assert answer.status_code == 200 and answer.json()["version"] == "7"  # the failing canary's caller is answered by the champion
+    assert client.get("/v1/deployment").json()["counts"]["canary_failed"] == 1
 
 
 def test_canary_share_is_within_binomial_tolerance_and_sticky(app_client):

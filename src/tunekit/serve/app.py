@@ -205,10 +205,15 @@ async def _answer(deployment: deployment_mod.Deployment, runtime: Runtime, http:
     canary the challenger for the callers in its share; the record notes the arm while a deployment runs."""
     started = time.perf_counter()
     arm, loaded = deployment.arm(http, rec.key_id, champion)
+    if loaded is not champion:
+        try:
+            outputs = await runtime.within_timeout(run_in_threadpool(deployment.predict, loaded, rows))
+        except Exception:  # noqa: BLE001 - a failing canary must not fail its callers: the champion answers (counted, logged)
+            logger.exception("canary %s v%s failed on request %s; the champion answers", loaded.name, loaded.version, rec.id)
+            deployment.counts["canary_failed"] += 1
+            arm, loaded = "champion", champion
     if loaded is champion:
         outputs = await runtime.classify(rows)
-    else:
-        outputs = await runtime.within_timeout(run_in_threadpool(deployment.predict, loaded, rows))
     if deployment.active(champion) is not None:
         rec.model, rec.version = loaded.name, loaded.version
         rec.request["arm"] = arm

@@ -125,7 +125,7 @@ class Deployment:
         self._mtime: float | None = None
         self._checked: tuple[int, int] | None = None  # the (champion, challenger) pair found compatible
         self._tasks: set[asyncio.Task] = set()
-        self.counts = {"champion": 0, "canary": 0, "shadow": 0, "shadow_skipped": 0, "shadow_failed": 0, "agree": 0, "compared": 0}
+        self.counts = {"champion": 0, "canary": 0, "shadow": 0, "shadow_skipped": 0, "shadow_failed": 0, "canary_failed": 0, "agree": 0, "compared": 0}
         self.latency_ms = {"champion": 0.0, "canary": 0.0, "shadow": 0.0}
 
     # -- switching ---------------------------------------------------------------------------------
@@ -273,6 +273,7 @@ class Deployment:
                 metrics.set_gauge("tunekit_arm_latency_ms_mean", self.latency_ms[arm] / n, "Mean model latency per arm (ms) since the server started.", {"arm": arm})
         metrics.set_gauge("tunekit_shadow_skipped", self.counts["shadow_skipped"], "Requests not shadowed because too many shadow answers were in flight.")
         metrics.set_gauge("tunekit_shadow_failed", self.counts["shadow_failed"], "Shadow answers that failed (the client's request was not affected).")
+        metrics.set_gauge("tunekit_canary_failed", self.counts["canary_failed"], "Canary answers that failed; the champion answered instead.")
         if self.counts["compared"]:
             metrics.set_gauge("tunekit_shadow_agreement", self.counts["agree"] / self.counts["compared"],
                               "Share of shadowed inputs where the challenger's answer equals the champion's.")
