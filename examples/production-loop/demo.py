@@ -80,7 +80,8 @@ def shifted(traffic: list[tuple[str, str]], n: int, rng: random.Random) -> list[
     """``n`` requests: 60% from two intents (a changed prior), long phrasings come from the `app` channel."""
     hot = [r for r in traffic if r[1] in INTENTS[:2]]
     rest = [r for r in traffic if r[1] not in INTENTS[:2]]
-    rows = rng.sample(hot, min(int(n * 0.6), len(hot))) + rng.sample(rest, n - min(int(n * 0.6), len(hot)))
+    k_hot = min(int(n * 0.6), len(hot))
+    rows = rng.sample(hot, k_hot) + rng.sample(rest, min(n - k_hot, len(rest)))
     rng.shuffle(rows)
     return [(t, y, "app" if len(t.split()) > SHORT else "web") for t, y in rows]
 
@@ -132,7 +133,7 @@ def main() -> None:
         while client.get("/readyz").status_code != 200:
             time.sleep(0.1)
         step(2, "serve it; replay shifted traffic (long phrasings from the app channel, 60% from two intents)")
-        first_wave = shifted(traffic, 300, rng)
+        first_wave = shifted(traffic, 250, rng)
         truth = replay(client, first_wave, rng, 0.4, "u")
         used = {t for t, _, _ in first_wave}
         say(f"{len(first_wave)} requests, {sum(c == 'app' for *_, c in first_wave)} from the app channel; users corrected about 40%")
@@ -172,7 +173,7 @@ def main() -> None:
         put = client.put("/v1/deployment", json={"mode": "shadow", "challenger": f"demo-intent/{second.version}", "reason": "demo"})
         say(f"deployment: {put.json()['mode']} of v{put.json()['challenger_version']}")
         fresh = [r for r in traffic if r[0] not in used]
-        wave = shifted(fresh, 300, rng)
+        wave = shifted(fresh, len(fresh), rng)
         truth |= replay(client, wave, rng, 0.5, "w")
         time.sleep(1.0)  # the last shadow answers finish in the background
         say(f"{len(wave)} more requests; every answer the clients got came from v{first.version}; "
