@@ -152,7 +152,7 @@ def main() -> None:
         path = registry.resolve_model("demo-intent@champion", uri).path
         ref, ref_emb = reference.load(path)
         items = annotation.build(workspace, "demo-intent", first.version, "classification", ref_emb,
-                                 for_reference(ref["embeddings"]["name"], None), 80, 0.0, clusters=8)
+                                 for_reference(ref["embeddings"]["embedder"], None), 80, 0.0, clusters=8)
         items = [i for i in items if i.text in truth]  # the log redacts PII: a redacted text is not in the replayed set
         with RequestLog(workspace / "serving.db") as log:
             for item in items:

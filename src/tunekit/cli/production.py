@@ -103,7 +103,7 @@ def queue(model: ModelArg, workspace: WorkspaceOpt = DEFAULT_WORKSPACE, tracking
 
     path, name, version = _model(model, tracking_uri)
     ref, ref_emb = reference.load(path) if (path / reference.FILENAME).is_file() else ({}, None)
-    embedder = for_reference(ref["embeddings"]["name"], None) if ref.get("embeddings") else MiniLMEmbedder()
+    embedder = for_reference(ref["embeddings"]["embedder"], None) if ref.get("embeddings") else MiniLMEmbedder()
     items = annotation.build(workspace, name, version, Manifest.read(path).task, ref_emb, embedder, k, time.time() - parse_since(since),
                              weights=annotation.Weights(uncertainty, disagreement, novelty), clusters=clusters, seed=seed)
     for item in items[:10]:
