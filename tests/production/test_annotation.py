@@ -101,3 +101,16 @@ def test_tunekit_label_from_stdin_feeds_retrain_but_not_live_accuracy(tmp_path, 
     assert production.read(tmp_path, "intent", "1", "classification", 0.0).given == []
     again = CliRunner().invoke(app, ["label", str(keyword_model_dir), "--workspace", str(tmp_path)], input="q\n")
     assert "1 rows to label (4 already done)" in again.output
+
+
+def test_tunekit_queue_ranks_the_log_with_the_references_embedder(tmp_path, keyword_model_dir, monkeypatch):
+    from tunekit.cli import app
+    from tunekit.monitor import embed
+
+    seen = []
+    monkeypatch.setattr(embed, "for_reference", lambda name, given: seen.append(name) or HashEmbedder())  # MiniLM stands in for nothing here
+    _log(tmp_path, [(t, label, 0.9) for t, label in banking(20, seed=4)] + [(t, "card", 0.3) for t in recipes(5, seed=5)])
+    done = CliRunner().invoke(app, ["queue", str(keyword_model_dir), "--workspace", str(tmp_path), "--k", "6", "--clusters", "3"])
+    assert done.exit_code == 0, done.output
+    assert seen == ["test:hash-bow"] and "Queued 6 rows of intent" in done.output
+    assert len(annotation.read_queue(tmp_path)) == 6
