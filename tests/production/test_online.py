@@ -77,12 +77,14 @@ def _events(mlc, version: str) -> list[dict]:
 
 def test_a_better_shadow_is_promoted_by_the_live_decision_and_audited(registered, tmp_path):
     mlc, uri = registered
+    log_arms(tmp_path, 50, champion_rate=1.0, challenger_rate=1.0, mode="off", seed=9)  # before the shadow: not part of the paired comparison
     write_state(tmp_path, DeploymentState(mode="shadow", challenger="intent/2"))
     log_arms(tmp_path, 300, champion_rate=0.6, challenger_rate=0.95)
     result = _monitor(tmp_path, uri, decide=True, margin=0.05)
     online = result.report["online"]
     arms = online["arms"]
-    assert arms["champion"]["labelled"]["n"] == arms["challenger"]["labelled"]["n"] == 300  # feedback on a champion request grades its shadow too
+    # feedback on a champion request grades its shadow too; the 50 unshadowed requests are left out of the comparison
+    assert arms["champion"]["labelled"]["n"] == arms["challenger"]["labelled"]["n"] == 300
     assert arms["challenger"]["labelled"]["accuracy"] > 0.9 > 0.7 > arms["champion"]["labelled"]["accuracy"]
     assert arms["agreement"]["compared"] == 300 and 0.5 < arms["agreement"]["share"] < 0.7
     assert arms["challenger"]["latency_ms_mean"] == 4.0 and arms["champion"]["flagged_share"] == 0.0

@@ -13,7 +13,9 @@ the shadow's (``request.shadow_of`` names the champion request it copied). Per a
 - ``labelled``: live quality from feedback (accuracy with its Wilson interval, or RMSE and MAE).
   Feedback on a champion request grades the champion *and* the shadow's answer to the same input,
   so shadowing collects the challenger's live accuracy with no user ever seeing it; feedback on a
-  canary request grades the challenger.
+  canary request grades the challenger. While shadow rows exist, the champion is graded only on
+  the requests that were shadowed, so both arms rest on the same inputs (a paired comparison,
+  not the champion's whole history against the shadow's few days).
 
 ``correct`` and ``n`` of each arm are what ``monitor.decide`` decides on.
 """
@@ -71,7 +73,10 @@ def split(rows: list[dict], feedback: list[dict], name: str, champion: str | Non
             continue  # queue labels are of hand-picked hard rows: they would bias the arms' accuracy
         if parent.get("model") != name or parent.get("route") not in routes(task) or parent.get("status") != 200:
             continue
-        graded = [(_arm(parent, champion, challenger), parent)] + ([("challenger", shadows[parent["id"]])] if parent["id"] in shadows else [])
+        arm = _arm(parent, champion, challenger)
+        if shadows and arm == "champion" and parent["id"] not in shadows:
+            continue  # with a shadow, both arms are graded on the same (shadowed) requests: a paired comparison, not two periods
+        graded = [(arm, parent)] + ([("challenger", shadows[parent["id"]])] if parent["id"] in shadows else [])
         for arm, row in graded:
             if arm is not None:
                 _grade(arms[arm], item, row, task)
