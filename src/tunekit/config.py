@@ -355,6 +355,7 @@ class GateConfig(_Section):
 
     min_improvement: float = Field(0.0, description="The primary metric must beat the baseline's by at least this much (absolute, e.g. 0.02 = 2 points); at 0 it must be strictly better (a tie does not pass; a small negative value such as -0.001 accepts ties). For the error metrics `rmse`, `mae` and `mse` lower is better, so the improvement is the baseline's error minus the model's (in the target's units). Multi-task models (`data.task_column`) must clear it on every task's own rows as well as overall.")
     beat_champion: bool = Field(True, description="Also require the primary metric to be no worse than the current champion's on the same test rows (no lower; for `rmse`, `mae`, `mse` no higher).")
+    live: bool = Field(False, description="Promotion needs live evidence too: a version that passes the offline gate while a champion exists becomes `challenger`, to run in shadow or canary (`tunekit deploy`) until `tunekit monitor --decide` promotes it on live feedback by `min_improvement` (or rolls it back). The first version still becomes champion at once.")
     require_suite: bool = Field(False, description="Also require every case of `eval.suite` to pass.")
     graders: list[GraderGate] = Field([], description="Generation and preference only: grader definitions whose pass rate on the test rows must reach their `min_pass_rate` (each one a reason of the gate, with the baseline's pass rate beside it). `tunekit eval RUN --graders FILE` applies the same definitions to a finished run.")
 

@@ -193,6 +193,10 @@ def monitor(config: Annotated[Path | None, typer.Option(help="YAML file of monit
             stat = "n/a" if check["statistic"] is None else f"{check['statistic']:.4g}"
             p = f", p = {check['p_value']:.3g}" if check.get("p_value") is not None else ""
             console.print(f"  {'[red]drift[/]' if check['drifted'] else '[green]ok[/]   '} {check['title']}: {check['test']} {stat}{p}", highlight=False)
+        from tunekit.monitor.online import lines as online_lines
+
+        for line in online_lines(result.report.get("online") or {}):
+            console.print(escape(line), highlight=False)
         for alert in result.alerts:
             console.print(f"[red]Alert:[/] {escape(alert)}", highlight=False)
         console.print(f"Report: {result.html} (also monitor.json)", highlight=False)

@@ -9,6 +9,8 @@ see ``monitor.reference``), and writes a report:
 3. with enough traffic, one drift check per feature (``monitor.drift``): text length, out-of-
    vocabulary rate, predicted labels or values, confidence, and sentence-embedding drift;
 4. live quality on feedback: accuracy and macro F1 (or RMSE and MAE) with intervals, ratings;
+   with a shadow or canary challenger, the same per arm, with agreement, latency and flags; per-slice
+   live accuracy (``slice_by``); with ``decide``, the live decision (``monitor.online``);
 5. ``monitor.json``, ``monitor.md`` and a self-contained ``monitor.html`` with plots in
    ``WORKSPACE/monitor/<model>-<timestamp>/``.
 
@@ -69,6 +71,10 @@ def run(settings: MonitorSettings, embedder: Embedder | None = None, now: float 
     checks, plot = drift.checks(settings, ref, ref_emb, traffic, embedder) if enough else ([], {})
     live = _live(ref["task"], traffic, settings.seed)
     alerts = [c["alert"] for c in checks if c["alert"]] + _live_alerts(settings, live)
+    from tunekit.monitor.online import online  # the production loop: arms, slices, the live decision
+
+    loop, loop_alerts = online(settings, name, version, ref["task"], since)
+    alerts += loop_alerts
     status = "alert" if alerts else ("ok" if enough else "not enough traffic")
 
     report = {
@@ -76,7 +82,7 @@ def run(settings: MonitorSettings, embedder: Embedder | None = None, now: float 
         "window": {"since": settings.since, "from": _iso(since), "to": _iso(now)},
         "traffic": {"requests": traffic.requests, "inputs": len(traffic.texts), "min_requests": settings.min_requests, "enough": enough,
                     "first_at": _iso(traffic.first_at), "last_at": _iso(traffic.last_at)},
-        "alerts": alerts, "checks": checks, "live": live,
+        "alerts": alerts, "checks": checks, "live": live, "online": loop,
         "reference": {k: ref.get(k) for k in ("created_at", "data_fingerprint", "rows")},
         "settings": settings.model_dump(mode="json"),
     }

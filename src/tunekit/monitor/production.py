@@ -15,6 +15,7 @@ from pathlib import Path
 from tunekit import task_kinds
 from tunekit.artifacts import Workspace
 from tunekit.errors import ConfigError
+from tunekit.monitor.annotation import ANNOTATION_KEY
 from tunekit.monitor.reference import user_text
 from tunekit.data.multitask import feedback_label
 
@@ -57,7 +58,8 @@ def read(workspace: Path, name: str, version: str | None, task: str, since: floa
         if _ours(row, name, version, task):
             _add_request(traffic, row, task)
     for item in feedback:
-        if _ours(item["request"], name, version, task):
+        # labels from the annotation queue are of rows picked for being hard: no random sample, so not live quality
+        if _ours(item["request"], name, version, task) and item.get("key_id") != ANNOTATION_KEY:
             _add_feedback(traffic, item, task)
     return traffic
 

@@ -45,6 +45,11 @@ def render_markdown(r: dict) -> str:
         lines += ["| check | test | statistic | p-value | production | reference | threshold | drifted |", "|---|---|---|---|---|---|---|---|"]
         lines += [_row(c) for c in r["checks"]]
     lines += ["", "## Live quality (feedback)", ""] + _live(r["live"])
+    from tunekit.monitor.online import lines as online_lines
+
+    online = online_lines(r.get("online") or {})
+    if online:
+        lines += ["", "## Champion and challenger, slices, decision", "", "```"] + online + ["```"]
     if r.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in r["plots"].items()]
     return "\n".join(lines) + "\n"

@@ -47,6 +47,16 @@ class MonitorSettings(BaseModel):
     min_feedback: int = Field(20, ge=1, description="Fewest feedback-labelled requests for the live-quality alert.")
     embed_sample: int = Field(1000, ge=10, description="Most production texts embedded for the embedding-drift check (a seeded sample); embedding is the slow part.")
     seed: int = Field(0, description="Seed of the samples and of the domain classifier's cross-validation folds.")
+    challenger: str | None = Field(None, description="A challenger running in shadow or canary beside the monitored champion (`NAME/VERSION`, or `NAME@challenger`): the report compares the two per arm (agreement, live accuracy, latency, guardrail flags). Default: the challenger of the server's `deployment.json` in the workspace, if one runs.")
+    decide: bool = Field(False, description="Decide on the challenger from live feedback and act on it: promote it, roll it back, or record how many more labelled requests are needed (every decision goes on its registry audit trail).")
+    margin: float | None = Field(None, ge=-1, le=1, description="How much better (absolute accuracy) the challenger must be live to be promoted. Default: the challenger's own `gate.min_improvement`, the offline gate's margin.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the interval of the accuracy difference the live decision rests on.")
+    power: float = Field(0.8, gt=0, lt=1, description="Power of the estimate of how many more labelled requests a decision needs.")
+    min_per_arm: int = Field(30, ge=1, description="Fewest feedback-labelled requests per arm before the live decision promotes or rolls back.")
+    planning_effect: float = Field(0.05, gt=0, le=1, description="When the challenger's lead is between 0 and the margin: the gain above the margin the power estimate plans for (the smallest lead worth waiting for).")
+    slice_by: str | None = Field(None, max_length=64, description="Request metadata field (sent as `metadata` with each request: channel, locale, tier, ...) to report live accuracy per value of, with an alert for a slice that falls behind.")
+    slice_margin: float = Field(0.1, ge=0, le=1, description="With `slice_by`: alert when a slice's live accuracy is this much (absolute) below the accuracy of the other slices pooled.")
+    min_slice_feedback: int = Field(20, ge=1, description="With `slice_by`: fewest feedback-labelled requests in a slice (and in the rest) for its alert.")
 
     @field_validator("since")
     @classmethod

@@ -23,8 +23,8 @@ from tunekit.errors import RegistryError
 from tunekit.registry.gate import ChampionScore, GateDecision, decide
 
 __all__ = [
-    "ChampionScore", "GateDecision", "Resolved", "client", "decide", "default_tracking_uri", "experiment_id", "history", "list_versions",
-    "log_run", "champion_version", "promote", "register", "resolve", "rollback", "rollback_target", "set_alias",
+    "ChampionScore", "GateDecision", "Resolved", "audit", "champion_version", "client", "decide", "default_tracking_uri", "experiment_id",
+    "history", "list_versions", "log_run", "promote", "register", "resolve", "rollback", "rollback_target", "set_alias",
 ]
 
 EVENTS_TAG = "tunekit.events"
@@ -102,9 +102,14 @@ def champion_version(mlc, name: str):
         return None
 
 
-def set_alias(mlc, name: str, version: str, decision: GateDecision) -> None:
-    """Apply a gate decision: ``champion`` when it passed, else ``challenger``."""
-    if decision.passed:
+def set_alias(mlc, name: str, version: str, decision: GateDecision, live: bool = False) -> None:
+    """Apply a gate decision: ``champion`` when it passed, else ``challenger``. With ``live``
+    (``gate.live``) a passing version waits as ``challenger`` for the live decision while there is a champion."""
+    if decision.passed and live and champion_version(mlc, name) is not None:
+        decision.waits_live = True
+        mlc.set_registered_model_alias(name, "challenger", version)
+        _add_event(mlc, name, version, "challenger", f"passed the offline gate, waits for the live decision (gate.live): {'; '.join(decision.reasons)}")
+    elif decision.passed:
         promote(mlc, name, version, reason=decision.summary())
     else:
         mlc.set_registered_model_alias(name, "challenger", version)
@@ -157,6 +162,13 @@ def rollback(mlc, name: str, reason: str = "rollback", by: str | None = None) ->
                replaced=earlier[-1].get("replaced") if earlier else None, **who)
     _add_event(mlc, name, str(current.version), "rolled_back", reason, **who)
     return str(current.version), target
+
+
+def audit(mlc, name: str, version: str, action: str, reason: str, **extra) -> None:
+    """Append an event to ``version``'s audit trail without moving an alias: a live decision that
+    keeps collecting data, a canary stopped for being worse, a deployment switched. ``tunekit
+    registry history`` lists these beside promotions."""
+    _add_event(mlc, name, str(version), action, reason, **extra)
 
 
 def list_versions(mlc, name: str) -> list:

@@ -28,7 +28,7 @@ def gate_and_register(mlc, cfg: TunekitConfig, data, run_dir: Path, trained, *, 
     decision = decide(cfg.eval.primary, test[cfg.eval.primary], baseline[cfg.eval.primary], cfg.gate.min_improvement, champion,
                       cfg.gate.beat_champion, analysis.get("suite") if cfg.gate.require_suite else None, analysis.get("tasks"), analysis.get("gate_graders"))
     version, mlflow_run = _register(mlc, cfg, run_dir, data, trained, test, baseline, files, tags, metrics)
-    set_alias(mlc, cfg.name, version, decision)
+    set_alias(mlc, cfg.name, version, decision, live=cfg.gate.live)
     return version, mlflow_run, decision
 
 

@@ -34,13 +34,14 @@ class GateDecision:
     baseline: float
     champion: ChampionScore | None
     reasons: list[str] = field(default_factory=list)
+    waits_live: bool = False  # passed, but gate.live holds it as challenger until the live decision
 
     @property
     def alias(self) -> str:
-        return "champion" if self.passed else "challenger"
+        return "champion" if self.passed and not self.waits_live else "challenger"
 
     def summary(self) -> str:
-        verdict = "promoted to champion" if self.passed else "kept as challenger"
+        verdict = ("passed, challenger until the live decision" if self.waits_live else "promoted to champion") if self.passed else "kept as challenger"
         return f"{verdict}: " + "; ".join(self.reasons)
 
 

@@ -12,6 +12,7 @@ of model answers 400 (``wrong_task``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -24,6 +25,7 @@ from tunekit import task_kinds
 from tunekit.errors import ConfigError, DataError, ModelError
 from tunekit.serve.gauges import push_latest
 from tunekit.data.multitask import SEP, label_name, tasks_of
+from tunekit.serve import deployment as deployment_mod
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback
 from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
@@ -63,20 +65,24 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
                           "(`tunekit serve` without --model: tunekit.service.app.create_service_app)")
     slot = ModelSlot(settings, loader or default_loader)
     runtime = Runtime(settings)
+    deployment = deployment_mod.Deployment(settings, loader or default_loader)  # a shadow or canary challenger (deployment.json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.base_model.id))
         runtime.start(partial(_classify_batch, slot), generate_batch)
         slot.watch(settings.reload_interval_s)
+        deployment.watch(settings.deployment_poll_s)
         yield
         slot.stop_watching()
+        await deployment.stop()
         await runtime.stop()  # uvicorn has stopped accepting and drained in-flight requests by now
 
     app = FastAPI(title="tunekit model server", version="1", description=DESCRIPTION.format(model=settings.model), lifespan=lifespan)
-    app.state.settings, app.state.slot, app.state.runtime = settings, slot, runtime
+    app.state.settings, app.state.slot, app.state.runtime, app.state.deployment = settings, slot, runtime, deployment
     handlers.install(app)
     inference, admin = runtime.require("inference"), runtime.require("admin")
+    deployment_mod.install(app, deployment, slot, runtime, admin)
     openai_routes.install(app, openai_routes.SingleModel(slot), settings, runtime, [inference])
     app.middleware("http")(observe_middleware(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
@@ -96,29 +102,31 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     async def metrics() -> Response:
         if slot.loaded is not None:  # the latest `tunekit monitor` verdict for the served model, as tunekit_drift_* gauges
             await run_in_threadpool(push_latest, runtime.metrics, settings.workspace_dir, slot.loaded.name)
+        deployment.push_gauges(runtime.metrics)
         body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Classify texts or text pairs", dependencies=[inference])
     async def classify(request: ClassifyRequest, http: Request) -> ClassifyResponse:
-        loaded, rec, rows = await _rows(slot, runtime, settings, request, http, "classification")
-        task = _task(loaded, request.task)
-        probs, labels = np.asarray(await runtime.classify(rows)), loaded.model.labels
-        if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.data.multitask)
-            probs, labels = _task_probs(probs, labels, task)
-        predictions = _predictions(probs, labels)
+        champion, rec, rows = await _rows(slot, runtime, settings, request, http, "classification")
+        task = _task(champion, request.task)
         rec.request["task"] = task
-        rec.response = [{"label": p.label if task is None else f"{task}{SEP}{p.label}", "score": round(p.score, 4)} for p in predictions]
+        loaded, outputs = await _answer(deployment, runtime, http, rec, champion, rows)
+        predictions = _classified(loaded, outputs, task)
+        rec.response = _logged(predictions, task)
+        deployment.shadow(runtime, rec, "/v1/classify", rows, champion, lambda m, out: _logged(_classified(m, out, task), task))
         return ClassifyResponse(model=loaded.name, version=loaded.version, predictions=predictions, id=rec.id, task=task,
                                 flags=[f.to_json() for f in rec.flags])
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, summary="Regression: predict a value per text or text pair",
               dependencies=[inference])
     async def predict(request: ClassifyRequest, http: Request) -> PredictResponse:
-        loaded, rec, rows = await _rows(slot, runtime, settings, request, http, "regression")
-        _task(loaded, request.task)
-        values = [float(v) for v in await runtime.classify(rows)]
+        champion, rec, rows = await _rows(slot, runtime, settings, request, http, "regression")
+        _task(champion, request.task)
+        loaded, outputs = await _answer(deployment, runtime, http, rec, champion, rows)
+        values = [float(v) for v in outputs]
         rec.response = values
+        deployment.shadow(runtime, rec, "/v1/predict", rows, champion, lambda m, out: [float(v) for v in out])
         return PredictResponse(model=loaded.name, version=loaded.version, values=values, id=rec.id, flags=[f.to_json() for f in rec.flags])
 
     @app.post("/v1/feedback", response_model=FeedbackAck, responses=ERRORS | {404: {"model": ErrorResponse}},
@@ -185,8 +193,44 @@ async def _rows(slot: ModelSlot, runtime: Runtime, settings: ServeSettings, requ
     rec.request = {"inputs": texts}
     if request.task is not None:
         check_strings(request.task, "task")
+    if request.metadata:
+        check_strings(request.metadata, "metadata")
+        rec.request["metadata"] = request.metadata
     await runtime.check_input(http, texts + (pairs or []))
     return loaded, rec, list(zip(texts, pairs or [None] * len(texts)))
+
+
+async def _answer(deployment: deployment_mod.Deployment, runtime: Runtime, http: Request, rec, champion, rows) -> tuple:
+    """(the model that answers, its raw outputs): the champion through the micro-batcher, or in a
+    canary the challenger for the callers in its share; the record notes the arm while a deployment runs."""
+    started = time.perf_counter()
+    arm, loaded = deployment.arm(http, rec.key_id, champion)
+    if loaded is not champion:
+        try:
+            outputs = await runtime.within_timeout(run_in_threadpool(deployment.predict, loaded, rows))
+        except Exception:  # noqa: BLE001 - a failing canary must not fail its callers: the champion answers (counted, logged)
+            logger.exception("canary %s v%s failed on request %s; the champion answers", loaded.name, loaded.version, rec.id)
+            deployment.counts["canary_failed"] += 1
+            arm, loaded = "champion", champion
+    if loaded is champion:
+        outputs = await runtime.classify(rows)
+    if deployment.active(champion) is not None:
+        rec.model, rec.version = loaded.name, loaded.version
+        rec.request["arm"] = arm
+        deployment.observe(arm, (time.perf_counter() - started) * 1000)
+    return loaded, outputs
+
+
+def _classified(loaded, outputs, task: str | None) -> list[Prediction]:
+    probs, labels = np.asarray(outputs), loaded.model.labels
+    if task is not None:  # multi-task: the softmax over this task's labels alone (tunekit.data.multitask)
+        probs, labels = _task_probs(probs, labels, task)
+    return _predictions(probs, labels)
+
+
+def _logged(predictions: list[Prediction], task: str | None) -> list[dict]:
+    """What the request log keeps of the predictions: label (with its task prefix) and score."""
+    return [{"label": p.label if task is None else f"{task}{SEP}{p.label}", "score": round(p.score, 4)} for p in predictions]
 
 
 FORWARD_ROWS = 8  # on CPU, 8-row chunks of a length-sorted micro-batch pad far less than one 32-row pass (bench/serve.py)

@@ -15,6 +15,10 @@ in Prometheus see drift beside latency and errors:
 | ``tunekit_live_accuracy`` / ``tunekit_live_macro_f1`` | model | on feedback-labelled requests |
 | ``tunekit_live_rmse`` / ``tunekit_live_mae`` | model | regression, on feedback values |
 | ``tunekit_live_labelled_feedback`` | model | how many feedback rows those numbers rest on |
+| ``tunekit_arm_live_accuracy`` / ``tunekit_arm_live_labelled`` | model, arm | with a shadow or canary challenger: each arm's live accuracy and its feedback rows |
+| ``tunekit_arm_agreement`` | model | share of shadowed inputs the challenger answered as the champion did |
+| ``tunekit_slice_live_accuracy`` | model, field, value | with ``slice_by``: live accuracy per slice (the 50 largest) |
+| ``tunekit_slice_alerts`` | model | slices behind the others by more than ``slice_margin`` |
 """
 
 from __future__ import annotations
@@ -48,6 +52,26 @@ def push_gauges(metrics, report: dict) -> None:
     for key, title in _LIVE.items():
         if _number(labelled.get(key)):
             metrics.set_gauge(f"tunekit_live_{key}", labelled[key], f"{title} on feedback-labelled production requests.", model)
+    _push_online(metrics, report.get("online") or {}, model)
+
+
+def _push_online(metrics, online: dict, model: dict) -> None:
+    """The production-loop gauges: per arm, agreement, per slice."""
+    for arm, entry in (online.get("arms") or {}).items():
+        if arm == "agreement":
+            if _number(entry.get("share")):
+                metrics.set_gauge("tunekit_arm_agreement", entry["share"], "Share of shadowed inputs the challenger answered as the champion did.", model)
+            continue
+        labelled = entry.get("labelled") or {}
+        metrics.set_gauge("tunekit_arm_live_labelled", labelled.get("n", 0), "Feedback-labelled requests per arm (champion, challenger).", model | {"arm": arm})
+        if _number(labelled.get("accuracy")):
+            metrics.set_gauge("tunekit_arm_live_accuracy", labelled["accuracy"], "Live accuracy per arm on feedback-labelled requests.", model | {"arm": arm})
+    slices = online.get("slices")
+    if slices:
+        metrics.set_gauge("tunekit_slice_alerts", len(slices["alerts"]), "Slices whose live accuracy is behind the others by more than slice_margin.", model)
+        for entry in slices["slices"][:50]:
+            metrics.set_gauge("tunekit_slice_live_accuracy", entry["accuracy"], "Live accuracy per slice of a request metadata field.",
+                              model | {"field": slices["field"], "value": entry["value"]})
 
 
 def latest(workspace: Path, name: str) -> dict | None:

@@ -7,7 +7,9 @@ error per branch of the union.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt, StringConstraints
 
 
 class TextPair(BaseModel):
@@ -34,6 +36,9 @@ class ClassifyRequest(BaseModel):
     )
     task: str | None = Field(None, description="Multi-task models only (trained with `data.task_column`): the task whose labels "
                              "the inputs are classified into; required for them, an error for other models.")
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        None, max_length=16, description="Up to 16 string pairs about the request (channel, locale, customer tier ...), as OpenAI's `metadata`: "
+        "kept in the request log, so `tunekit monitor --slice-by FIELD` reports live accuracy per value.")
 
 
 class Prediction(BaseModel):

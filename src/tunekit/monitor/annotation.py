@@ -1,0 +1,179 @@
+"""The annotation queue: which logged production rows a person should label first (active learning).
+
+Labelling is the expensive step of the loop, so the queue spends it where a label teaches the next
+model most. Each logged input gets three signals, each turned into a rank in [0, 1] so that no
+signal's scale drowns the others:
+
+- **uncertainty**: 1 - the probability of the label the model answered (the log keeps it);
+- **disagreement**: 1 when a shadow or canary challenger answered the same input otherwise (from
+  ``request.shadow_of`` rows); where champion and challenger disagree, one of them is wrong;
+- **novelty**: distance from the training data: 1 - the largest cosine similarity of the input's
+  sentence embedding to the reference embeddings stored with the model (``monitor.reference``),
+  so new phrasings and new topics come up even when the model is (over)confident on them.
+
+``score = w_u * rank(uncertainty) + w_d * disagreement + w_n * rank(novelty)``. Then:
+
+1. **de-duplication**: one row per normalised text (lower case, collapsed spaces), the best scored;
+   rows already labelled (feedback with a label) are left out;
+2. **spread over clusters**: the embeddings are clustered (k-means, ``clusters`` groups) and the
+   queue takes the best remaining row of each cluster in turn, clusters ordered by their best
+   score, so k labels cover k different kinds of traffic instead of k copies of one confusing
+   phrasing.
+
+``rank`` is the pure core (arrays in, indices out), used by ``build`` on the request log and by the
+benchmark on a replayed labelled set. Labels given in ``tunekit label`` are stored as feedback with
+the key id ``ANNOTATION_KEY``: ``tunekit retrain --from-feedback`` trains on them like any
+correction (a new dataset version, test rows left out), while the live-accuracy readers skip them,
+because rows picked for being hard are no random sample of traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tunekit import task_kinds
+from tunekit.artifacts import Workspace
+from tunekit.errors import ConfigError
+from tunekit.monitor.embed import Embedder
+
+ANNOTATION_KEY = "annotation-queue"  # key_id of feedback given through `tunekit label`
+QUEUE_FILE = "queue.jsonl"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each signal counts in the score (0 turns it off)."""
+
+    uncertainty: float = 1.0
+    disagreement: float = 1.0
+    novelty: float = 1.0
+
+
+@dataclass
+class QueueItem:
+    """One row to label: the logged request and input it comes from, and why it was picked."""
+
+    request_id: str
+    input_index: int
+    text: str
+    predicted: str
+    challenger: str | None
+    score: float
+    uncertainty: float
+    disagreement: float
+    novelty: float
+    cluster: int
+
+
+def _rank01(values: np.ndarray) -> np.ndarray:
+    """Each value's rank scaled to [0, 1] (ties share the mean rank); all zeros for fewer than 2 values."""
+    if len(values) < 2:
+        return np.zeros(len(values))
+    from scipy.stats import rankdata
+
+    return (rankdata(values) - 1) / (len(values) - 1)
+
+
+def novelty(embeddings: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """1 - the largest cosine similarity of each row to the reference rows (0 without a reference)."""
+    if reference is None or len(reference) == 0:
+        return np.zeros(len(embeddings))
+    a = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    b = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+    best = np.zeros(len(a))
+    for start in range(0, len(a), 1024):  # bounded memory on long windows
+        best[start:start + 1024] = (a[start:start + 1024] @ b.T).max(axis=1)
+    return 1 - best
+
+
+def rank(texts: list[str], uncertainty: np.ndarray, disagreement: np.ndarray, embeddings: np.ndarray, reference: np.ndarray | None,
+         k: int, *, weights: Weights = Weights(), clusters: int = 10, seed: int = 0) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The indices of the ``k`` rows to label first, in order, and the per-row signals (module docstring)."""
+    n = len(texts)
+    if not n or k <= 0:
+        return [], {"score": np.zeros(n), "uncertainty": np.zeros(n), "disagreement": np.zeros(n), "novelty": np.zeros(n), "cluster": np.zeros(n, int)}
+    nov = novelty(embeddings, reference)
+    dis = np.asarray(disagreement, dtype=float)
+    score = weights.uncertainty * _rank01(np.asarray(uncertainty, dtype=float)) + weights.disagreement * dis + weights.novelty * _rank01(nov)
+    best: dict[str, int] = {}
+    for i in np.argsort(-score, kind="stable"):
+        best.setdefault(" ".join(str(texts[i]).lower().split()), int(i))  # de-duplicate: the best-scored copy of each text
+    unique = np.array(sorted(best.values()))
+    labels = np.zeros(n, dtype=int)
+    groups = min(clusters, len(unique))
+    if groups > 1:
+        from sklearn.cluster import KMeans
+
+        labels[unique] = KMeans(groups, n_init=3, random_state=seed).fit_predict(embeddings[unique])
+    per_cluster = {c: sorted((i for i in unique if labels[i] == c), key=lambda i: -score[i]) for c in set(labels[unique].tolist())}
+    order = sorted(per_cluster, key=lambda c: -score[per_cluster[c][0]])
+    picked: list[int] = []
+    while len(picked) < min(k, len(unique)):
+        for c in order:  # round robin: the best remaining row of each cluster in turn
+            if per_cluster[c] and len(picked) < k:
+                picked.append(int(per_cluster[c].pop(0)))
+    signals = {"score": score, "uncertainty": np.asarray(uncertainty, dtype=float), "disagreement": dis, "novelty": nov, "cluster": labels}
+    return picked, signals
+
+
+def build(workspace: Path, name: str, version: str | None, task: str, reference: np.ndarray | None, embedder: Embedder, k: int,
+          since: float, *, weights: Weights = Weights(), clusters: int = 10, seed: int = 0) -> list[QueueItem]:
+    """Rank the window's logged inputs of model ``name`` (``version``) and write the top ``k`` to the queue file."""
+    from tunekit.serve.requestlog import RequestLog
+
+    if not task_kinds.kind(task).labelled:
+        raise ConfigError(f"the annotation queue ranks classification traffic by the model's confidence; {name} is a {task} model")
+    path = Workspace(workspace).serving_db
+    if not path.is_file():
+        raise ConfigError(f"workspace: no request log {path}; point --workspace at the folder the server was started with")
+    log = RequestLog(path)
+    try:
+        rows, feedback = log.requests_since(since), log.feedback_since(since)
+    finally:
+        log.close()
+    labelled = {(f["request_id"], f.get("input_index") or 0) for f in feedback if f.get("label")}
+    shadows = {(r.get("request") or {}).get("shadow_of"): r.get("response") or [] for r in rows if (r.get("request") or {}).get("shadow_of")}
+    candidates = []
+    for row in rows:
+        request, response = row.get("request") or {}, row.get("response") or []
+        if (row.get("model") != name or row.get("status") != 200 or request.get("shadow_of") or (version is not None and row.get("version") != version)
+                or len(response) != len(request.get("inputs") or []) or not response or not isinstance(response[0], dict)):
+            continue
+        other = shadows.get(row["id"])
+        for i, (text, answer) in enumerate(zip(request["inputs"], response)):
+            if (row["id"], i) in labelled:
+                continue
+            theirs = other[i]["label"] if other and i < len(other) else None
+            candidates.append((row["id"], i, str(text), str(answer["label"]), float(answer["score"]), theirs))
+    if not candidates:
+        return write_queue(workspace, [])
+    texts = [c[2] for c in candidates]
+    embeddings = np.asarray(embedder(texts), dtype=np.float32)
+    picked, sig = rank(texts, np.array([1 - c[4] for c in candidates]), np.array([float(c[5] is not None and c[5] != c[3]) for c in candidates]),
+                       embeddings, reference, k, weights=weights, clusters=clusters, seed=seed)
+    items = [QueueItem(candidates[i][0], candidates[i][1], candidates[i][2], candidates[i][3], candidates[i][5], round(float(sig["score"][i]), 4),
+                       round(float(sig["uncertainty"][i]), 4), float(sig["disagreement"][i]), round(float(sig["novelty"][i]), 4), int(sig["cluster"][i]))
+             for i in picked]
+    return write_queue(workspace, items)
+
+
+def queue_path(workspace: Path) -> Path:
+    return Workspace(workspace).root / "annotation" / QUEUE_FILE
+
+
+def write_queue(workspace: Path, items: list[QueueItem]) -> list[QueueItem]:
+    path = queue_path(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(i), ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    return items
+
+
+def read_queue(workspace: Path) -> list[QueueItem]:
+    path = queue_path(workspace)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no annotation queue; build one with `tunekit queue MODEL --workspace {workspace}`")
+    return [QueueItem(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
