@@ -326,9 +326,10 @@ def git_commit(directory: Path) -> str | None:
         return None
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] | list[str] = PACKAGES) -> dict[str, str]:
+    """Installed version of each package in ``names`` ("not installed" when missing)."""
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

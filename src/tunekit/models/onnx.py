@@ -26,7 +26,6 @@ import logging
 import tempfile
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -35,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunekit import task_kinds
-from tunekit.artifacts import Manifest
+from tunekit.artifacts import Manifest, package_versions
 from tunekit.errors import ModelError
 
 __all__ = ["EXPORT_DIR", "EXPORT_RECORD", "MODEL_FILE", "OnnxExport", "OnnxParity", "OnnxSequenceClassifier",
@@ -180,13 +179,8 @@ def file_sha256(path: Path) -> str:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for name in ("torch", "onnx", "onnxscript", "onnxruntime"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """The exporter's and runtime's versions, recorded with each export."""
+    return package_versions(("torch", "onnx", "onnxscript", "onnxruntime"))
 
 
 def now() -> str:
