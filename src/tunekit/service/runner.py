@@ -96,7 +96,8 @@ def _run(workspace: Workspace, store: JobStore, job: Job) -> None:
     cfg, hyper = job_config(workspace, job, folder)
     store.set(job.id, hyperparameters={**json.loads(job.row["hyperparameters"]), **hyper})
     store.event(job.id, f"Continuing from the last checkpoint (attempt {job.attempts})" if resume else "Fine-tuning job started")
-    console = Console(file=_EventLines(store, job.id), width=120, force_terminal=False, no_color=True, highlight=False)
+    # soft_wrap: a sentence stays one event however long it is (tables and headings still fit 120 columns)
+    console = Console(file=_EventLines(store, job.id), width=120, soft_wrap=True, force_terminal=False, no_color=True, highlight=False)
     with progress.listen(_Listener(store, job.id)):
         outcome = pipeline.run(cfg, console, resume=job.id if resume else None, run_id=job.id)
     model = ft_model_id(job.model, job.project, job.suffix, job.id)
