@@ -84,6 +84,62 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(skm.f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
 
 
+# -- the same metrics on many resamples at once (the bootstrap) -----------------------------------------
+# The paired bootstrap scores two models on a thousand resamples: 8,000 calls of the functions above
+# for the four label metrics, where scikit-learn's input checks (target type, dataframe detection,
+# label sets) cost more than the metric itself, about 40% of a whole run on a small model. The
+# functions below compute the same definitions from counts, all resamples in a few numpy operations;
+# ``tests/evaluate/test_metrics_batched.py`` pins them to the functions above on random resamples,
+# missing classes and single-label rows included.
+
+BATCH_CELLS = 4_000_000  # confusion cells held at once: resamples are scored in chunks of this size
+
+
+def confusions(y_true: np.ndarray, y_pred: np.ndarray, rows: np.ndarray, n_labels: int) -> np.ndarray:
+    """``(len(rows), n_labels, n_labels)`` confusion counts (true label down, predicted across) of
+    label ids ``y_true``/``y_pred`` on each resample's row indices ``rows[r]``."""
+    codes = y_true[rows].astype(np.int64) * n_labels + y_pred[rows].astype(np.int64)
+    codes += np.arange(len(rows), dtype=np.int64)[:, None] * (n_labels * n_labels)
+    return np.bincount(codes.ravel(), minlength=len(rows) * n_labels * n_labels).reshape(len(rows), n_labels, n_labels)
+
+
+def label_metrics_from_confusions(c: np.ndarray) -> dict[str, np.ndarray]:
+    """``accuracy``, ``macro_f1``, ``balanced_accuracy`` and ``mcc`` of each confusion matrix in ``c``,
+    as ``_accuracy``/``macro_f1``/``balanced_accuracy``/``mcc`` define them (averages over the classes
+    present in the true labels; MCC 0 when either side holds one label)."""
+    c = c.astype(float)
+    tp = np.diagonal(c, axis1=1, axis2=2)
+    true, pred = c.sum(axis=2), c.sum(axis=1)
+    n = true.sum(axis=1)
+    present = true > 0
+    n_present = present.sum(axis=1)
+    f1 = np.divide(2 * tp, true + pred, out=np.zeros_like(tp), where=present)
+    recall = np.divide(tp, true, out=np.zeros_like(tp), where=present)
+    correct = tp.sum(axis=1)
+    cov_tp = correct * n - (true * pred).sum(axis=1)
+    cov_pp, cov_tt = n * n - (pred * pred).sum(axis=1), n * n - (true * true).sum(axis=1)
+    denom = cov_tt * cov_pp
+    return {"accuracy": correct / n, "macro_f1": f1.sum(axis=1) / n_present, "balanced_accuracy": recall.sum(axis=1) / n_present,
+            "mcc": np.divide(cov_tp, np.sqrt(denom, where=denom > 0, out=np.ones_like(denom)), out=np.zeros_like(denom), where=denom > 0)}
+
+
+def resampled_label_metrics(y_true: np.ndarray, y_pred: np.ndarray, rows: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
+    """The four label metrics of ``y_pred`` on every resample of ``rows`` (label ids), in chunks of ``BATCH_CELLS``."""
+    step = max(1, BATCH_CELLS // (n_labels * n_labels))
+    parts = [label_metrics_from_confusions(confusions(y_true, y_pred, rows[i:i + step], n_labels)) for i in range(0, len(rows), step)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def resampled_regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """MSE, RMSE, MAE and R² (``force_finite`` as ``r2``) of ``y_pred`` on every resample of ``rows``."""
+    t, e = y_true[rows], y_pred[rows] - y_true[rows]
+    mse_ = (e * e).mean(axis=1)
+    ss_res, ss_tot = (e * e).sum(axis=1), ((t - t.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    constant = ss_tot == 0
+    r2_ = np.where(constant, np.where(ss_res == 0, 1.0, 0.0), 1 - ss_res / np.where(constant, 1.0, ss_tot))
+    return {"mse": mse_, "rmse": np.sqrt(mse_), "mae": np.abs(e).mean(axis=1), "r2": r2_}
+
+
 def best(results: list, primary: str):
     """The best of ``results`` (anything with a ``metrics`` dict: baselines, candidate models) on the
     primary metric, in the metric's own direction (lowest for an error such as RMSE)."""

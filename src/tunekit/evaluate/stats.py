@@ -20,7 +20,8 @@ import numpy as np
 from scipy import stats as sps
 
 from tunekit.config import lower_is_better
-from tunekit.evaluate.metrics import REGRESSION_FNS, balanced_accuracy, macro_f1, mcc
+from tunekit.evaluate.metrics import (REGRESSION_FNS, balanced_accuracy, macro_f1, mcc, resampled_label_metrics,
+                                      resampled_regression_metrics)
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 Statistic = Callable[[np.ndarray], "float | np.ndarray"]
@@ -38,15 +39,29 @@ def bootstrap(statistic: Statistic, n_rows: int, n_resamples: int = 1000, seed: 
     depends only on ``seed`` and the sizes, so two models scored with one seed see the same rows:
     that is what makes a comparison paired.
     """
+    idx = resample_rows(n_rows, n_resamples, seed, confidence)
+    values = np.array([statistic(i) for i in idx], dtype=float)
+    low, high = _percentiles(values, confidence)
+    return values, low, high
+
+
+def resample_rows(n_rows: int, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> np.ndarray:
+    """The bootstrap's draw: ``(n_resamples, n_rows)`` row indices with replacement, a function of the seed and sizes alone."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    idx = np.random.default_rng(seed).integers(0, n_rows, size=(n_resamples, n_rows))
-    values = np.array([statistic(i) for i in idx], dtype=float)
+    return np.random.default_rng(seed).integers(0, n_rows, size=(n_resamples, n_rows))
+
+
+def _percentiles(values: np.ndarray, confidence: float):
     tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail], axis=0)
-    return values, low, high
+    return np.quantile(values, [tail, 1 - tail], axis=0)
+
+
+def _paired(a: float, b: float, diffs: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    low, high = _percentiles(diffs, confidence)
+    return {"a": a, "b": b, "diff": b - a, "low": float(low), "high": float(high), "p_value": bootstrap_p(b - a, diffs)}
 
 
 def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, metric_fn: MetricFn,
@@ -58,10 +73,9 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     The p-value is ``bootstrap_p``'s.
     """
     y_true, pred_a, pred_b = _paired_arrays(y_true, pred_a, pred_b)
-    diffs, low, high = bootstrap(lambda i: metric_fn(y_true[i], pred_b[i]) - metric_fn(y_true[i], pred_a[i]),
-                                 len(y_true), n_resamples, seed, confidence)
-    a, b = float(metric_fn(y_true, pred_a)), float(metric_fn(y_true, pred_b))
-    return {"a": a, "b": b, "diff": b - a, "low": float(low), "high": float(high), "p_value": bootstrap_p(b - a, diffs)}
+    diffs, _, _ = bootstrap(lambda i: metric_fn(y_true[i], pred_b[i]) - metric_fn(y_true[i], pred_a[i]),
+                            len(y_true), n_resamples, seed, confidence)
+    return _paired(float(metric_fn(y_true, pred_a)), float(metric_fn(y_true, pred_b)), diffs, confidence)
 
 
 def bootstrap_p(observed: float, diffs: np.ndarray) -> float:
@@ -91,10 +105,15 @@ def compare_metrics(y_true: np.ndarray, pred_baseline: np.ndarray, pred_model: n
     """Paired bootstrap of the headline metrics, model minus baseline (``diff`` > 0: the model is better).
 
     Every metric uses the same seed, hence the same resampled rows, so their intervals are comparable.
+    The same as ``paired_bootstrap`` with each of ``PAIRED_METRICS``, with the resamples scored from
+    confusion counts all at once (``metrics.resampled_label_metrics``: the same values, much faster).
     """
     y_true, pred_baseline, pred_model = _paired_arrays(y_true, pred_baseline, pred_model)
     _check_label_ids(len(labels), y_true=y_true, pred_baseline=pred_baseline, pred_model=pred_model)
-    return {name: paired_bootstrap(y_true, pred_baseline, pred_model, fn, n_resamples, seed)
+    rows = resample_rows(len(y_true), n_resamples, seed)
+    base = resampled_label_metrics(y_true, pred_baseline, rows, len(labels))
+    model = resampled_label_metrics(y_true, pred_model, rows, len(labels))
+    return {name: _paired(float(fn(y_true, pred_baseline)), float(fn(y_true, pred_model)), model[name] - base[name])
             for name, fn in PAIRED_METRICS.items()}
 
 
@@ -107,9 +126,12 @@ def compare_regression(y_true: np.ndarray, pred_baseline: np.ndarray, pred_model
     and whether the model is ``better`` on these rows, so nobody has to remember.
     """
     y_true, pred_baseline, pred_model = (np.asarray(x, dtype=float) for x in _paired_arrays(y_true, pred_baseline, pred_model))
+    rows = resample_rows(len(y_true), n_resamples, seed)
+    base = resampled_regression_metrics(y_true, pred_baseline, rows)
+    model = resampled_regression_metrics(y_true, pred_model, rows)
     out = {}
     for name, fn in REGRESSION_FNS.items():
-        r = paired_bootstrap(y_true, pred_baseline, pred_model, fn, n_resamples, seed)
+        r = _paired(float(fn(y_true, pred_baseline)), float(fn(y_true, pred_model)), model[name] - base[name])
         lower = lower_is_better(name)
         out[name] = {**r, "lower_is_better": lower, "better": (r["diff"] < 0) if lower else (r["diff"] > 0)}
     return out
