@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.service.test_service_jobs import JOB_DEFAULTS, tiny_base  # noqa: F401  (tiny_base is a fixture)
+from tests.service.test_service_jobs import JOB_DEFAULTS, stop, tiny_base  # noqa: F401  (tiny_base is a fixture)
 from tunekit.artifacts import Workspace
 from tunekit.serve.keys import KeyStore
 from tunekit.serve.settings import ServeSettings
@@ -84,7 +84,10 @@ def live(tmp_path_factory, tiny_base) -> Iterator[Live]:  # noqa: F811
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.05)
-    yield Live(f"http://127.0.0.1:{settings.port}", workspace, keys)
+    live = Live(f"http://127.0.0.1:{settings.port}", workspace, keys)
+    yield live
+    if "worker" in live.state:  # a tunekit worker a test started
+        stop(live.state["worker"])
     server.should_exit = True
     thread.join(timeout=60)
 

@@ -1,9 +1,10 @@
 """The web console in a real browser (headless Chromium): sign in, upload, fine-tune and watch the
 job live, open the run's report card, compare runs, promote and roll back, chat, and the XSS cases.
 
-The tests share one service (module scope) and run in file order: the job the browser starts and
-watches is the run, model and chat partner of the tests after it. The job trains a tiny Llama in a
-real ``tunekit worker`` process (the whole lifecycle), so this module takes a minute or two.
+The tests share one service (module scope). The job the browser starts and watches is the run, model
+and chat partner of the tests after it (``trained``); a test run on its own starts that job through the
+API instead, so every test also passes alone. The job trains a tiny Llama in a real ``tunekit worker``
+process (the whole lifecycle), so this module takes a minute or two.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.service.test_service_jobs import start_worker, stop, training_file, wait_for
+from tests.service.test_service_jobs import start_worker, training_file, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,30 @@ def pwned(tab) -> bool:
 
 def api(live, scope="admin") -> httpx.Client:
     return httpx.Client(base_url=f"{live.url}/v1", headers={"Authorization": f"Bearer {live.keys[scope]}"}, timeout=60)
+
+
+def worker(live) -> None:
+    """One ``tunekit worker`` for the module, stopped when the service fixture ends."""
+    if "worker" not in live.state:
+        live.state["worker"] = start_worker(live.workspace)
+
+
+@pytest.fixture
+def trained(live) -> dict:
+    """``{"job", "model"}`` of a succeeded job: the one the browser started, or one started through the API."""
+    if "job" not in live.state:
+        worker(live)
+        with api(live, "fine-tune") as client:
+            name, content = training_file(120)
+            upload = client.post("/files", files={"file": (name, content)}, data={"purpose": "fine-tune"})
+            assert upload.status_code == 200, upload.text
+            job = client.post("/fine_tuning/jobs", json={"model": "tiny", "training_file": upload.json()["id"], "suffix": "ui", "seed": 7,
+                                                         "hyperparameters": {"n_epochs": 2, "batch_size": 16, "learning_rate_multiplier": 10}}).json()
+            done = wait_for(lambda: (j := client.get(f"/fine_tuning/jobs/{job['id']}").json())["status"] in ("succeeded", "failed", "cancelled") and j,
+                            "the job", timeout=600)
+        assert done["status"] == "succeeded", done.get("error")
+        live.state.update(job=done["id"], model=done["fine_tuned_model"])
+    return live.state
 
 
 def test_sign_in_with_an_api_key_sets_an_httponly_strict_cookie(tab, live):
@@ -109,8 +134,7 @@ def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     page.wait_for_url(re.compile(r".*/ui/jobs/ftjob-[0-9a-f]+$"))
     job_id = page.url.rsplit("/", 1)[-1]
     assert page.text_content("#job-status") in ("queued", "validating_files", "running")
-    worker = start_worker(live.workspace)
-    live.state["worker"] = worker
+    worker(live)
     points, statuses = [], set()
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # watch without reloading: the status and the curve change in place
@@ -133,8 +157,8 @@ def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     tab.no_errors()
 
 
-def test_open_the_run_and_its_report_card_and_compare_two_runs(tab, live):
-    job_id = live.state["job"]
+def test_open_the_run_and_its_report_card_and_compare_two_runs(tab, live, trained):
+    job_id = trained["job"]
     tab.sign_in("fine-tune", then="/ui/runs")
     page = tab.page
     row = page.locator("#runs-table tbody tr", has_text=job_id)
@@ -170,7 +194,7 @@ def test_open_the_run_and_its_report_card_and_compare_two_runs(tab, live):
     tab.no_errors()
 
 
-def test_promote_and_roll_back_with_a_confirmation_naming_the_change(tab, live):
+def test_promote_and_roll_back_with_a_confirmation_naming_the_change(tab, live, trained):
     from tunekit import registry
 
     mlc = registry.client(live.workspace.tracking_uri)
@@ -205,8 +229,8 @@ def test_promote_and_roll_back_with_a_confirmation_naming_the_change(tab, live):
     tab.no_errors()
 
 
-def test_chat_in_the_playground_with_two_models_side_by_side(tab, live):
-    model = live.state["model"]
+def test_chat_in_the_playground_with_two_models_side_by_side(tab, live, trained):
+    model = trained["model"]
     tab.sign_in("inference", then="/ui/playground")
     page = tab.page
     page.select_option("#model-a", model)
@@ -254,14 +278,13 @@ def test_evals_show_pass_rates_and_failing_items_escaped(tab, live):
     tab.no_errors()
 
 
-def test_production_shows_traffic_and_guardrail_flags(tab, live):
+def test_production_shows_traffic_and_guardrail_flags(tab, live, trained):
     with api(live) as client:  # an e-mail address in a prompt: the pii_input guardrail flags the request
-        client.post("/chat/completions", json={"model": live.state["model"], "max_tokens": 4,
+        client.post("/chat/completions", json={"model": trained["model"], "max_tokens": 4,
                                                "messages": [{"role": "user", "content": "reverse: mail me at ann@example.com"}]})
     tab.sign_in("admin", then="/ui/production?window=1h")
     page = tab.page
     page.wait_for_selector(".chart .main-svg")
     assert "pii" in page.text_content("main") and page.locator("#flagged-table tbody tr").count() >= 1
     tab.shot("production")
-    stop(live.state.pop("worker"))
     tab.no_errors()

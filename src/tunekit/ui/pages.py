@@ -115,6 +115,15 @@ def router(console: Console, runtime) -> APIRouter:
     def mlc():
         return registry.client(console.tracking_uri)
 
+    async def admin_form(request: Request, session: Session, name: str, doing: str, done: str) -> tuple[dict, str]:
+        """The posted form of a change to ``name``'s aliases, once its CSRF token, the key's admin scope and
+        the model's visibility to this key are checked; with the form's reason (``done`` when left empty)."""
+        form = await request.form()
+        console.csrf(session, request, str(form.get("csrf") or ""))
+        session.require("admin", doing)
+        views.model_detail(mlc(), session, name)  # a model this key may not see is a 404, as in the API
+        return form, str(form.get("reason") or "").strip() or done
+
     @ui.get(p + "/models")
     @page
     async def models(request: Request, session: Session) -> Response:
@@ -150,11 +159,8 @@ def router(console: Console, runtime) -> APIRouter:
     @ui.post(p + "/models/{name}/promote")
     @page
     async def promote(request: Request, session: Session, name: str) -> Response:
-        form = await request.form()
-        console.csrf(session, request, str(form.get("csrf") or ""))
-        session.require("admin", "Promoting a model")
-        views.model_detail(mlc(), session, name)  # visible to this key
-        version, reason = str(form.get("version") or ""), str(form.get("reason") or "").strip() or "promoted in the console"
+        form, reason = await admin_form(request, session, name, "Promoting a model", "promoted in the console")
+        version = str(form.get("version") or "")
         client = mlc()
         prev = registry.promote(client, name, version, reason, by=session.who)
         _restamp(client, name, version, "champion", f"promoted in the console: {reason}")
@@ -166,11 +172,7 @@ def router(console: Console, runtime) -> APIRouter:
     @ui.post(p + "/models/{name}/rollback")
     @page
     async def rollback(request: Request, session: Session, name: str) -> Response:
-        form = await request.form()
-        console.csrf(session, request, str(form.get("csrf") or ""))
-        session.require("admin", "Rolling back a model")
-        views.model_detail(mlc(), session, name)
-        reason = str(form.get("reason") or "").strip() or "rolled back in the console"
+        form, reason = await admin_form(request, session, name, "Rolling back a model", "rolled back in the console")
         expected = str(form.get("expected") or "")
         client = mlc()
         current = registry.rollback_target(client, name)
