@@ -40,6 +40,7 @@ from tunekit.artifacts import Workspace
 from tunekit.errors import ConfigError
 from tunekit.monitor.embed import Embedder
 
+SHORTLIST = 10  # the cluster spread picks among the 10 k best-scored rows
 ANNOTATION_KEY = "annotation-queue"  # key_id of feedback given through `tunekit label`
 QUEUE_FILE = "queue.jsonl"
 
@@ -91,8 +92,12 @@ def novelty(embeddings: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
 
 
 def rank(texts: list[str], uncertainty: np.ndarray, disagreement: np.ndarray, embeddings: np.ndarray, reference: np.ndarray | None,
-         k: int, *, weights: Weights = Weights(), clusters: int = 10, seed: int = 0) -> tuple[list[int], dict[str, np.ndarray]]:
-    """The indices of the ``k`` rows to label first, in order, and the per-row signals (module docstring)."""
+         k: int, *, weights: Weights = Weights(), clusters: int | None = None, seed: int = 0,
+         shortlist: int = SHORTLIST) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The indices of the ``k`` rows to label first, in order, and the per-row signals (module docstring).
+
+    ``clusters``: the k-means groups the shortlist is spread over, default ``k`` (one pick per group);
+    ``shortlist``: how many times ``k`` best-scored rows the groups are drawn from."""
     n = len(texts)
     if not n or k <= 0:
         return [], {"score": np.zeros(n), "uncertainty": np.zeros(n), "disagreement": np.zeros(n), "novelty": np.zeros(n), "cluster": np.zeros(n, int)}
@@ -103,25 +108,29 @@ def rank(texts: list[str], uncertainty: np.ndarray, disagreement: np.ndarray, em
     for i in np.argsort(-score, kind="stable"):
         best.setdefault(" ".join(str(texts[i]).lower().split()), int(i))  # de-duplicate: the best-scored copy of each text
     unique = np.array(sorted(best.values()))
-    labels = np.zeros(n, dtype=int)
-    groups = min(clusters, len(unique))
+    short = unique[np.argsort(-score[unique], kind="stable")[:max(k, shortlist * k)]]  # diversity only among rows worth labelling
+    labels = np.full(n, -1, dtype=int)
+    groups = min(clusters or k, len(short))
     if groups > 1:
         from sklearn.cluster import KMeans
 
-        labels[unique] = KMeans(groups, n_init=3, random_state=seed).fit_predict(embeddings[unique])
-    per_cluster = {c: sorted((i for i in unique if labels[i] == c), key=lambda i: -score[i]) for c in set(labels[unique].tolist())}
-    order = sorted(per_cluster, key=lambda c: -score[per_cluster[c][0]])
+        labels[short] = KMeans(groups, n_init=1, random_state=seed).fit_predict(embeddings[short])
+    else:
+        labels[short] = 0
+    per_cluster: dict[int, list[int]] = {}
+    for i in short:  # short is best-first, so each group's list is too
+        per_cluster.setdefault(int(labels[i]), []).append(int(i))
     picked: list[int] = []
-    while len(picked) < min(k, len(unique)):
-        for c in order:  # round robin: the best remaining row of each cluster in turn
-            if per_cluster[c] and len(picked) < k:
-                picked.append(int(per_cluster[c].pop(0)))
+    while len(picked) < min(k, len(short)):
+        heads = sorted((c for c in per_cluster if per_cluster[c]), key=lambda c: -score[per_cluster[c][0]])
+        for c in heads[:k - len(picked)]:  # a round: the best remaining row of each group, best groups first
+            picked.append(per_cluster[c].pop(0))
     signals = {"score": score, "uncertainty": np.asarray(uncertainty, dtype=float), "disagreement": dis, "novelty": nov, "cluster": labels}
     return picked, signals
 
 
 def build(workspace: Path, name: str, version: str | None, task: str, reference: np.ndarray | None, embedder: Embedder, k: int,
-          since: float, *, weights: Weights = Weights(), clusters: int = 10, seed: int = 0) -> list[QueueItem]:
+          since: float, *, weights: Weights = Weights(), clusters: int | None = None, seed: int = 0) -> list[QueueItem]:
     """Rank the window's logged inputs of model ``name`` (``version``) and write the top ``k`` to the queue file."""
     from tunekit.serve.requestlog import RequestLog
 
@@ -148,7 +157,8 @@ def build(workspace: Path, name: str, version: str | None, task: str, reference:
             if (row["id"], i) in labelled:
                 continue
             theirs = other[i]["label"] if other and i < len(other) else None
-            candidates.append((row["id"], i, str(text), str(answer["label"]), float(answer["score"]), theirs))
+            confidence = answer["margin"] if answer.get("margin") is not None else answer["score"]  # logs before the margin: 1 - max prob
+            candidates.append((row["id"], i, str(text), str(answer["label"]), float(confidence), theirs))
     if not candidates:
         return write_queue(workspace, [])
     texts = [c[2] for c in candidates]
