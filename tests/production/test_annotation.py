@@ -29,10 +29,16 @@ def test_the_most_uncertain_rows_come_first_and_duplicates_once():
     assert 0 not in picked  # the duplicate with the lower score is dropped
 
 
+def test_by_default_uncertainty_ranks_and_disagreement_and_novelty_are_only_reported():
+    texts = [f"t{i}" for i in range(4)]
+    picked, sig = rank(texts, np.array([0.5, 0.5, 0.5, 0.6]), np.array([0, 1, 0, 0]), _emb([0, 0, 1, 0]), _emb([0, 0, 0]), 1, clusters=1)
+    assert picked == [3] and sig["disagreement"][1] == 1 and sig["novelty"][2] > 0.9
+
+
 def test_disagreement_and_novelty_lift_a_row():
     texts = [f"t{i}" for i in range(4)]
     unc = np.array([0.5, 0.5, 0.5, 0.6])
-    picked, _ = rank(texts, unc, np.array([0, 1, 0, 0]), _emb([0, 0, 0, 0]), None, 1, clusters=1)
+    picked, _ = rank(texts, unc, np.array([0, 1, 0, 0]), _emb([0, 0, 0, 0]), None, 1, weights=Weights(1, 1, 1), clusters=1)
     assert picked == [1]  # champion and challenger disagree on it
     emb = _emb([0, 0, 1, 0])
     picked, sig = rank(texts, np.full(4, 0.5), np.zeros(4), emb, reference=_emb([0, 0, 0]), k=1, weights=Weights(1, 0, 1), clusters=1)
@@ -86,7 +92,7 @@ def test_build_reads_the_log_and_skips_labelled_and_other_models(tmp_path):
     with RequestLog(tmp_path / "serving.db") as log:
         log.add_feedback(ids[31], None, "card", None, None, None)  # already labelled: not queued again
     reference = HashEmbedder()([t for t, _ in banking(50, seed=9)])
-    items = annotation.build(tmp_path, "intent", "1", "classification", reference, HashEmbedder(), 8, 0.0, clusters=4)
+    items = annotation.build(tmp_path, "intent", "1", "classification", reference, HashEmbedder(), 8, 0.0, weights=Weights(1, 1, 1), clusters=4)
     assert len(items) == 8 and len({i.text for i in items}) == 8
     assert all(i.request_id != "other" and i.request_id != ids[31] for i in items)
     assert ids[0] in {i.request_id for i in items}  # the disagreement
