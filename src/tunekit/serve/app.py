@@ -229,8 +229,15 @@ def _classified(loaded, outputs, task: str | None) -> list[Prediction]:
 
 
 def _logged(predictions: list[Prediction], task: str | None) -> list[dict]:
-    """What the request log keeps of the predictions: label (with its task prefix) and score."""
-    return [{"label": p.label if task is None else f"{task}{SEP}{p.label}", "score": round(p.score, 4)} for p in predictions]
+    """What the request log keeps of the predictions: label (with its task prefix), score, and margin (the score less the
+    runner-up's probability: the annotation queue's uncertainty, ``monitor.annotation``)."""
+    return [{"label": p.label if task is None else f"{task}{SEP}{p.label}", "score": round(p.score, 4), "margin": round(_margin(p), 4)}
+            for p in predictions]
+
+
+def _margin(prediction: Prediction) -> float:
+    runner_up = sorted(prediction.probabilities.values(), reverse=True)[1:2]
+    return prediction.score - (runner_up[0] if runner_up else 0.0)
 
 
 FORWARD_ROWS = 8  # on CPU, 8-row chunks of a length-sorted micro-batch pad far less than one 32-row pass (bench/serve.py)
