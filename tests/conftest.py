@@ -59,6 +59,11 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path, tiny_bert):
     """Write a config for the synthetic task on the tiny BERT; returns a function taking overrides."""
+    return tiny_config_in(tmp_path, tiny_bert)
+
+
+def tiny_config_in(tmp_path: Path, tiny_bert: Path):
+    """``tiny_config`` in a given folder (for a module-scoped run that several tests read)."""
     import yaml
 
     write_csv(tmp_path / "train.csv", synthetic_rows(60, seed=1))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from tests.conftest import tiny_config_in
 from tunekit import pipeline
 from tunekit.config import load_config
 
@@ -15,9 +16,18 @@ def quiet():
     return Console(quiet=True)
 
 
-def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
-    cfg = load_config(tiny_config())
-    outcome = pipeline.run(cfg, quiet)
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_bert):
+    """``(cfg, first, second)``: one config run twice, read (not changed) by several tests. The tiny
+    task is easy for TF-IDF too; a negative margin lets the first version in, so the second one meets a champion."""
+    cfg = load_config(tiny_config_in(tmp_path_factory.mktemp("two-runs"), tiny_bert)(gate={"min_improvement": -1.0}))
+    quiet = Console(quiet=True)
+    first = pipeline.run(cfg, quiet)
+    return cfg, first, pipeline.run(cfg, quiet)
+
+
+def test_run_writes_card_with_statistics_and_registers(two_runs):
+    cfg, outcome, _ = two_runs
     card = outcome.card
     assert outcome.version == "1"
     analysis = card["analysis"]
@@ -45,12 +55,8 @@ def test_run_writes_card_with_statistics_and_registers(tiny_config, quiet):
     assert card["task"] == "classification" and card["data"]["n_labels"] == 3
 
 
-def test_second_run_is_compared_with_the_champion_on_the_same_rows(tiny_config, quiet):
-    # the tiny task is easy for TF-IDF too; a negative margin lets the first version in, so the
-    # second one meets a champion
-    cfg = load_config(tiny_config(gate={"min_improvement": -1.0}))
-    first = pipeline.run(cfg, quiet)
-    second = pipeline.run(cfg, quiet)
+def test_second_run_is_compared_with_the_champion_on_the_same_rows(two_runs):
+    _, first, second = two_runs
     assert second.version == "2"
     assert second.card["data"]["reused"]
     assert first.decision.passed
@@ -79,13 +85,12 @@ def test_failing_behavioural_suite_blocks_promotion(tiny_config, quiet, tmp_path
     assert "behavioural test cases fail" in outcome.decision.summary()
 
 
-def test_report_command_rebuilds_and_compares_runs(tiny_config, quiet, tmp_path):
+def test_report_command_rebuilds_and_compares_runs(two_runs):
     from typer.testing import CliRunner
 
     from tunekit.cli import app
 
-    cfg = load_config(tiny_config(train={"epochs": 4}))
-    first, second = pipeline.run(cfg, quiet), pipeline.run(cfg, quiet)
+    _, first, second = two_runs
     runner = CliRunner()
     result = runner.invoke(app, ["report", str(second.run_dir), "--compare", str(first.run_dir)])
     assert result.exit_code == 0, result.output
@@ -110,9 +115,9 @@ def test_champion_tested_on_other_rows_is_re_evaluated_on_these(tiny_config, qui
     champ = second.decision.champion
     assert champ.version == "1" and champ.how == "re-evaluated"
     # the champion scored now on the new rows, not its recorded score on the old ones
+    from tunekit import data
     from tunekit.evaluate import score
     from tunekit.models import load_trained
-    from tunekit import data
 
     expected, _ = score(load_trained(first.run_dir / "adapter"), data.prepare(load_config(cfg_path)))
     assert champ.score == pytest.approx(expected["macro_f1"])
@@ -140,7 +145,7 @@ def test_a_classifier_that_predicts_one_class_is_called_out(tiny_config, quiet, 
     so in words, and no temperature is applied to such a model."""
     import numpy as np
 
-    import tunekit.evaluate as evaluate
+    from tunekit import evaluate
     from tunekit.evaluate.metrics import classification_metrics
 
     real = evaluate.score
