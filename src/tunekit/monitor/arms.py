@@ -18,6 +18,13 @@ the shadow's (``request.shadow_of`` names the champion request it copied). Per a
   not the champion's whole history against the shadow's few days).
 
 ``correct`` and ``n`` of each arm are what ``monitor.decide`` decides on.
+
+For a generation model, a row's arm is read from ``request.arm`` (a challenger loaded from a folder
+has no version to tell it by), ``agreement`` is the share of shadowed answers whose text equals the
+champion's exactly, and ``grader_rates`` runs grader definitions (``tunekit monitor --graders
+FILE``) on the shadowed pairs: the challenger's answer is the sample, the champion's the item's
+``reference``; model graders judge through a ``complete`` function (``--judge``, a local model).
+There are no feedback labels to grade generated text by, so ``labelled`` stays empty.
 """
 
 from __future__ import annotations

@@ -20,9 +20,25 @@ Feedback on a champion request also grades the shadow's answer to it (the monito
 ``shadow_of``), so a shadow collects live accuracy without any user ever seeing it.
 
 A classifier challenger is a second, merged model in memory (a served classifier folds its LoRA
-weights into the base at load, so there is no shared base left to put two adapters on); the
-generation routes' adapters (``/v1/adapters``) do share one base, but shadow and canary modes are
-not yet wired into the chat routes (see the issue).
+weights into the base at load, so there is no shared base left to put two adapters on).
+
+Generation models (``POST /v1/chat/completions`` and ``/v1/completions``) take part the same way.
+When the champion is a LoRA adapter and the challenger a LoRA adapter of the same base, the
+challenger is loaded onto the champion's own ``Generator`` as a second adapter (named
+``tunekit-challenger-<hash>``, not listed by ``GET /v1/models`` and not nameable by clients), so
+the base model is in memory once; it comes off again when the deployment ends. Any other
+challenger (a full checkpoint, another base) is a model of its own, and must share the champion's
+base model id and chat template, since the prompt is encoded once, for the champion. Only requests
+for the champion itself take part (a request naming the bare base, or another adapter an admin
+loaded with ``/v1/adapters``, is answered as asked). A canary request generates with the
+challenger's adapter (``request.arm`` = ``canary``; its row has the challenger's name and version);
+a failing non-streamed canary falls back to the champion (counted), a streamed one cannot. The
+shadow copy of a request runs with the same decoding options after the answer was returned, for
+streams once the stream has ended (a client that hangs up midway leaves no shadow: there is no
+whole answer to compare with); its row holds the challenger's text, its output guardrail flags
+(flagged, never acted on) and the champion request's input flags. Agreement for generation is the
+exact match of the two answer texts; ``tunekit monitor --graders FILE`` grades each shadowed pair
+with the evals graders (``monitor.arms.grader_rates``), the champion's answer as the reference.
 """
 
 from __future__ import annotations
