@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import local_settings
-from tests.serve.conftest import _train_greeter, _wait_ready, greeter_dir  # noqa: F401  (the session's greeter adapter)
+from tests.serve.conftest import _train_greeter, _wait_ready
 from tunekit.serve import LoadedModel, create_app
 from tunekit.serve.deployment import CHALLENGER_ADAPTER
 
@@ -117,6 +117,13 @@ def test_shadow_answers_never_reach_the_client_and_are_logged_beside_the_champio
     assert by_name["close"]["rate"] == 1.0
     assert by_name["judge"]["total"] == 5  # the challenger, loaded as judge, answered each pair (its verdicts are not the point here)
     assert any("grader same (string_check)" in line for line in lines(section))
+    from tunekit.serve.gauges import _push_online
+    from tunekit.serve.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    _push_online(metrics, section, {"model": "greeter"})
+    text = metrics.render()[0].decode()
+    assert "tunekit_shadow_grader_pass_rate" in text and 'grader="close"' in text and "tunekit_arm_agreement" in text
 
 
 def test_a_failing_shadow_never_fails_the_client(champion, challenger_dir):
@@ -151,6 +158,11 @@ def test_canary_share_is_within_binomial_tolerance_and_sticky_per_user(champion,
         assert abs(canary - share * users) < tolerance, canary
         for u in range(0, users, 30):  # the same user keeps the same arm
             assert {answer(u) for _ in range(2)} == {said[u]}
+        user = next(u for u, text in said.items() if text.startswith("goodbye"))
+        streamed = client.post("/v1/chat/completions", json=CHAT | {"messages": HI, "max_tokens": 4, "stream": True},
+                               headers={"x-user-id": f"user-{user}"})
+        assert _stream_text(streamed) == said[user]  # a streamed request of a canary user is the challenger's too
+        assert 'tunekit_deployment_mode{mode="canary"}' in client.get("/metrics").text
         counts = client.get("/v1/deployment").json()["counts"]
     assert counts["canary"] >= canary and counts["champion"] >= users - canary
     rows = _rows(Path(settings.workspace))

@@ -256,7 +256,8 @@ class Deployment:
         if challenger is None or (challenger.name, challenger.version) == (champion.name, champion.version):
             return None
         if challenger.shared and challenger.model is not champion.model:  # a new champion version was swapped in
-            self.error, self.challenger, self._mtime = "the champion changed; its challenger adapter is loaded again", None, None
+            self.error, self.challenger, self._mtime = ("the champion changed: the challenger adapter goes onto the new one at the watcher's "
+                                                        "next look at deployment.json (or PUT /v1/deployment again)"), None, None
             return None
         pair = (id(champion), id(challenger))
         if self._checked != pair:
