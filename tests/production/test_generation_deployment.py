@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import local_settings
 from tests.serve.conftest import _train_greeter, _wait_ready
 from tunekit.serve import LoadedModel, create_app
-from tunekit.serve.deployment import CHALLENGER_ADAPTER
+from tunekit.serve.deployment import CHALLENGER_ADAPTER, DeploymentState, write_state
 
 HI, BYE = [{"role": "user", "content": "say hi"}], [{"role": "user", "content": "say bye"}]
 SWAPPED = {"say hi": "goodbye my friend", "say bye": "hello there"}
@@ -126,12 +126,14 @@ def test_shadow_answers_never_reach_the_client_and_are_logged_beside_the_champio
     assert "tunekit_shadow_grader_pass_rate" in text and 'grader="close"' in text and "tunekit_arm_agreement" in text
 
 
-def test_a_failing_shadow_never_fails_the_client(champion, challenger_dir):
+def test_the_state_file_switches_a_generation_server_and_a_failing_shadow_never_fails_the_client(champion, challenger_dir):
     settings = local_settings(model="greeter/1", deployment_poll_s=0, max_new_tokens=64)
     app = create_app(settings, lambda s: champion)
     with TestClient(app) as client:
         _wait_ready(client)
-        assert client.put("/v1/deployment", json={"mode": "shadow", "challenger": str(challenger_dir)}).status_code == 200
+        write_state(Path(settings.workspace), DeploymentState(mode="shadow", challenger=str(challenger_dir)))  # as `tunekit deploy` does
+        app.state.deployment.refresh()  # what the watcher runs every deployment_poll_s
+        assert app.state.deployment.challenger.model is champion.model
         champion.model.remove_adapter(app.state.deployment.challenger.adapter)  # behind the deployment's back: every shadow call fails
         answers = [client.post("/v1/chat/completions", json=CHAT | {"messages": HI}) for _ in range(3)]
         assert [a.status_code for a in answers] == [200] * 3
