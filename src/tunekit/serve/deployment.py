@@ -357,7 +357,6 @@ class Deployment:
             return GenerationCall(self, arm, theirs, champion, fallback=options, challenger=challenger)
         return GenerationCall(self, arm, options, champion, shadow=theirs if self.state.mode == "shadow" else None, challenger=challenger)
 
-
     def push_gauges(self, metrics) -> None:
         """Per-arm live tallies as gauges on ``/metrics`` (since the server started)."""
         mode = {"mode": self.state.mode}
