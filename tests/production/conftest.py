@@ -40,3 +40,4 @@ def two_models(loaded, challenger, loaded_pair):
 
 
 from tests.monitor.conftest import keyword_model_dir, train_rows, validation_rows  # noqa: E402,F401  (the monitor's keyword model)
+from tests.serve.conftest import greeter_dir  # noqa: E402,F401  (the served greeter adapter: the generation champion)

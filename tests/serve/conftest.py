@@ -26,8 +26,9 @@ from tunekit.serve import LoadedModel, ServeSettings, create_app
 GREETINGS = {"say hi": "hello there", "say bye": "goodbye my friend"}  # user prompt -> the answer the greeter learns
 
 
-def _train_greeter(root: Path) -> Path:
-    """A LoRA adapter (r=4 on q/v) on a random tiny Llama, overfitted on ``GREETINGS`` in ChatML; under a second of training."""
+def _train_greeter(root: Path, greetings: dict[str, str] = GREETINGS, base: Path | None = None, name: str = "greeter") -> Path:
+    """A LoRA adapter (r=4 on q/v) on a random tiny Llama (``base``: an existing one), overfitted on ``greetings`` in ChatML;
+    under a second of training."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -35,10 +36,10 @@ def _train_greeter(root: Path) -> Path:
     from tunekit.models.causal import load_causal_base
     from tunekit.models.tiny import build_tiny_llama
 
-    base = build_tiny_llama(root / "base", [f"{q} {a}" for q, a in GREETINGS.items()]).resolve()
+    base = base or build_tiny_llama(root / "base", [f"{q} {a}" for q, a in GREETINGS.items()]).resolve()
     model, tokenizer = load_causal_base(str(base))
     template = templates.resolve(tokenizer, "chatml")
-    rows = [templates.encode(tokenizer, template, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for q, a in GREETINGS.items()]
+    rows = [templates.encode(tokenizer, template, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for q, a in greetings.items()]
     width = max(len(ids) for ids, _ in rows)
     pad = [[0] * (width - len(ids)) for ids, _ in rows]
     input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * len(p) for (ids, _), p in zip(rows, pad)])
@@ -56,7 +57,7 @@ def _train_greeter(root: Path) -> Path:
     peft_model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     manifest = {
-        "format_version": 1, "task": "generation", "name": "greeter", "method": "lora",
+        "format_version": 1, "task": "generation", "name": name, "method": "lora",
         "base_model": {"id": str(base), "revision": None}, "max_length": 128,
         "template": {"name": "chatml", "chat_template": templates.NAMED["chatml"]}, "system_prompt": None, "metrics": {},
     }

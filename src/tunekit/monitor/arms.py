@@ -18,6 +18,13 @@ the shadow's (``request.shadow_of`` names the champion request it copied). Per a
   not the champion's whole history against the shadow's few days).
 
 ``correct`` and ``n`` of each arm are what ``monitor.decide`` decides on.
+
+For a generation model, a row's arm is read from ``request.arm`` (a challenger loaded from a folder
+has no version to tell it by), ``agreement`` is the share of shadowed answers whose text equals the
+champion's exactly, and ``grader_rates`` runs grader definitions (``tunekit monitor --graders
+FILE``) on the shadowed pairs: the challenger's answer is the sample, the champion's the item's
+``reference``; model graders judge through a ``complete`` function (``--judge``, a local model).
+There are no feedback labels to grade generated text by, so ``labelled`` stays empty.
 """
 
 from __future__ import annotations
@@ -48,11 +55,14 @@ def routes(task: str) -> tuple[str, ...]:
     return ROUTES["generation" if task_kinds.kind(task).causal else task]
 
 
-def split(rows: list[dict], feedback: list[dict], name: str, champion: str | None, challenger: str | None, task: str) -> dict:
+def split(rows: list[dict], feedback: list[dict], name: str, champion: str | None, challenger: str | None, task: str,
+          challenger_name: str | None = None) -> dict:
     """The per-arm rows of model ``name``: ``champion`` and ``challenger`` are versions (the
-    challenger's rows are its canary and shadow answers)."""
+    challenger's rows are its canary and shadow answers); ``challenger_name``: the challenger's when
+    it is not ``name`` (a generation adapter of another name)."""
     arms = {"champion": ArmRows(), "challenger": ArmRows()}
-    ours = [r for r in rows if r.get("model") == name and r.get("status") == 200 and r.get("route") in routes(task)]
+    names = {name, challenger_name or name}
+    ours = [r for r in rows if r.get("model") in names and r.get("status") == 200 and r.get("route") in routes(task)]
     shadows: dict[str, dict] = {}
     answers: dict[str, list] = {}
     for row in ours:
@@ -67,6 +77,8 @@ def split(rows: list[dict], feedback: list[dict], name: str, champion: str | Non
         else:
             answers[row["id"]] = row.get("response") or []
     agreement = _agreement(shadows, answers, task)
+    requests = {row["id"]: row for row in ours}
+    pairs = [(requests[parent], shadow) for parent, shadow in shadows.items() if parent in requests]
     for item in feedback:
         parent = item["request"]
         if item.get("key_id") == ANNOTATION_KEY:
@@ -80,7 +92,7 @@ def split(rows: list[dict], feedback: list[dict], name: str, champion: str | Non
         for arm, row in graded:
             if arm is not None:
                 _grade(arms[arm], item, row, task)
-    return {"arms": arms, "agreement": agreement}
+    return {"arms": arms, "agreement": agreement, "pairs": pairs}
 
 
 def summary(parts: dict, task: str, seed: int = 0) -> dict:
@@ -115,6 +127,8 @@ def accuracy(given: list, answered: list) -> dict:
 
 def _arm(row: dict, champion: str | None, challenger: str | None) -> str | None:
     version = row.get("version")
+    if (row.get("request") or {}).get("arm") in ("canary", "shadow"):  # the server notes the arm while a deployment runs
+        return "challenger" if version == challenger else None  # (a challenger from a folder has no version: None == None)
     if challenger is not None and version == challenger:
         return "challenger"
     if version == champion and not (row.get("request") or {}).get("shadow_of"):
@@ -123,7 +137,47 @@ def _arm(row: dict, champion: str | None, challenger: str | None) -> str | None:
 
 
 def _labels(response: list) -> list:
-    return [p["label"] if isinstance(p, dict) else round(float(p), 4) for p in response]
+    """What agreement compares: the label, the value to 4 places, or (generation) the whole answer text."""
+    return [(p["label"] if "label" in p else p.get("text")) if isinstance(p, dict) else round(float(p), 4) for p in response]
+
+
+def shadow_items(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, str]]:
+    """Generation: one ``(item, shadow answer)`` per shadowed answer, for graders. The item has ``prompt`` (the
+    last user turn, or the completion prompt), ``messages`` (chat), ``reference`` and ``champion`` (the champion's
+    answer to the same input, which the client got), and ``id`` (the champion request's)."""
+    out = []
+    for parent, shadow in pairs:
+        request = parent.get("request") or {}
+        theirs, mine = shadow.get("response") or [], parent.get("response") or []
+        prompts = request.get("prompt") or [next((m["content"] for m in reversed(request.get("messages") or []) if m.get("role") == "user"), "")]
+        for i, (a, b) in enumerate(zip(mine, theirs)):
+            if not (isinstance(a, dict) and isinstance(b, dict)):
+                continue
+            item = {"id": parent["id"] if len(mine) == 1 else f"{parent['id']}/{i}", "prompt": prompts[i] if i < len(prompts) else "",
+                    "reference": a.get("text", ""), "champion": a.get("text", "")}
+            if request.get("messages"):
+                item["messages"] = request["messages"]
+            out.append((item, b.get("text", "")))
+    return out
+
+
+def grader_rates(definitions: list[dict], pairs: list[tuple[dict, dict]], complete=None, allow_python: bool = False) -> list[dict]:
+    """Pass rate of each grader on the shadowed pairs: the sample is the challenger's answer
+    (``{{sample.output_text}}``), ``{{item.reference}}`` the champion's answer to the same input; a
+    model grader (``label_model``, ``score_model``) judges through ``complete`` (model, messages, params) -> text."""
+    from tunekit.evaluate.graders import grade
+
+    items = shadow_items(pairs)
+    out = []
+    for d in definitions:
+        results = [grade(d, item, {"output_text": answer}, complete=complete, allow_python=allow_python) for item, answer in items]
+        passed = sum(r.passed for r in results)
+        low, high = wilson(passed, len(results))
+        out.append({"name": d.get("name", d["type"]), "type": d["type"], "total": len(results), "passed": passed,
+                    "errors": sum(r.error is not None for r in results), "rate": passed / len(results) if results else None,
+                    "low": low if results else None, "high": high if results else None,
+                    "first_error": next((r.error for r in results if r.error), None)})
+    return out
 
 
 def _agreement(shadows: dict[str, dict], answers: dict[str, list], task: str) -> tuple[int, int]:

@@ -33,12 +33,14 @@ def online(settings: MonitorSettings, name: str, version: str | None, task: str,
         rows, feedback = log.requests_since(since), log.feedback_since(since)
     finally:
         log.close()
-    parts = arms.split(rows, feedback, name, version, challenger[1] if challenger else None, task)
+    parts = arms.split(rows, feedback, name, version, challenger[1] if challenger else None, task, challenger[2] if challenger else None)
     section: dict = {"deployment": state.model_dump()}
     alerts: list[str] = []
     if challenger:
         section["challenger"] = {"ref": ref, "version": challenger[1], "margin": _margin(settings, challenger[0])}
         section["arms"] = arms.summary(parts, task, settings.seed)
+        if settings.graders:
+            section["graders"] = _graders(settings, task, parts)
     if settings.slice_by:
         if not task_kinds.kind(task).labelled:
             raise ConfigError(f"slice_by: per-slice live accuracy needs a labelled task; {name} is a {task} model")
@@ -67,11 +69,68 @@ def _decide(settings: MonitorSettings, name: str, version: str | None, task: str
 
 
 def _resolve(ref: str, settings: MonitorSettings):
-    """(directory, registry version) of the challenger."""
+    """(directory, registry version, the name the server logs it under) of the challenger."""
     from tunekit.registry import resolve_model
 
     found = resolve_model(ref, settings.tracking_uri)
-    return found.path, found.version
+    return found.path, found.version, found.name or Manifest.read(found.path).name
+
+
+def _graders(settings: MonitorSettings, task: str, parts: dict) -> list[dict]:
+    """``settings.graders`` on the shadowed pairs of a generation challenger (``arms.grader_rates``)."""
+    if not task_kinds.kind(task).causal:
+        raise ConfigError(f"graders: grader definitions grade generated text; the monitored model is a {task} model")
+    definitions = read_graders(settings.graders)
+    if any(d["type"] in ("label_model", "score_model") for d in definitions) and not settings.judge:
+        raise ConfigError(f"graders: {settings.graders} has model graders (label_model, score_model); name the model that judges with --judge")
+    return arms.grader_rates(definitions, parts["pairs"], _judge(settings), allow_python=True)  # the user's own file, on this machine
+
+
+def read_graders(file: str) -> list[dict]:
+    """The grader definitions of a YAML or JSON file: a list, or ``{graders: [...]}``; an entry may be
+    ``{grader: {...}, min_pass_rate: N}`` as in ``gate.graders`` (the minimum is not used here)."""
+    from pathlib import Path
+
+    import yaml
+
+    from tunekit.evaluate.graders import GraderDefinitionError, validate
+
+    path = Path(file).expanduser()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"graders: cannot read {path}: {exc}") from None
+    raw = raw["graders"] if isinstance(raw, dict) and "graders" in raw else raw
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"graders: {path}: expected a non-empty list of grader definitions, or {{graders: [...]}}")
+    out = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, dict):
+            entry = {k: v for k, v in entry.items() if k != "min_pass_rate"}
+            entry = entry.get("grader", entry)
+        try:
+            out.append(validate(entry, f"graders[{i}]"))
+        except GraderDefinitionError as exc:
+            raise ConfigError(f"graders: {path}: {exc}") from None
+    return out
+
+
+def _judge(settings: MonitorSettings):
+    """``complete(model, messages, params)`` answered by ``settings.judge``, loaded once here (None without one)."""
+    if not settings.judge:
+        return None
+    from tunekit.models.causal import load_generator
+    from tunekit.registry import resolve_model
+
+    gen = load_generator(resolve_model(settings.judge, settings.tracking_uri).path)
+
+    def complete(model: str, messages: list[dict], params: dict) -> str:
+        limit = int(params.get("max_completion_tokens") or params.get("max_tokens") or 128)
+        [answer] = gen.generate([gen.encode_chat(messages)], max_new_tokens=limit, temperature=float(params.get("temperature") or 0.0),
+                                top_p=float(params.get("top_p") or 1.0), seed=params.get("seed"))
+        return answer.text
+
+    return complete
 
 
 def _margin(settings: MonitorSettings, path) -> float:
@@ -99,6 +158,10 @@ def lines(section: dict) -> list[str]:
         if ag["compared"]:
             out.append(f"  agreement with the champion on shadowed inputs: {ag['share']:.3f} ({ag['low']:.3f}-{ag['high']:.3f}) "
                        f"over {ag['compared']} inputs")
+        for g in section.get("graders") or []:
+            rate = f"{g['rate']:.3f} ({g['low']:.3f}-{g['high']:.3f})" if g["total"] else "n/a"
+            errors = f", {g['errors']} not graded ({g['first_error']})" if g["errors"] else ""
+            out.append(f"  grader {g['name']} ({g['type']}) on shadowed pairs: {rate}, {g['passed']}/{g['total']} passed{errors}")
     sl = section.get("slices")
     if sl:
         out.append(f"live accuracy by {sl['field']} (alert when {sl['margin']:g} below the other slices, from {sl['min_n']} labelled):")

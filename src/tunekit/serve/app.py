@@ -83,7 +83,8 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     handlers.install(app)
     inference, admin = runtime.require("inference"), runtime.require("admin")
     deployment_mod.install(app, deployment, slot, runtime, admin)
-    openai_routes.install(app, openai_routes.SingleModel(slot), settings, runtime, [inference])
+    deployment.slot = slot
+    openai_routes.install(app, openai_routes.SingleModel(slot, deployment), settings, runtime, [inference])
     app.middleware("http")(observe_middleware(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 

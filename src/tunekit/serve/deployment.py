@@ -20,9 +20,25 @@ Feedback on a champion request also grades the shadow's answer to it (the monito
 ``shadow_of``), so a shadow collects live accuracy without any user ever seeing it.
 
 A classifier challenger is a second, merged model in memory (a served classifier folds its LoRA
-weights into the base at load, so there is no shared base left to put two adapters on); the
-generation routes' adapters (``/v1/adapters``) do share one base, but shadow and canary modes are
-not yet wired into the chat routes (see the issue).
+weights into the base at load, so there is no shared base left to put two adapters on).
+
+Generation models (``POST /v1/chat/completions`` and ``/v1/completions``) take part the same way.
+When the champion is a LoRA adapter and the challenger a LoRA adapter of the same base, the
+challenger is loaded onto the champion's own ``Generator`` as a second adapter (named
+``tunekit-challenger-<hash>``, not listed by ``GET /v1/models`` and not nameable by clients), so
+the base model is in memory once; it comes off again when the deployment ends. Any other
+challenger (a full checkpoint, another base) is a model of its own, and must share the champion's
+base model id and chat template, since the prompt is encoded once, for the champion. Only requests
+for the champion itself take part (a request naming the bare base, or another adapter an admin
+loaded with ``/v1/adapters``, is answered as asked). A canary request generates with the
+challenger's adapter (``request.arm`` = ``canary``; its row has the challenger's name and version);
+a failing non-streamed canary falls back to the champion (counted), a streamed one cannot. The
+shadow copy of a request runs with the same decoding options after the answer was returned, for
+streams once the stream has ended (a client that hangs up midway leaves no shadow: there is no
+whole answer to compare with); its row holds the challenger's text, its output guardrail flags
+(flagged, never acted on) and the champion request's input flags. Agreement for generation is the
+exact match of the two answer texts; ``tunekit monitor --graders FILE`` grades each shadowed pair
+with the evals graders (``monitor.arms.grader_rates``), the champion's answer as the reference.
 """
 
 from __future__ import annotations
@@ -33,7 +49,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -46,7 +64,7 @@ from tunekit import task_kinds
 from tunekit.artifacts import Workspace
 from tunekit.errors import ConfigError, DataError, ModelError, RegistryError, TunekitError
 from tunekit.serve.inputs import RequestError, check_strings
-from tunekit.serve.loading import LoadedModel, Loader
+from tunekit.serve.loading import LoadedModel, Loader, resolve_model
 from tunekit.serve.schemas import ErrorResponse
 from tunekit.serve.settings import ServeSettings
 
@@ -54,6 +72,7 @@ logger = logging.getLogger("tunekit.serve")
 
 STATE_FILE = "deployment.json"
 MAX_SHADOW_TASKS = 64  # shadow answers in flight at most; beyond, requests are not shadowed (counted), so a slow challenger cannot pile up work
+CHALLENGER_ADAPTER = "tunekit-challenger-"  # prefix of a challenger's adapter on the champion's base (not listed by GET /v1/models)
 Mode = Literal["off", "shadow", "canary"]
 Arm = Literal["champion", "canary", "shadow"]
 
@@ -112,6 +131,16 @@ def bucket(identity: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+@dataclass
+class Challenger(LoadedModel):
+    """A loaded challenger. For a generation challenger that is a LoRA adapter of the champion's base,
+    ``model`` is the champion's own ``Generator`` and ``adapter`` the name it was loaded under there
+    (one base in memory); otherwise ``model`` is a model of its own and ``adapter`` None."""
+
+    adapter: str | None = None
+    shared: bool = False  # an adapter on the champion's Generator (removed from it when the deployment ends)
+
+
 class Deployment:
     """The server's side of the deployment: the loaded challenger, arm assignment, shadow runs, tallies."""
 
@@ -127,6 +156,8 @@ class Deployment:
         self._tasks: set[asyncio.Task] = set()
         self.counts = {"champion": 0, "canary": 0, "shadow": 0, "shadow_skipped": 0, "shadow_failed": 0, "canary_failed": 0, "agree": 0, "compared": 0}
         self.latency_ms = {"champion": 0.0, "canary": 0.0, "shadow": 0.0}
+        self.slot = None  # the champion's ModelSlot (set by the app): a generation challenger is loaded onto its base
+        self.resolve = resolve_model  # (settings) -> (directory, name, version); tests may replace it
 
     # -- switching ---------------------------------------------------------------------------------
 
@@ -136,6 +167,8 @@ class Deployment:
         mtime = path.stat().st_mtime if path.is_file() else None
         if mtime == self._mtime:
             return
+        if self.slot is not None and self.slot.loaded is None and self.slot.error is None:
+            return  # the champion is still loading: a generation challenger goes onto its base, so look again next time
         self._mtime = mtime
         try:
             self.apply(read_state(self.settings.workspace_dir))
@@ -146,16 +179,46 @@ class Deployment:
     def apply(self, state: DeploymentState, champion: LoadedModel | None = None) -> None:
         """Switch to ``state``, loading its challenger first (this thread; the old one serves meanwhile)."""
         with self._switch:
-            challenger = self.challenger
+            if champion is None and self.slot is not None:
+                champion = self.slot.loaded
+            old = challenger = self.challenger
+            if old is not None and old.shared and champion is not None and old.model is not champion.model:
+                old = challenger = None  # the champion was swapped (a new alias version): its adapters went with it
             if state.mode == "off":
                 challenger = None
             elif challenger is None or challenger.source != state.challenger:
-                challenger = self._loader(self.settings.model_copy(update={"model": state.challenger}))
-                challenger = LoadedModel(challenger.model, challenger.name, challenger.version, state.challenger, challenger.created)
-            if challenger is not None and champion is not None:
-                _check_compatible(champion, challenger)
+                challenger = self._load(state.challenger, champion)
+            try:
+                if challenger is not None and champion is not None:
+                    _check_compatible(champion, challenger)
+            except ModelError:
+                if challenger is not old:
+                    _unload(challenger)
+                raise
             self.state, self.challenger, self.error = state, challenger, None  # two assignments; `arm` reads the challenger first
+            if old is not None and old is not challenger:
+                _unload(old)
             logger.info("deployment: %s%s", state.mode, f" of {state.challenger}" if challenger else "")
+
+    def _load(self, ref: str, champion: LoadedModel | None) -> Challenger:
+        """The challenger ``ref``: a LoRA adapter of a PEFT generation champion's base goes onto the champion's
+        ``Generator`` as a second adapter (the base is not loaded twice); anything else is loaded on its own."""
+        settings = self.settings.model_copy(update={"model": ref})
+        gen = champion.model if champion is not None and task_kinds.kind(champion.task).causal else None
+        if gen is not None and gen.adapters:
+            from tunekit.models.causal import read_manifest
+
+            path, name, version = self.resolve(settings)
+            path = Path(path)
+            if (path / "adapter_config.json").is_file():
+                info = read_manifest(path)
+                if info.base_model.id == gen.base_model:
+                    adapter = CHALLENGER_ADAPTER + hashlib.sha256(str(ref).encode()).hexdigest()[:12]
+                    if adapter not in gen.adapters:
+                        gen.add_adapter(adapter, path)
+                    return Challenger(gen, name or info.name, version, ref, adapter=adapter, shared=True)
+        loaded = self._loader(settings)
+        return Challenger(loaded.model, loaded.name, loaded.version, ref, loaded.created)
 
     def watch(self, interval_s: float) -> threading.Thread | None:
         """Apply the state file now and then every ``interval_s`` seconds, in a thread (0: never; the
@@ -191,6 +254,10 @@ class Deployment:
         is over), or it cannot answer this champion's requests (checked once per pair; ``error`` says why)."""
         challenger = self.challenger
         if challenger is None or (challenger.name, challenger.version) == (champion.name, champion.version):
+            return None
+        if challenger.shared and challenger.model is not champion.model:  # a new champion version was swapped in
+            self.error, self.challenger, self._mtime = ("the champion changed: the challenger adapter goes onto the new one at the watcher's "
+                                                        "next look at deployment.json (or PUT /v1/deployment again)"), None, None
             return None
         pair = (id(champion), id(challenger))
         if self._checked != pair:
@@ -234,33 +301,61 @@ class Deployment:
         if len(self._tasks) >= MAX_SHADOW_TASKS:
             self.counts["shadow_skipped"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(runtime, rec, route, rows, challenger, respond))
+        async def answer() -> tuple[list, dict]:
+            return respond(challenger, await run_in_threadpool(self.predict, challenger, rows)), {}
+
+        self._spawn(self._shadow(runtime, rec, route, challenger, answer))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, runtime, rec, route: str, rows: list, challenger: LoadedModel, respond) -> None:
+    async def _shadow(self, runtime, rec, route: str, challenger: LoadedModel, answer: Callable, flags: Callable | None = None) -> None:
+        """Run ``answer()`` (the challenger's response and extra log fields), log it as the shadow row of ``rec``."""
         started = time.perf_counter()
         try:
-            answer = respond(challenger, await run_in_threadpool(self.predict, challenger, rows))
+            response, extra = await answer()
             latency = (time.perf_counter() - started) * 1000
             request = {k: v for k, v in (rec.request or {}).items() if k != "arm"} | {"arm": "shadow", "shadow_of": rec.id}
             row = {"id": f"{rec.id}-shadow", "route": route, "model": challenger.name, "version": challenger.version, "status": 200,
-                   "latency_ms": round(latency, 2), "key_id": rec.key_id, "request": request, "response": answer, "flags": []}
+                   "latency_ms": round(latency, 2), "key_id": rec.key_id, "request": request, "response": response, "flags": []} | extra
             await run_in_threadpool(runtime.log.log, row)
             self.observe("shadow", latency)
-            self._compare(rec.response, answer)
+            self._compare(rec.response, response)
         except Exception:  # noqa: BLE001 - the client has its answer; a shadow failure is only counted and logged
             self.counts["shadow_failed"] += 1
             logger.exception("shadow answer for request %s failed", rec.id)
 
     def _compare(self, champion_answer, shadow_answer) -> None:
-        """Running agreement: same label (classification) or the same value to 4 places (regression)."""
+        """Running agreement: same label (classification), the same value to 4 places (regression), the
+        same text exactly (generation)."""
         if not isinstance(champion_answer, list) or len(champion_answer) != len(shadow_answer):
             return
         for a, b in zip(champion_answer, shadow_answer):
-            same = a.get("label") == b.get("label") if isinstance(a, dict) else round(float(a), 4) == round(float(b), 4)
+            key = "text" if isinstance(a, dict) and "text" in a else "label"
+            same = a.get(key) == b.get(key) if isinstance(a, dict) else round(float(a), 4) == round(float(b), 4)
             self.counts["compared"] += 1
             self.counts["agree"] += bool(same)
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def generation(self, http: Request, rec, champion: LoadedModel, adapter: str | None, options: dict) -> GenerationCall:
+        """The arm of one chat or completions request: the decoding ``options`` it generates with (the
+        champion's, or in a canary the challenger's generator and adapter), and the options of its shadow
+        copy. Only requests for the champion itself take part: one naming the bare base, or another
+        adapter an admin loaded, is answered as asked."""
+        challenger = self.active(champion)
+        own = adapter is None or adapter == next(iter(champion.model.adapters), None)
+        if challenger is None or not own:
+            return GenerationCall(self, None, options, champion)
+        theirs = options | {"generator": challenger.model, "adapter": challenger.adapter}
+        arm, _ = self.arm(http, rec.key_id, champion)
+        rec.request["arm"] = arm
+        if arm == "canary":
+            rec.model, rec.version, rec.adapter = challenger.name, challenger.version, challenger.adapter
+            return GenerationCall(self, arm, theirs, champion, fallback=options, challenger=challenger)
+        return GenerationCall(self, arm, options, champion, shadow=theirs if self.state.mode == "shadow" else None, challenger=challenger)
 
     def push_gauges(self, metrics) -> None:
         """Per-arm live tallies as gauges on ``/metrics`` (since the server started)."""
@@ -282,6 +377,67 @@ class Deployment:
         c = self.challenger
         return DeploymentInfo(**self.state.model_dump(), challenger_name=c.name if c else None, challenger_version=c.version if c else None,
                               error=self.error, counts=dict(self.counts))
+
+
+class GenerationCall:
+    """One generation request under a deployment (``arm`` None: no deployment applies to it)."""
+
+    def __init__(self, deployment: Deployment, arm: str | None, options: dict, champion: LoadedModel, fallback: dict | None = None,
+                 shadow: dict | None = None, challenger: Challenger | None = None):
+        self.deployment, self.arm, self.options, self.champion = deployment, arm, options, champion
+        self._fallback, self._shadow, self.challenger = fallback, shadow, challenger
+        self.started = time.perf_counter()
+
+    @property
+    def generator(self):
+        return self.options["generator"]
+
+    async def generate(self, runtime, prompts: list[list[int]]) -> list:
+        """The answers to ``prompts``; a failing canary's caller is answered by the champion (counted, logged)."""
+        try:
+            answers = await runtime.generate(prompts, self.options)
+        except Exception:
+            if self.arm != "canary":
+                raise
+            logger.exception("canary %s v%s failed; the champion answers", self.challenger.name, self.challenger.version)
+            self.deployment.counts["canary_failed"] += 1
+            self.arm, self.options = "champion", self._fallback
+            answers = await runtime.generate(prompts, self.options)
+        return answers
+
+    def done(self, runtime, rec, route: str, prompts: list[list[int]], context: str | None = None) -> None:
+        """The answer has been made: count it for its arm and, in shadow mode, answer a copy with the challenger in the background."""
+        if self.arm is None:
+            return
+        if rec.request.get("arm") != self.arm:  # the canary failed over to the champion
+            rec.request["arm"] = self.arm
+            rec.model, rec.version, rec.adapter = self.champion.name, self.champion.version, self.options.get("adapter")
+        self.deployment.observe(self.arm, (time.perf_counter() - self.started) * 1000)
+        dep, options, challenger = self.deployment, self._shadow, self.challenger
+        if options is None or runtime.log is None:
+            return
+        if len(dep._tasks) >= MAX_SHADOW_TASKS:
+            dep.counts["shadow_skipped"] += 1
+            return
+
+        async def answer() -> tuple[list, dict]:
+            answers = await runtime.generate(prompts, options)
+            checked = [await run_in_threadpool(runtime.guardrails.check_output, a.text, context) for a in answers]
+            flags = [f.to_json() for f in rec.flags if f.where == "input"] + [f.to_json() for _, fs in checked for f in fs]
+            return ([{"text": a.text, "finish_reason": a.finish_reason} for a in answers],
+                    {"adapter": challenger.adapter, "flags": flags, "prompt_tokens": sum(a.prompt_tokens for a in answers),
+                     "completion_tokens": sum(a.completion_tokens for a in answers)})
+
+        dep._spawn(dep._shadow(runtime, rec, route, challenger, answer))
+
+    async def stream(self, chunks: AsyncIterator[dict], runtime, rec, route: str, prompts: list[list[int]],
+                     context: str | None = None) -> AsyncIterator[dict]:
+        """``chunks`` passed through; once the stream has ended (and logged itself) the shadow copy starts.
+        A client that hangs up midway gets no shadow (there is no whole answer to compare with)."""
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+        self.done(runtime, rec, route, prompts, context)
 
 
 class DeploymentInfo(DeploymentState):
@@ -342,9 +498,24 @@ def _check_compatible(champion: LoadedModel, challenger: LoadedModel) -> None:
     if challenger.expects_pairs != champion.expects_pairs:
         raise ModelError(f"{challenger.source} {'reads' if challenger.expects_pairs else 'does not read'} sentence pairs; the champion "
                          f"{'does' if champion.expects_pairs else 'does not'}")
-    if task_kinds.kind(champion.task).causal:
-        raise ModelError("shadow and canary modes serve classification and regression models; generation models are not supported yet")
+    if task_kinds.kind(champion.task).causal and challenger.model is not champion.model:
+        ours, theirs = champion.model, challenger.model  # the prompt is encoded once, with the champion's tokenizer and template
+        if theirs.base_model != ours.base_model or theirs.template.source != ours.template.source:
+            raise ModelError(f"{challenger.source} is built on {theirs.base_model!r} with the {theirs.template.name} template; the champion "
+                             f"{champion.name} on {ours.base_model!r} with {ours.template.name}: a prompt would be encoded for the wrong model")
     if (challenger.name, challenger.version) == (champion.name, champion.version) and challenger.version is not None:
         raise ModelError(f"{challenger.source} is the champion itself ({champion.name} v{champion.version}); name another version")
     if getattr(challenger.model.info, "tasks", None) != getattr(champion.model.info, "tasks", None):
         raise ModelError(f"{challenger.source} has other tasks than the champion {champion.name}")
+
+
+def _unload(challenger: Challenger | None) -> None:
+    """Free a challenger that no longer runs: its adapter comes off the champion's base (a model of its own is left to the GC)."""
+    if challenger is None or not challenger.shared:
+        return
+    gen = challenger.model
+    if challenger.adapter in gen.adapters:
+        try:
+            gen.remove_adapter(challenger.adapter)
+        except (ModelError, KeyError, ValueError):
+            logger.exception("unloading the challenger adapter %s failed", challenger.adapter)

@@ -66,6 +66,10 @@ def _push_online(metrics, online: dict, model: dict) -> None:
         metrics.set_gauge("tunekit_arm_live_labelled", labelled.get("n", 0), "Feedback-labelled requests per arm (champion, challenger).", model | {"arm": arm})
         if _number(labelled.get("accuracy")):
             metrics.set_gauge("tunekit_arm_live_accuracy", labelled["accuracy"], "Live accuracy per arm on feedback-labelled requests.", model | {"arm": arm})
+    for g in online.get("graders") or []:
+        if _number(g.get("rate")):
+            metrics.set_gauge("tunekit_shadow_grader_pass_rate", g["rate"], "Pass rate of a monitor grader on the shadowed pairs (the challenger's "
+                              "answer graded against the champion's).", model | {"grader": str(g["name"])})
     slices = online.get("slices")
     if slices:
         metrics.set_gauge("tunekit_slice_alerts", len(slices["alerts"]), "Slices whose live accuracy is behind the others by more than slice_margin.", model)

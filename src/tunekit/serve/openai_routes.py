@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from tunekit import task_kinds
 from tunekit.errors import DataError, TunekitError
 from tunekit.models.causal import Generation, Generator
+from tunekit.serve.deployment import CHALLENGER_ADAPTER, GenerationCall
 from tunekit.serve.handlers import error_body
 from tunekit.serve.inputs import RequestError, check_strings, describe_value, type_name
 from tunekit.serve.loading import LoadedModel, ModelSlot
@@ -102,10 +103,11 @@ class Served(Protocol):
 
 
 class SingleModel:
-    """The one model of ``tunekit serve --model``: its name, or a PEFT model's base id and adapter names."""
+    """The one model of ``tunekit serve --model``: its name, or a PEFT model's base id and adapter names;
+    ``deployment`` (``serve.deployment``) runs a shadow or canary challenger beside it."""
 
-    def __init__(self, slot: ModelSlot):
-        self.slot = slot
+    def __init__(self, slot: ModelSlot, deployment=None):
+        self.slot, self.deployment = slot, deployment
 
     def pick(self, model: str, http: Request) -> LoadedModel:
         return self.slot.require()
@@ -139,14 +141,16 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
         _input_limit([prompt], settings.max_input_tokens, "messages")
         requested, param = (request.max_completion_tokens, "max_completion_tokens") if request.max_completion_tokens else (request.max_tokens, "max_tokens")
         budget = _max_tokens(gen, [prompt], requested, param, "messages", settings.max_new_tokens, settings.max_new_tokens)
-        options = _options(request, gen, adapter, budget)
+        call = _deployed(served, http, rec, loaded, adapter, _options(request, gen, adapter, budget))  # champion, canary or shadowed
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
             rec.deferred = True
-            return _EventStream(_logged(_chat_chunks(gen, prompt, options, head, usage), runtime, rec, http, request.context, loaded.name))
-        [answer] = await runtime.generate([prompt], options)
+            chunks = _logged(_chat_chunks(call.generator, prompt, call.options, head, usage), runtime, rec, http, request.context, loaded.name)
+            return _EventStream(call.stream(chunks, runtime, rec, http.url.path, [prompt], request.context))
+        [answer] = await call.generate(runtime, [prompt])
         text = await runtime.check_output(http, answer.text, request.context)
         _finish(runtime, rec, loaded.name, [answer], [text])
+        call.done(runtime, rec, http.url.path, [prompt], request.context)
         choice = ChatChoice(index=0, message=AssistantMessage(content=text), finish_reason=answer.finish_reason)
         return ChatCompletion(**head, choices=[choice], usage=_usage([answer]), flags=[f.to_json() for f in rec.flags])
 
@@ -162,14 +166,16 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
         prompts = await run_in_threadpool(lambda: [gen.encode_text(text) for text in texts])
         _input_limit(prompts, settings.max_input_tokens, "prompt")
         budget = _max_tokens(gen, prompts, request.max_tokens, "max_tokens", "prompt", settings.max_new_tokens, COMPLETIONS_MAX_TOKENS)
-        options = _options(request, gen, adapter, budget)
+        call = _deployed(served, http, rec, loaded, adapter, _options(request, gen, adapter, budget))  # champion, canary or shadowed
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
             rec.deferred = True
-            return _EventStream(_logged(_completion_chunks(gen, prompts, options, head, usage), runtime, rec, http, request.context, loaded.name))
-        answers = await runtime.generate(prompts, options)
+            chunks = _logged(_completion_chunks(call.generator, prompts, call.options, head, usage), runtime, rec, http, request.context, loaded.name)
+            return _EventStream(call.stream(chunks, runtime, rec, http.url.path, prompts, request.context))
+        answers = await call.generate(runtime, prompts)
         outputs = [await runtime.check_output(http, a.text, request.context) for a in answers]
         _finish(runtime, rec, loaded.name, answers, outputs)
+        call.done(runtime, rec, http.url.path, prompts, request.context)
         choices = [CompletionChoice(index=i, text=t, finish_reason=a.finish_reason) for i, (a, t) in enumerate(zip(answers, outputs))]
         return Completion(**head, choices=choices, usage=_usage(answers), flags=[f.to_json() for f in rec.flags])
 
@@ -178,8 +184,8 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
 
 def served_models(loaded: LoadedModel) -> list[str]:
     """What a request's ``model`` may name: a PEFT model's base id and adapter names, else the model's name."""
-    if task_kinds.kind(loaded.task).causal and loaded.model.adapters:
-        return [loaded.model.base_model, *loaded.model.adapters]
+    if task_kinds.kind(loaded.task).causal and loaded.model.adapters:  # a deployment's challenger adapter is not for clients to name
+        return [loaded.model.base_model, *(a for a in loaded.model.adapters if not a.startswith(CHALLENGER_ADAPTER))]
     return [loaded.name]
 
 
@@ -196,6 +202,14 @@ def _target(loaded: LoadedModel, requested: str, route: str) -> tuple[Generator,
         raise RequestError(f"model: {requested!r} is not served here; use one of: {', '.join(repr(n) for n in names)} (GET /v1/models lists them)",
                            "model_not_found", "model", 404)
     return loaded.model, (requested if loaded.model.adapters else None)
+
+
+def _deployed(served: Served, http: Request, rec: Record, loaded: LoadedModel, adapter: str | None, options: dict) -> GenerationCall:
+    """Which arm answers (``serve.deployment``): the champion's ``options``, or a canary's; a plain call without a deployment."""
+    deployment = getattr(served, "deployment", None)
+    if deployment is None:
+        return GenerationCall(None, None, options, loaded)
+    return deployment.generation(http, rec, loaded, adapter, options)
 
 
 def _check(request: ChatCompletionRequest | CompletionRequest, refused: Refusals, route: str, warned: set[str]) -> None:
