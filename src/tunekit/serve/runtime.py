@@ -79,7 +79,8 @@ class Runtime:
         """Create the micro-batchers (they need the running event loop) and say how auth stands."""
         s = self.settings
         for kind, fn in (("classify", classify_fn), ("generate", generate_fn)):
-            batcher = MicroBatcher(fn, s.batch_size, s.max_wait_ms, kind, on_batch=lambda n, k=kind: self.metrics.observe_batch(k, n))
+            batcher = MicroBatcher(fn, s.batch_size, s.max_wait_ms, kind, on_batch=lambda n, k=kind: self.metrics.observe_batch(k, n),
+                                   concurrency=s.forward_concurrency if kind == "classify" else 1)
             batcher.start()
             self.metrics.watch_queue_depth(kind, lambda b=batcher: b.queue_depth)
             self.batchers[kind] = batcher
