@@ -42,6 +42,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -118,8 +119,6 @@ def raw_throughput(args) -> None:
     from tunekit.serve import ServeSettings
     from tunekit.serve.app import forward_rows
     from tunekit.serve.loading import default_loader
-
-    import threading
 
     settings = ServeSettings(model=str(args.model), auth=False, runtime=args.raw, concurrent_batches=args.concurrent_batches)
     loaded = default_loader(settings)
