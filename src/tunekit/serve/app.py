@@ -31,7 +31,7 @@ from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback
 from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
 from tunekit.serve.loading import LoadedModel, Loader, ModelSlot, default_loader
-from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware, record
+from tunekit.serve.runtime import BodyLimit, Observe, Runtime, record
 from tunekit.serve.schemas import (
     AdapterList,
     AdapterLoad,
@@ -85,7 +85,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     inference, admin = runtime.require("inference"), runtime.require("admin")
     deployment_mod.install(app, deployment, slot, runtime, admin)
     openai_routes.install(app, openai_routes.SingleModel(slot), settings, runtime, [inference])
-    app.middleware("http")(observe_middleware(runtime))
+    app.add_middleware(Observe, runtime=runtime)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
