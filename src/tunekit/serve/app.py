@@ -2,9 +2,9 @@
 
 The model loads in a background thread started by the lifespan, so the process answers at once:
 ``/healthz`` is always 200, ``/readyz`` is 503 until the model is loaded (or with the load error),
-then 200. For a classification model, ``POST /v1/classify`` validates the inputs, runs one forward
-pass at a time in a worker thread (the event loop keeps answering), and returns one prediction per
-input in input order. A generation model is served OpenAI-compatibly (``POST /v1/chat/completions``,
+then 200. For a classification model, ``POST /v1/classify`` validates the inputs, runs the forward
+pass in a worker thread (the event loop keeps answering; one pass at a time, or ``concurrent_batches``
+of them: two by default on the ONNX runtime), and returns one prediction per input in input order. A generation model is served OpenAI-compatibly (``POST /v1/chat/completions``,
 ``POST /v1/completions``, ``GET /v1/models``: see ``openai_routes``). A route for the other kind
 of model answers 400 (``wrong_task``).
 """
