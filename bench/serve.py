@@ -11,7 +11,9 @@ keep-alive connection each) send one text per request in a loop, texts from bank
 Per runtime (`--runtimes torch,onnx`):
 - `raw_rows_per_second`: the limit. In a process of its own with the same threads, the model loaded
   as the server loads it answers full micro-batches of `--batch-size` test texts through the very
-  function the server's micro-batcher calls (`serve.app.forward_rows`), back to back, no HTTP.
+  function the server's micro-batcher calls (`serve.app.forward_rows`), back to back, no HTTP, from as
+  many threads as the server runs micro-batches at once (`concurrent_batches`: 1 for torch, 2 for
+  ONNX unless `--concurrent-batches` says otherwise).
 - for 1, 8 and 32 concurrent clients: requests/s, p50 and p99 latency (ms) and failures of each
   server, tunekit's mean micro-batch size (from `/metrics`), and the ratios tunekit / naive and
   tunekit / raw (one text per request, so requests/s are rows/s).
@@ -23,7 +25,7 @@ With `--long S`, a soak of S seconds at 32 clients on tunekit (first runtime), c
 Prints one JSON line: the figures, then `ratios` (per runtime and client count, tunekit against the
 naive endpoint and against the raw figure; ONNX against PyTorch).
 
-    .venv/bin/python bench/serve.py [--seconds 10] [--threads 2] [--runtimes torch,onnx] [--model DIR] [--long 60 [--no-compare]]
+    .venv/bin/python bench/serve.py [--seconds 10] [--threads 2] [--runtimes torch,onnx] [--concurrent-batches N] [--model DIR] [--long 60 [--no-compare]]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,21 +120,33 @@ def raw_throughput(args) -> None:
     from tunekit.serve.app import forward_rows
     from tunekit.serve.loading import default_loader
 
-    loaded = default_loader(ServeSettings(model=str(args.model), auth=False, runtime=args.raw))
+    settings = ServeSettings(model=str(args.model), auth=False, runtime=args.raw, concurrent_batches=args.concurrent_batches)
+    loaded = default_loader(settings)
     texts = test_texts()
     batches = [[(t, None) for t in texts[i:i + args.batch_size]] for i in range(0, len(texts) - args.batch_size + 1, args.batch_size)]
     for batch in batches[:3]:  # warm-up
         forward_rows(loaded, batch, args.batch_size)
-    rows, started, i = 0, time.perf_counter(), 3
-    while time.perf_counter() - started < args.seconds:
-        forward_rows(loaded, batches[i % len(batches)], args.batch_size)
-        rows, i = rows + args.batch_size, i + 1
-    print(json.dumps({"rows_per_second": round(rows / (time.perf_counter() - started), 1), "rows": rows}))
+    streams = settings.forward_concurrency  # as many passes at once as the server runs
+    counts, started = [0] * streams, time.perf_counter()
+
+    def stream(k: int) -> None:
+        i = 3 + k
+        while time.perf_counter() - started < args.seconds:
+            forward_rows(loaded, batches[i % len(batches)], args.batch_size)
+            counts[k], i = counts[k] + args.batch_size, i + streams
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = sum(counts)
+    print(json.dumps({"rows_per_second": round(rows / (time.perf_counter() - started), 1), "rows": rows, "streams": streams}))
 
 
 def measure_raw(args, runtime: str) -> dict:
     cmd = [sys.executable, __file__, "--raw", runtime, "--model", str(args.model), "--threads", str(args.threads),
-           "--batch-size", str(args.batch_size), "--seconds", str(args.seconds)]
+           "--batch-size", str(args.batch_size), "--seconds", str(args.seconds)] + concurrency_args(args)
     done = subprocess.run(cmd, env=child_env(args.threads), capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"raw throughput ({runtime}) failed:\n{done.stderr[-3000:]}")
@@ -146,7 +161,12 @@ def run_tunekit_server(args) -> None:
     from tunekit.serve.app import serve
 
     serve(ServeSettings(model=str(args.model), host="127.0.0.1", port=args.port, auth=False, workspace=args.workspace,
-                        rate_limit_per_minute=0, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, runtime=args.runtime))
+                        rate_limit_per_minute=0, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
+                        concurrent_batches=args.concurrent_batches))
+
+
+def concurrency_args(args) -> list[str]:
+    return ["--concurrent-batches", str(args.concurrent_batches)] if args.concurrent_batches else []
 
 
 def run_naive_server(args) -> None:
@@ -199,7 +219,7 @@ class Server:
         env = child_env(args.threads)
         cmd = [sys.executable, __file__, "--server", side, "--model", str(args.model), "--port", str(self.port),
                "--workspace", str(workspace), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-               "--max-wait-ms", str(args.max_wait_ms), "--runtime", runtime]
+               "--max-wait-ms", str(args.max_wait_ms), "--runtime", runtime] + concurrency_args(args)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.output, stderr=subprocess.STDOUT)
 
     async def wait_ready(self, session, timeout: float = 120.0) -> None:
@@ -365,7 +385,7 @@ async def main_async(args) -> dict:
             if args.no_compare:
                 break
             raw = measure_raw(args, runtime)
-            figures, ratios[runtime] = {"raw_rows_per_second": raw["rows_per_second"]}, {}
+            figures, ratios[runtime] = {"raw_rows_per_second": raw["rows_per_second"], "concurrent_batches": raw["streams"]}, {}
             sides = {}
             for side in ("tunekit", "naive"):
                 Path(tmp, runtime, side).mkdir(parents=True)
@@ -406,6 +426,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each server")
     parser.add_argument("--batch-size", type=int, default=32, help="tunekit's batch_size")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="tunekit's max_wait_ms")
+    parser.add_argument("--concurrent-batches", type=int, help="tunekit's concurrent_batches (default: the runtime's own)")
     parser.add_argument("--long", type=float, default=0.0, help="also soak tunekit at 32 clients for this many seconds")
     parser.add_argument("--no-compare", action="store_true", help="skip the tunekit vs naive points (with --long: the soak only)")
     parser.add_argument("--runtimes", default="torch,onnx", help="comma-separated runtimes to measure: torch, onnx")

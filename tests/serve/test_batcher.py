@@ -203,3 +203,84 @@ def test_queue_depth_counts_waiting_rows():
         return depth
 
     assert asyncio.run(main()) == 4
+
+
+class Meeting(Recorder):
+    """A ``Recorder`` whose first ``meet`` batches each wait until all of them run at once (a barrier):
+    with fewer batches allowed to run together, the barrier breaks and those batches fail."""
+
+    def __init__(self, meet: int, timeout: float = 5.0):
+        super().__init__()
+        self.barrier = threading.Barrier(meet, timeout=timeout)
+        self.calls = 0
+
+    def __call__(self, items: list) -> list:
+        with self._lock:
+            self.calls += 1
+            first = self.calls <= self.barrier.parties
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            self.batches.append(list(items))
+            if first:
+                self.barrier.wait()  # BrokenBarrierError (the batch fails) unless the others run too
+            return [item * 2 for item in items]
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [2, 3])
+def test_up_to_concurrency_batches_run_at_once_and_each_caller_gets_its_own_answer(concurrency):
+    fn = Meeting(concurrency)
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch_size=4, max_wait_ms=0, name="t", concurrency=concurrency)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit_many([i, i + 1000]) for i in range(24)), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(main()) == [[i * 2, (i + 1000) * 2] for i in range(24)]  # in order; none failed at the barrier
+    assert fn.max_running == concurrency  # the first batches met at the barrier, and never more than the limit
+    assert len(fn.batches) >= 12 and all(len(b) <= 4 for b in fn.batches)
+
+
+def test_one_batch_at_a_time_by_default_so_batches_that_must_meet_fail():
+    fn = Meeting(2, timeout=0.5)
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch_size=4, max_wait_ms=0, name="t")
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit_many([i, i + 1000]) for i in range(8)), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert fn.max_running == 1
+    assert any(isinstance(r, threading.BrokenBarrierError) for r in results)  # the first batch waited alone, in vain
+    assert [r for r in results if not isinstance(r, Exception)] == [[i * 2, (i + 1000) * 2] for i in range(8)
+                                                                    if not isinstance(results[i], Exception)]
+
+
+def test_stop_waits_for_every_batch_in_flight():
+    release = threading.Event()
+    fn = Recorder()
+
+    def gated(items):
+        assert release.wait(5)
+        return fn(items)
+
+    async def main():
+        batcher = MicroBatcher(gated, max_batch_size=2, max_wait_ms=0, name="t", concurrency=3)
+        batcher.start()
+        tasks = [asyncio.ensure_future(batcher.submit_many([i, i])) for i in range(5)]
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # three batches hold the worker; two wait
+        release.set()
+        await stopping
+        return [t.result() for t in tasks]
+
+    assert asyncio.run(main()) == [[i * 2, i * 2] for i in range(5)]

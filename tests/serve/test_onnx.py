@@ -137,3 +137,31 @@ def test_an_export_outside_the_tolerance_is_refused_and_nothing_is_kept(exported
         exporting.export_onnx(copy, exporting.OnnxExportSettings(**tolerance))
     assert "Nothing was kept" in str(refused.value)
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in model_dir.iterdir() if p.name != onnx.EXPORT_DIR)
+
+
+def test_onnx_passes_take_rows_of_like_length_and_each_row_gets_its_own_answer(exported, monkeypatch):
+    from tunekit.serve.app import forward_rows
+    from tunekit.serve.loading import default_loader, onnx_threads
+
+    model_dir, _ = exported
+    settings = local_settings(model=str(model_dir), runtime="onnx")
+    loaded = default_loader(settings)
+    session = loaded.model.model.session
+    assert session.get_session_options().intra_op_num_threads == onnx_threads(settings)  # the threads shared by the concurrent passes
+    texts = TEXTS * 3 + ["a much longer text about a card that never arrived in the post, not even after two weeks", "ok"]
+    rows = [(t, None) for t in texts]
+    served = np.array(forward_rows(loaded, rows, 32))
+    alone = np.concatenate([loaded.model.predict_proba([t]) for t in texts])  # each row on its own: no padding at all
+    assert served.shape == alone.shape
+    assert np.abs(served - alone).max() <= onnx.read_export(onnx.export_dir(model_dir)).parity.max_output_diff_allowed
+
+    passes = []
+
+    def spy(batch, pairs=None, batch_size=64):  # answers each row with its length: the answers must come back in input order
+        passes.append(batch)
+        return np.array([[len(t)] for t in batch])
+
+    monkeypatch.setattr(loaded.model, "predict_proba", spy)
+    assert [row[0] for row in forward_rows(loaded, rows, 32)] == [len(t) for t in texts]
+    assert sorted(t for p in passes for t in p) == sorted(texts) and len(passes) >= 3
+    assert all(len(p) <= 8 and max(map(len, p)) <= min(map(len, p)) * 1.25 + 8 for p in passes)  # little padding in any pass

@@ -2,9 +2,9 @@
 
 The model loads in a background thread started by the lifespan, so the process answers at once:
 ``/healthz`` is always 200, ``/readyz`` is 503 until the model is loaded (or with the load error),
-then 200. For a classification model, ``POST /v1/classify`` validates the inputs, runs one forward
-pass at a time in a worker thread (the event loop keeps answering), and returns one prediction per
-input in input order. A generation model is served OpenAI-compatibly (``POST /v1/chat/completions``,
+then 200. For a classification model, ``POST /v1/classify`` validates the inputs, runs the forward
+pass in a worker thread (the event loop keeps answering; one pass at a time, or ``concurrent_batches``
+of them: two by default on the ONNX runtime), and returns one prediction per input in input order. A generation model is served OpenAI-compatibly (``POST /v1/chat/completions``,
 ``POST /v1/completions``, ``GET /v1/models``: see ``openai_routes``). A route for the other kind
 of model answers 400 (``wrong_task``).
 """
@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunekit import task_kinds
 from tunekit.errors import ConfigError, DataError, ModelError
+from tunekit.models.onnx import OnnxSequenceClassifier
 from tunekit.serve.gauges import push_latest
 from tunekit.data.multitask import SEP, label_name, tasks_of
 from tunekit.serve import deployment as deployment_mod
@@ -30,7 +31,7 @@ from tunekit.serve import handlers, openai_routes
 from tunekit.serve.feedback import check_feedback
 from tunekit.serve.inputs import RequestError, check_strings, parse_inputs
 from tunekit.serve.loading import LoadedModel, Loader, ModelSlot, default_loader
-from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware, record
+from tunekit.serve.runtime import BodyLimit, Observe, Runtime, record
 from tunekit.serve.schemas import (
     AdapterList,
     AdapterLoad,
@@ -85,7 +86,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     deployment_mod.install(app, deployment, slot, runtime, admin)
     deployment.slot = slot
     openai_routes.install(app, openai_routes.SingleModel(slot, deployment), settings, runtime, [inference])
-    app.middleware("http")(observe_middleware(runtime))
+    app.add_middleware(Observe, runtime=runtime)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process is up")
@@ -242,6 +243,7 @@ def _margin(prediction: Prediction) -> float:
 
 
 FORWARD_ROWS = 8  # on CPU, 8-row chunks of a length-sorted micro-batch pad far less than one 32-row pass (bench/serve.py)
+LENGTH_SLACK, LENGTH_SLACK_CHARS = 1.25, 8  # ONNX: a pass's longest row is at most 1.25x its shortest plus 8 characters
 ROUTES = {"classification": "send its requests to POST /v1/classify", "regression": "send its requests to POST /v1/predict",
           "generation": "send its requests to POST /v1/chat/completions or POST /v1/completions (OpenAI's API)"}
 
@@ -249,7 +251,7 @@ ROUTES = {"classification": "send its requests to POST /v1/classify", "regressio
 def _classify_batch(slot: ModelSlot, rows: list[tuple[str, str | None]]) -> list:
     """One forward pass over the rows of every request in the micro-batch: class probabilities, or values for regression."""
     loaded = slot.require()
-    with slot.lock:  # one forward pass at a time: concurrent passes only fight over the same cores
+    with slot.lock:  # `forward_concurrency` passes at a time (torch: one; more would only fight over the same cores)
         return forward_rows(loaded, rows, slot.batch_size)
 
 
@@ -258,11 +260,34 @@ def forward_rows(loaded: LoadedModel, rows: list[tuple[str, str | None]], batch_
     also the model's own throughput with no HTTP in front of it (``bench/serve.py``)."""
     texts = [t for t, _ in rows]
     pairs = [p for _, p in rows] if rows and rows[0][1] is not None else None
+    run = loaded.model.predict if task_kinds.kind(loaded.task).numeric else loaded.model.predict_proba
+    if isinstance(loaded.model.model, OnnxSequenceClassifier):
+        # ONNX Runtime's int8 passes cost about the same per token whatever the batch, so padding is the
+        # waste to avoid: each pass takes rows of about the same length (`length_groups`)
+        out: list = [None] * len(rows)
+        for group in length_groups([len(t) + len(p or "") for t, p in rows], FORWARD_ROWS):
+            answers = run([texts[i] for i in group], [pairs[i] for i in group] if pairs else None, len(group))
+            for i, answer in zip(group, answers):
+                out[i] = answer
+        return out
     # rows are sorted by length and run in chunks of FORWARD_ROWS, each padded only to its own longest row
     chunk = FORWARD_ROWS if loaded.model.device.type == "cpu" else batch_size
-    if task_kinds.kind(loaded.task).numeric:
-        return list(loaded.model.predict(texts, pairs, chunk))
-    return list(loaded.model.predict_proba(texts, pairs, chunk))
+    return list(run(texts, pairs, chunk))
+
+
+def length_groups(lengths: list[int], max_rows: int, slack: float = LENGTH_SLACK) -> list[list[int]]:
+    """Indices of ``lengths`` (characters per row), shortest first, in groups of at most ``max_rows``
+    whose longest row is at most ``slack`` times the shortest (plus a few characters): padded to its
+    longest row, such a group wastes little."""
+    groups: list[list[int]] = []
+    first = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and len(groups[-1]) < max_rows and lengths[i] <= first * slack + LENGTH_SLACK_CHARS:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+            first = lengths[i]
+    return groups
 
 
 def generate_batch(items: list[tuple[list[int], dict]]):

@@ -1,15 +1,17 @@
 """Dynamic micro-batching: concurrent requests share one forward pass.
 
-    batcher = MicroBatcher(model_fn, max_batch_size=32, max_wait_ms=5, name="classify", on_batch=...)
+    batcher = MicroBatcher(model_fn, max_batch_size=32, max_wait_ms=5, name="classify", on_batch=..., concurrency=1)
     batcher.start()                              # in the server's event loop (the lifespan)
     probs = await batcher.submit_many(rows)      # one request's rows, kept together
     await batcher.stop()                         # on shutdown: runs everything still queued
 
-One worker task collects queued items into a batch and calls ``fn(batch)`` in a worker thread,
-exactly one batch at a time (concurrent passes would only fight over the same cores), so the event
-loop keeps answering while the model runs. A batch closes when it holds ``max_batch_size`` rows or
-``max_wait_ms`` after its first item was queued, whichever comes first; while one batch runs the
-next fills, so under load batches are full and no item waits longer than the batch ahead of it.
+One worker task collects queued items into a batch and calls ``fn(batch)`` in a worker thread, so
+the event loop keeps answering while the model runs; at most ``concurrency`` batches run at once
+(default 1: for a model whose one forward pass already uses every core, concurrent passes would only
+fight over them; a runtime whose passes use one core each, like ONNX Runtime's int8 graphs, runs
+several). A batch closes when it holds ``max_batch_size`` rows or ``max_wait_ms`` after its first item
+was queued, whichever comes first; while batches run the next fills, so under load batches are full
+and no item waits longer than the batches ahead of it.
 
 Items carry a ``key`` (default ``None``); only items with the same key share a batch, so
 generation requests group by compatible decoding settings. Each caller gets its own result, or
@@ -52,16 +54,21 @@ class MicroBatcher(Generic[T, R]):
     """Batches items from concurrent callers for ``fn``, which maps a list of items to a list of results.
 
     ``fn`` must return exactly one result per item, in order. ``on_batch(size)`` is called with the
-    rows of each batch before it runs (e.g. ``ServerMetrics.observe_batch``).
+    rows of each batch before it runs (e.g. ``ServerMetrics.observe_batch``). ``concurrency``: how many
+    batches may run at once, each in its own worker thread (``fn`` must then be safe to call so).
     """
 
     def __init__(self, fn: Callable[[list[T]], list[R]], max_batch_size: int, max_wait_ms: float, name: str,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, concurrency: int = 1):
         if max_batch_size < 1:
             raise ValueError(f"batcher {name!r}: max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"batcher {name!r}: max_wait_ms must be >= 0, got {max_wait_ms}")
+        if concurrency < 1:
+            raise ValueError(f"batcher {name!r}: concurrency must be >= 1, got {concurrency}")
         self.fn, self.max_batch_size, self.max_wait, self.name, self.on_batch = fn, max_batch_size, max_wait_ms / 1000, name, on_batch
+        self.concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()  # batches in flight, at most ``concurrency``
         self._queues: dict[Hashable, deque[_Entry]] = {}  # key -> entries in arrival order
         self._depth = 0  # rows queued and not yet in a batch; a plain int, so other threads (a scrape) can read it
         self._wake: asyncio.Event | None = None
@@ -115,12 +122,19 @@ class MicroBatcher(Generic[T, R]):
         return await entry.future  # cancelling the caller cancels the future; the worker skips it
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                self._running = {t for t in self._running if not t.done()}
+                if len(self._running) >= self.concurrency:  # every slot busy: wait for a batch to end
+                    await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 batch = await self._next_batch()
                 if batch is None:
-                    return
-                await self._run(batch)
+                    break
+                self._running.add(loop.create_task(self._run(batch), name=f"tunekit-batch-{self.name}"))
+            if self._running:  # stopping: the batches in flight answer their callers before the worker ends
+                await asyncio.wait(self._running)
         finally:  # empty unless the task was cancelled (the loop is closing): no caller may wait forever
             for q in self._queues.values():
                 _fail(q, RuntimeError(f"batcher {self.name!r} was cancelled before this item ran"))
@@ -181,6 +195,8 @@ class MicroBatcher(Generic[T, R]):
             await self._run_batch(batch)
         finally:
             self._busy_until = asyncio.get_running_loop().time()
+            if self._wake is not None:  # a slot is free: what queued meanwhile may go now
+                self._wake.set()
 
     async def _run_batch(self, batch: list[_Entry]) -> None:
         items = [item for entry in batch for item in entry.items]

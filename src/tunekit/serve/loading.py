@@ -61,9 +61,17 @@ Loader = Callable[[ServeSettings], LoadedModel]
 def default_loader(settings: ServeSettings) -> LoadedModel:
     """Load ``settings.model``: a model directory if the path exists, else a registry reference."""
     path, name, version = resolve_model(settings)
-    model = _load(path, settings.device) if settings.runtime == "torch" else load_onnx(path, model_ref=settings.model)
+    model = _load(path, settings.device) if settings.runtime == "torch" else load_onnx(path, model_ref=settings.model, threads=onnx_threads(settings))
     return LoadedModel(model=model, name=name or model.info.name, version=version,
                        source=str(path) if version is None else settings.model)
+
+
+def onnx_threads(settings: ServeSettings) -> int:
+    """Intra-op threads of the served ONNX session: the process's threads (torch's) shared by the passes
+    that may run at once (``forward_concurrency``), so concurrent batches do not oversubscribe the cores."""
+    import torch
+
+    return max(1, torch.get_num_threads() // settings.forward_concurrency)
 
 
 def resolve_model(settings: ServeSettings) -> tuple[Path, str | None, str | None]:
@@ -103,7 +111,9 @@ class ModelSlot:
         self._loader = loader
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
-        self.lock = threading.Lock()  # one classifier forward pass at a time (a Generator has its own lock)
+        # classifier forward passes at once: one for torch (a pass uses every thread), `forward_concurrency`
+        # for onnx (each session run has its share of the threads); a Generator has its own lock
+        self.lock = threading.BoundedSemaphore(settings.forward_concurrency)
 
     @property
     def source(self) -> str:

@@ -36,6 +36,7 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, description="A request still waiting for the model after this many seconds is answered with 504.")
     batch_size: int = Field(32, ge=1, description="Most rows in one forward pass: concurrent requests are micro-batched up to this.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a request that arrives while the model is idle waits for others to join its micro-batch; requests that arrive while a batch runs go into the next one as soon as it ends.")
+    concurrent_batches: int | None = Field(None, ge=1, le=64, description="Classification and regression: micro-batches that may run at once, each in its own thread. Default: 1 for runtime `torch` (one forward pass already uses every thread); 2 for runtime `onnx`, each ONNX Runtime pass then getting half the threads (an int8 pass over a few rows uses more than one core poorly, so two at once answer more).")
     reload_interval_s: float = Field(30.0, ge=0, description="For an alias reference (`NAME@champion`): how often to check the registry and swap in a newly promoted version without a restart; 0 never checks (`POST /v1/reload` still does).")
     deployment_poll_s: float = Field(2.0, ge=0, description="How often to look at `WORKSPACE/deployment.json` (written by `tunekit deploy` and `tunekit monitor --decide`) and switch a shadow or canary challenger without a restart; 0 never looks (`PUT /v1/deployment` still switches).")
     log_requests: bool = Field(True, description="Log every request and response (PII-redacted unless `guardrails.redact_logs` is false) to `serving.db`.")
@@ -57,6 +58,11 @@ class ServeSettings(BaseModel):
         if self.runtime == "onnx" and self.backend == "vllm":
             raise ValueError("runtime `onnx` serves encoder classifiers and regressors; backend `vllm` serves generation models: choose one")
         return self
+
+    @property
+    def forward_concurrency(self) -> int:
+        """``concurrent_batches``, or its default for the runtime (1 for torch, 2 for onnx)."""
+        return self.concurrent_batches or (2 if self.runtime == "onnx" else 1)
 
     @property
     def workspace_dir(self) -> Path:

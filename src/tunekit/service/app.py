@@ -23,7 +23,7 @@ from tunekit.artifacts import Workspace
 from tunekit.errors import RequestError
 from tunekit.serve import handlers, openai_routes
 from tunekit.serve.app import generate_batch, serve
-from tunekit.serve.runtime import BodyLimit, Runtime, observe_middleware
+from tunekit.serve.runtime import BodyLimit, Observe, Runtime
 from tunekit.serve.schemas import Health
 from tunekit.serve.settings import ServeSettings
 from tunekit.service import evals, files, jobs_api
@@ -66,7 +66,7 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
     app.include_router(evals.router(evals.EvalStore(workspace.service_db), runtime.require, store.content, _completer(pool),
                                     allow_python=settings.allow_python_graders))
     install_console(app, settings, runtime)  # the web console at /ui, a client of the routes above
-    app.middleware("http")(observe_middleware(runtime))
+    app.add_middleware(Observe, runtime=runtime)
     # uploads stream to the files route (which counts what it reads); every other body is capped as for one model
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
                        streamed={"/v1/files": settings.max_file_bytes + 65536, "/ui/api/v1/files": settings.max_file_bytes + 65536})
