@@ -8,8 +8,9 @@ true`` as server-sent events (``data: {chunk}`` per piece, then ``data: [DONE]``
 ``model`` may name: for a PEFT model the base model id (the untouched base) and each adapter name,
 for a full checkpoint the model's name.
 
-Generation runs in worker threads, one at a time per model (``Generator.lock``), so the event loop
-keeps answering; a stream whose client hangs up stops generating at the next token.
+Generation runs in each model's decoding scheduler (``tunekit.models.decoding``), off the event
+loop: concurrent requests, streamed or not, share every decoding step; a stream whose client hangs
+up, or a request that times out, is dropped at the next step.
 
 Status codes, all with OpenAI's error body:
 - 400: a well-formed request this model cannot fit: ``max_tokens`` above the server's
