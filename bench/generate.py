@@ -8,8 +8,8 @@ arrive at once and are answered greedily with up to `--max-new-tokens` tokens ea
   user writes): the requests run one after the other, each a single-row `generate` with its KV cache.
 - `tunekit_scheduler`: `Generator.decoder` (``tunekit.models.decoding``), the server's path: the
   requests share every decoding step in one batched forward pass.
-- `ctranslate2_int8` (if `import ctranslate2` works): SmolLM2 converted once to a CTranslate2 folder
-  with int8 weights, the same prompt ids, one `generate_batch` call over all requests (its own static
+- `ctranslate2_int8`, `ctranslate2_float32` (if `import ctranslate2` works): SmolLM2 converted once to
+  a CTranslate2 folder with int8 (or float32) weights, the same prompt ids, one `generate_batch` call over all requests (its own static
   batching; the time to first token comes from its per-step callback).
 
 Per path: aggregate generated tokens/s (all answers' tokens over the wall time from the common
@@ -17,7 +17,7 @@ arrival to the last answer), mean and p50 time to first token (from the common a
 greedy answers; `parity` counts answers identical token for token to the HF ones. Then `ratios`.
 `load` holds `uptime`'s load averages before and after (the machine's 2 cores are shared).
 
-    PYTHONPATH=src .venv/bin/python bench/generate.py [--streams 8] [--max-new-tokens 64] [--threads 2] [--no-ct2]
+    PYTHONPATH=src .venv/bin/python bench/generate.py [--streams 8] [--max-new-tokens 64] [--threads 2] [--ct2 int8,float32]
 """
 
 from __future__ import annotations
@@ -126,15 +126,16 @@ def tunekit_scheduler(gen, prompts: list[list[int]], max_new: int) -> tuple[dict
     return summary("tunekit_scheduler", answers, first, wall) | {"steps": gen.decoder.steps - steps}, answers
 
 
-def ctranslate2_int8(gen, prompts: list[list[int]], max_new: int, threads: int) -> tuple[dict, list[list[int]]]:
+def ctranslate2_path(gen, prompts: list[list[int]], max_new: int, threads: int, kind: str) -> tuple[dict, list[list[int]]]:
+    """CTranslate2's generator with ``kind`` weights (int8, float32), converted once into tunekit's cache."""
     import ctranslate2
 
     from tunekit.models import templates
 
-    folder = Path(os.environ.get("TUNEKIT_CACHE", Path.home() / ".cache" / "tunekit")) / "bench" / "smollm2-ct2-int8"
+    folder = Path(os.environ.get("TUNEKIT_CACHE", Path.home() / ".cache" / "tunekit")) / "bench" / f"smollm2-ct2-{kind}"
     if not (folder / "model.bin").is_file():
-        ctranslate2.converters.TransformersConverter(str(gen.path)).convert(str(folder), quantization="int8", force=True)
-    engine = ctranslate2.Generator(str(folder), device="cpu", compute_type="int8", intra_threads=threads)
+        ctranslate2.converters.TransformersConverter(str(gen.path)).convert(str(folder), quantization=kind, force=True)
+    engine = ctranslate2.Generator(str(folder), device="cpu", compute_type=kind, intra_threads=threads)
     stops = templates.stop_token_ids(gen.tokenizer)
     pieces = [gen.tokenizer.convert_ids_to_tokens(p) for p in prompts]
     engine.generate_batch(pieces[:1], max_length=4, sampling_topk=1, include_prompt_in_result=False)  # warm-up
@@ -148,7 +149,7 @@ def ctranslate2_int8(gen, prompts: list[list[int]], max_new: int, threads: int) 
                                     end_token=gen.tokenizer.convert_ids_to_tokens(stops), callback=on_step)
     wall = time.perf_counter() - start
     answers = [_until_stop(r.sequences_ids[0], stops) for r in results]
-    return summary("ctranslate2_int8", answers, first, wall), answers
+    return summary(f"ctranslate2_{kind}", answers, first, wall), answers
 
 
 def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
@@ -168,7 +169,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-ct2", action="store_true", help="skip CTranslate2 even when it is installed")
+    parser.add_argument("--ct2", default="int8,float32", help="CTranslate2 weight types to measure when it is installed ('' for none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     before = load()
@@ -179,13 +180,12 @@ def main() -> None:
     paths["hf"], hf = hf_one_at_a_time(gen, prompts, args.max_new_tokens)
     paths["tunekit"], ours = tunekit_scheduler(gen, prompts, args.max_new_tokens)
     paths["tunekit"]["parity"] = sum(a == b for a, b in zip(ours, hf))
-    try:
-        if args.no_ct2:
-            raise ImportError("--no-ct2")
-        paths["ct2"], ct2 = ctranslate2_int8(gen, prompts, args.max_new_tokens, args.threads)
-        paths["ct2"]["parity"] = sum(a == b for a, b in zip(ct2, hf))
-    except ImportError as exc:
-        paths["ct2"] = {"path": "ctranslate2_int8", "skipped": str(exc)}
+    for kind in filter(None, args.ct2.split(",")):
+        try:
+            paths[f"ct2_{kind}"], answers = ctranslate2_path(gen, prompts, args.max_new_tokens, args.threads, kind)
+            paths[f"ct2_{kind}"]["parity"] = sum(a == b for a, b in zip(answers, hf))
+        except ImportError as exc:
+            paths[f"ct2_{kind}"] = {"path": f"ctranslate2_{kind}", "skipped": str(exc)}
     ratios = {f"{k}/hf_tokens_per_s": round(v["tokens_per_s"] / paths["hf"]["tokens_per_s"], 2) for k, v in paths.items()
               if k != "hf" and "tokens_per_s" in v}
     print(json.dumps({"bench": "generate", "model": "bundled:smollm2", "streams": args.streams, "max_new_tokens": args.max_new_tokens,

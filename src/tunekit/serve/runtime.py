@@ -131,6 +131,13 @@ class Runtime:
     async def classify(self, rows: list[tuple[str, str | None]]) -> list:
         return await self.within_timeout(self.batchers["classify"].submit_many(rows))
 
+    def watch(self, gen) -> None:
+        """Publish a generator's decoding steps (rows per step) and waiting requests in the metrics (once per generator)."""
+        decoder = gen.decoder
+        if decoder.on_step is None:
+            decoder.on_step = lambda rows: self.metrics.observe_batch("generate", rows)
+            self.metrics.watch_queue_depth("generate", lambda: decoder.queue_depth)
+
     async def generate(self, prompts: list[list[int]], options: dict) -> list:
         """Answers through the model's decoding scheduler (``tunekit.models.decoding``): every request in
         flight shares its decoding steps, whatever its options, and joins at the next step rather than
