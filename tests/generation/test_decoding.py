@@ -222,3 +222,32 @@ def test_an_adapter_unloaded_before_its_step_fails_its_request_and_the_scheduler
     with pytest.raises(ModelError, match="unknown adapter 'doomed'"):
         ticket.result()
     assert gen._finish(prompt, gen.decoder.submit(prompt, max_new_tokens=10).result()[0], None, 10).text == "hello there"
+
+
+def test_concurrent_http_chat_requests_share_steps(adapter_gen, tmp_path):
+    """Through the server: four concurrent chat requests to the bare base (which runs to its budget)
+    take far fewer steps than their tokens, and each answers as ``generate`` alone."""
+    import httpx
+
+    from tests.conftest import local_settings
+    from tunekit.serve import LoadedModel, create_app
+
+    gen = adapter_gen
+    loaded = LoadedModel(model=gen, name="greeter", version="1", source="greeter/1")
+    app = create_app(local_settings(model="greeter/1", workspace=str(tmp_path), max_new_tokens=64), lambda s: loaded)
+    questions = ["say hi", "say bye", "say hi please", "bye"]
+    expected = [one_at_a_time(gen, ids_of(gen, q), max_new_tokens=30, adapter=gen.base_model).text for q in questions]
+
+    async def run() -> list[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
+            while (await client.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.02)
+            bodies = [{"model": gen.base_model, "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 30}
+                      for q in questions]
+            answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=b) for b in bodies))
+            return [a.json()["choices"][0]["message"]["content"] for a in answers]
+
+    steps = gen.decoder.steps
+    assert asyncio.run(run()) == expected
+    assert gen.decoder.steps - steps < 2 * 30  # 4 x 30 tokens one after the other would take 120 steps
