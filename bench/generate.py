@@ -161,7 +161,7 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 
 def load() -> list[float]:
-    return [float(x) for x in subprocess.run(["uptime"], capture_output=True, text=True).stdout.rsplit(":", 1)[1].split(",")]
+    return [float(x) for x in subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.rsplit(":", 1)[1].split(",")]
 
 
 def main() -> None:

@@ -201,7 +201,7 @@ class Scheduler:
                 self.pending = [t for t in self.pending if t not in joining]
             try:
                 ended = self._step(key, joining)
-            except Exception as exc:  # e.g. its adapter was unloaded meanwhile: fail this batch, keep serving the rest
+            except Exception as exc:  # noqa: BLE001 - e.g. its adapter was unloaded meanwhile: fail this batch, keep serving the rest
                 ended = self._fail(self.batches.setdefault(key, _Batch()), exc) + joining
                 for ticket in joining:
                     ticket.error = exc
@@ -228,7 +228,7 @@ class Scheduler:
             try:
                 if batch.tickets:
                     self._decode(batch)
-            except Exception as exc:  # a failed forward fails the requests in it, never the thread
+            except Exception as exc:  # noqa: BLE001 - a failed forward fails the requests in it, never the thread
                 ended += self._fail(batch, exc)
             if joining:
                 ended += self._prefill(batch, joining)
@@ -247,7 +247,7 @@ class Scheduler:
         try:
             self._merge(batch, joining, *self._forward_prompts(joining))
             return []
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept on the ticket, raised to its consumer
             if len(joining) == 1:
                 joining[0].error = exc
                 return joining
@@ -321,9 +321,8 @@ class Scheduler:
         if ticket.error is not None or ticket.cancelled.is_set():
             ticket.finish_reason = ticket.finish_reason or "cancelled"
             return True
-        if ticket.tokens[-1] in self.stop_ids:
-            ticket.finish_reason = "stop"
-        elif ticket.stop and any(s in self.gen.tokenizer.decode(ticket.tokens, skip_special_tokens=True) for s in ticket.stop):
+        text = self.gen.tokenizer.decode(ticket.tokens, skip_special_tokens=True) if ticket.stop else ""
+        if ticket.tokens[-1] in self.stop_ids or any(s in text for s in ticket.stop):
             ticket.finish_reason = "stop"
         elif len(ticket.tokens) >= ticket.max_new_tokens:
             ticket.finish_reason = "length"
