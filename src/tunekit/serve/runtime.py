@@ -132,11 +132,15 @@ class Runtime:
         return await self.within_timeout(self.batchers["classify"].submit_many(rows))
 
     def watch(self, gen) -> None:
-        """Publish a generator's decoding steps (rows per step) and waiting requests in the metrics (once per generator)."""
+        """Publish a generator's decoding steps (rows per step) and waiting requests in this runtime's metrics
+        (the generator may outlive an app, e.g. in tests or after a reload: the latest runtime to serve it watches it)."""
         decoder = gen.decoder
-        if decoder.on_step is None:
-            decoder.on_step = lambda rows: self.metrics.observe_batch("generate", rows)
+        if decoder.on_step != self._observe_step:
+            decoder.on_step = self._observe_step
             self.metrics.watch_queue_depth("generate", lambda: decoder.queue_depth)
+
+    def _observe_step(self, rows: int) -> None:
+        self.metrics.observe_batch("generate", rows)
 
     async def generate(self, prompts: list[list[int]], options: dict) -> list:
         """Answers through the model's decoding scheduler (``tunekit.models.decoding``): every request in
