@@ -6,6 +6,10 @@ generation model directory becomes a ``Generator`` that renders conversations wi
 saved beside the weights (``templates.encode``, the same function training used) and decodes
 batches greedily or by sampling. A PEFT generator holds its adapters by name on one base model, so
 the server can answer for the base model and several adapters from one copy of the weights.
+
+Evaluation decodes whole batches with HF ``generate`` (``Generator.generate``); the server goes
+through ``Generator.decoder`` (``tunekit.models.decoding``), where concurrent requests join and leave
+a running batch step by step, with the same greedy answers.
 """
 
 from __future__ import annotations
