@@ -6,6 +6,10 @@ generation model directory becomes a ``Generator`` that renders conversations wi
 saved beside the weights (``templates.encode``, the same function training used) and decodes
 batches greedily or by sampling. A PEFT generator holds its adapters by name on one base model, so
 the server can answer for the base model and several adapters from one copy of the weights.
+
+Evaluation decodes whole batches with HF ``generate`` (``Generator.generate``); the server goes
+through ``Generator.decoder`` (``tunekit.models.decoding``), where concurrent requests join and leave
+a running batch step by step, with the same greedy answers.
 """
 
 from __future__ import annotations
@@ -100,7 +104,9 @@ class Generator:
     path: Path
     device: torch.device
     adapters: dict[str, Path] = field(default_factory=dict)  # name -> adapter directory; empty for a full checkpoint
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass (or evaluation's generate) at a time
+    _decoder: Any = field(default=None, repr=False)
+    _decoder_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def base_model(self) -> str:
@@ -149,60 +155,60 @@ class Generator:
         with self._adapter(adapter):
             return self.model(input_ids=torch.tensor([prompt], device=self.device)).logits[0, -1].float().cpu()
 
+    @property
+    def decoder(self):
+        """The ``decoding.Scheduler`` that serves this model: concurrent requests share decoding steps."""
+        with self._decoder_lock:
+            if self._decoder is None:
+                from tunekit.models.decoding import Scheduler
+
+                self._decoder = Scheduler(self)
+            return self._decoder
+
+    async def answer(self, prompt: list[int], max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+                     stop: list[str] | None = None, adapter: str | None = None, seed: int | None = None) -> Generation:
+        """One answer through ``decoder`` (the server's path): its steps are shared with every other
+        request in flight, so a request never waits for another to finish."""
+        ids, _ = await self.decoder.run(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
+                                        adapter=adapter, seed=seed)
+        return self._finish(prompt, ids, stop, max_new_tokens)
+
     def stream(self, prompt: list[int], max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, adapter: str | None = None, seed: int | None = None) -> Iterator[str | Generation]:
-        """Text pieces as they are generated, then the final ``Generation``. Holds ``lock`` throughout.
+        """Text pieces as they are generated, then the final ``Generation``, through ``decoder``.
 
         The pieces concatenate to the final ``Generation.text``: text that may be the start of a stop
-        string is held back until it is known not to be one. Closing the iterator early (a client that
-        hangs up) stops generation at the next token and waits for it before the lock is released, so
-        an abandoned stream never runs on, with its adapter set, beside the next request.
+        string, or an incomplete UTF-8 character, is held back until it is known. Closing the iterator
+        early (a client that hangs up) drops the request at the next step and waits until it is dropped,
+        so an abandoned stream never runs on beside the next request.
         """
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel = threading.Event()
-        result: dict = {}
-
-        def work() -> None:
-            try:
-                with self._adapter(adapter):
-                    result["ids"] = self._generate([prompt], max_new_tokens, temperature, top_p, stop, seed, streamer, cancel)[0]
-            except BaseException as exc:  # surfaced to the consumer below
-                result["error"] = exc
-                streamer.end()
-
-        sent = ""  # text yielded so far
-        with self.lock:
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
-            try:
-                seen = ""  # text generated so far
-                for piece in streamer:
-                    seen += piece
-                    cut = _cut_at_stop(seen, stop) if stop else None
-                    ready = cut if cut is not None else seen[: len(seen) - _stop_prefix_len(seen, stop or [])]
-                    if len(ready) > len(sent):
-                        yield ready[len(sent):]
-                        sent = ready
-                    if cut is not None:
-                        break
-            except BaseException:  # GeneratorExit when the consumer stops early
-                cancel.set()
-                raise
-            finally:
-                thread.join()
-        if "error" in result:
-            raise result["error"]
-        final = self._finish(prompt, result["ids"], stop, max_new_tokens)
+        ticket = self.decoder.submit(prompt, max_new_tokens, temperature, top_p, stop, adapter, seed)
+        stops = set(templates.stop_token_ids(self.tokenizer))
+        sent, kept = "", []  # text yielded so far; the answer's ids before any stop token
+        try:
+            for token in ticket:
+                if token in stops:
+                    continue  # the end: the ticket finishes by itself
+                kept.append(token)
+                seen = self.tokenizer.decode(kept, skip_special_tokens=True)
+                if seen.endswith("\ufffd"):
+                    continue  # part of a character
+                cut = _cut_at_stop(seen, stop) if stop else None
+                ready = cut if cut is not None else seen[: len(seen) - _stop_prefix_len(seen, stop or [])]
+                if len(ready) > len(sent):
+                    yield ready[len(sent):]
+                    sent = ready
+            ids, _ = ticket.result()
+        except BaseException:  # GeneratorExit when the consumer stops early
+            self.decoder.cancel(ticket)
+            raise
+        final = self._finish(prompt, ids, stop, max_new_tokens)
         if final.text.startswith(sent) and len(final.text) > len(sent):
             yield final.text[len(sent):]  # whatever was held back and turned out not to be a stop string
         yield final
 
     def _generate(self, batch: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                  stop: list[str] | None, seed: int | None, streamer=None, cancel: threading.Event | None = None) -> list[list[int]]:
-        from transformers import StoppingCriteriaList
-
+                  stop: list[str] | None, seed: int | None) -> list[list[int]]:
         pad = self.tokenizer.pad_token_id
         width = max(len(r) for r in batch)
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
@@ -213,9 +219,8 @@ class Generator:
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens, do_sample=sampling,
             temperature=temperature if sampling else None, top_p=top_p if sampling else None, top_k=None,
-            eos_token_id=templates.stop_token_ids(self.tokenizer), pad_token_id=pad, streamer=streamer,
+            eos_token_id=templates.stop_token_ids(self.tokenizer), pad_token_id=pad,
             stop_strings=stop or None, tokenizer=self.tokenizer if stop else None,
-            stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)] if cancel is not None else []),
         )
         return [row[width:].tolist() for row in out]
 
@@ -289,16 +294,6 @@ def _bar(console, total: int):
     with bar(console, "rows") as progress:
         task = progress.add_task("generate", total=total, info="")
         yield lambda n: progress.update(task, advance=n)
-
-
-class _Cancelled:
-    """A stopping criterion that ends generation once ``event`` is set (a stream closed early)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def _stop_prefix_len(text: str, stop: list[str]) -> int:

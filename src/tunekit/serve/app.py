@@ -71,7 +71,7 @@ def create_app(settings: ServeSettings, loader: Loader | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slot.start(on_loaded=lambda m: runtime.metrics.set_model(m.name, m.version, m.task, m.model.info.base_model.id))
-        runtime.start(partial(_classify_batch, slot), generate_batch)
+        runtime.start(partial(_classify_batch, slot))
         slot.watch(settings.reload_interval_s)
         deployment.watch(settings.deployment_poll_s)
         yield
@@ -288,15 +288,6 @@ def length_groups(lengths: list[int], max_rows: int, slack: float = LENGTH_SLACK
             groups.append([i])
             first = lengths[i]
     return groups
-
-
-def generate_batch(items: list[tuple[list[int], dict]]):
-    """One batched ``generate`` over the prompts of every request in the micro-batch (same model, same
-    decoding options: the batcher groups them so; the route put the model in as ``generator``)."""
-    options = dict(items[0][1])
-    gen = options.pop("generator")
-    with gen.lock:
-        return gen.generate([p for p, _ in items], **options, batch_size=len(items))
 
 
 def _generator(slot: ModelSlot):

@@ -8,8 +8,9 @@ true`` as server-sent events (``data: {chunk}`` per piece, then ``data: [DONE]``
 ``model`` may name: for a PEFT model the base model id (the untouched base) and each adapter name,
 for a full checkpoint the model's name.
 
-Generation runs in worker threads, one at a time per model (``Generator.lock``), so the event loop
-keeps answering; a stream whose client hangs up stops generating at the next token.
+Generation runs in each model's decoding scheduler (``tunekit.models.decoding``), off the event
+loop: concurrent requests, streamed or not, share every decoding step; a stream whose client hangs
+up, or a request that times out, is dropped at the next step.
 
 Status codes, all with OpenAI's error body:
 - 400: a well-formed request this model cannot fit: ``max_tokens`` above the server's
@@ -131,6 +132,7 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
     async def chat_completions(request: ChatCompletionRequest, http: Request):
         loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
+        runtime.watch(gen)
         _check(request, CHAT_REFUSED, http.url.path, warned)
         messages = conversation(request.messages)
         head = _head("chatcmpl", request.model)
@@ -158,6 +160,7 @@ def install(app: FastAPI, served: Served, settings: ServeSettings, runtime: Runt
     async def completions(request: CompletionRequest, http: Request):
         loaded = await run_in_threadpool(served.pick, request.model, http)  # the pool may load it: off the event loop
         gen, adapter = _target(loaded, request.model, http.url.path)
+        runtime.watch(gen)
         _check(request, COMPLETION_REFUSED, http.url.path, warned)
         texts = prompt_texts(request.prompt, settings.max_inputs)
         head = _head("cmpl", request.model)

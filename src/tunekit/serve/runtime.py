@@ -1,5 +1,5 @@
 """What a production request passes through besides the model: auth, rate limit, timeout,
-guardrails, micro-batching, metrics and the request log, held by one ``Runtime`` per app.
+guardrails, micro-batching (generation: the model's decoding scheduler), metrics and the request log, held by one ``Runtime`` per app.
 
 The routes stay about their API: each declares the scope it needs (``runtime.require("inference")``),
 sends rows through ``runtime.classify`` / ``runtime.generate`` (micro-batched, with the timeout),
@@ -76,12 +76,13 @@ class Runtime:
                     if settings.log_requests else None)
         self.batchers: dict[str, MicroBatcher] = {}
 
-    def start(self, classify_fn, generate_fn) -> None:
-        """Create the micro-batchers (they need the running event loop) and say how auth stands."""
+    def start(self, classify_fn) -> None:
+        """Create the classifier's micro-batcher (it needs the running event loop) and say how auth stands.
+        Generation needs none: each model's decoding scheduler batches its requests step by step."""
         s = self.settings
-        for kind, fn in (("classify", classify_fn), ("generate", generate_fn)):
+        for kind, fn in (("classify", classify_fn),):
             batcher = MicroBatcher(fn, s.batch_size, s.max_wait_ms, kind, on_batch=lambda n, k=kind: self.metrics.observe_batch(k, n),
-                                   concurrency=s.forward_concurrency if kind == "classify" else 1)
+                                   concurrency=s.forward_concurrency)
             batcher.start()
             self.metrics.watch_queue_depth(kind, lambda b=batcher: b.queue_depth)
             self.batchers[kind] = batcher
@@ -132,10 +133,24 @@ class Runtime:
     async def classify(self, rows: list[tuple[str, str | None]]) -> list:
         return await self.within_timeout(self.batchers["classify"].submit_many(rows))
 
+    def watch(self, gen) -> None:
+        """Publish a generator's decoding steps (rows per step) and waiting requests in this runtime's metrics
+        (the generator may outlive an app, e.g. in tests or after a reload: the latest runtime to serve it watches it)."""
+        decoder = gen.decoder
+        if decoder.on_step != self._observe_step:
+            decoder.on_step = self._observe_step
+            self.metrics.watch_queue_depth("generate", lambda: decoder.queue_depth)
+
+    def _observe_step(self, rows: int) -> None:
+        self.metrics.observe_batch("generate", rows)
+
     async def generate(self, prompts: list[list[int]], options: dict) -> list:
-        # requests share a micro-batch only with the same model (by identity) and the same decoding options
-        key = tuple(sorted((k, id(v) if k == "generator" else tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
-        return await self.within_timeout(self.batchers["generate"].submit_many([(p, options) for p in prompts], key=key))
+        """Answers through the model's decoding scheduler (``tunekit.models.decoding``): every request in
+        flight shares its decoding steps, whatever its options, and joins at the next step rather than
+        after the batch ahead of it; a request that times out is dropped from the batch."""
+        options = dict(options)
+        gen = options.pop("generator")
+        return await self.within_timeout(asyncio.gather(*(gen.answer(p, **options) for p in prompts)))
 
     async def check_input(self, request: Request, texts: list[str]) -> None:
         """Input guardrails (over long texts in a worker thread: their regexes must not stall the event loop;

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Response
 from tunekit.artifacts import Workspace
 from tunekit.errors import RequestError
 from tunekit.serve import handlers, openai_routes
-from tunekit.serve.app import generate_batch, serve
+from tunekit.serve.app import serve
 from tunekit.serve.runtime import BodyLimit, Observe, Runtime
 from tunekit.serve.schemas import Health
 from tunekit.serve.settings import ServeSettings
@@ -47,7 +47,7 @@ def create_service_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.start(_no_classifier, generate_batch)
+        runtime.start(_no_classifier)
         # one process per job slot: a job seeds torch's global generators, so two jobs must not share a process
         workers.extend(start_worker(settings) for _ in range(settings.workers))
         yield
