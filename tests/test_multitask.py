@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from tests.conftest import synthetic_rows
+from tests.conftest import synthetic_rows, tiny_config_in
 from tunekit import pipeline
 from tunekit.data import multitask
 from tunekit.config import load_config
@@ -34,13 +34,17 @@ def _write(path, rows: list[tuple[str, str]]) -> None:
             writer.writerow([text, _mood(text), "mood"])
 
 
-@pytest.fixture
-def multitask_config(tiny_config, tmp_path):
-    _write(tmp_path / "train.csv", synthetic_rows(40, seed=1))
-    _write(tmp_path / "test.csv", synthetic_rows(10, seed=2))
-    return tiny_config(data={"train": "train.csv", "test": "test.csv", "task_column": "task"}, method={"kind": "full"},
+@pytest.fixture(scope="module")
+def multitask_run(tmp_path_factory, tiny_bert):
+    """``(cfg, outcome)``: one two-task run, read by the report test and retrained by the feedback test."""
+    folder = tmp_path_factory.mktemp("multitask")
+    tiny_config = tiny_config_in(folder, tiny_bert)
+    _write(folder / "train.csv", synthetic_rows(40, seed=1))
+    _write(folder / "test.csv", synthetic_rows(10, seed=2))
+    cfg = load_config(tiny_config(data={"train": "train.csv", "test": "test.csv", "task_column": "task"}, method={"kind": "full"},
                        train={"learning_rate": 2e-3},
-                       eval={"robustness_sample": 0, "explain_samples": 0, "calibrate": False}, gate={"min_improvement": -1.0})
+                       eval={"robustness_sample": 0, "explain_samples": 0, "calibrate": False}, gate={"min_improvement": -1.0}))
+    return cfg, pipeline.run(cfg, Console(quiet=True))
 
 
 def test_the_restriction_is_exactly_one_softmax_per_task():
@@ -60,9 +64,8 @@ def test_the_restriction_is_exactly_one_softmax_per_task():
     assert logits.grad[:3, :3].abs().sum() > 0 and logits.grad[3:, 3:].abs().sum() > 0
 
 
-def test_multitask_run_learns_both_tasks_and_reports_each(multitask_config):
-    cfg = load_config(multitask_config)
-    outcome = pipeline.run(cfg, Console(quiet=True))
+def test_multitask_run_learns_both_tasks_and_reports_each(multitask_run):
+    _, outcome = multitask_run
     manifest = json.loads((outcome.run_dir / "adapter" / "tunekit.json").read_text())
     assert manifest["tasks"] == {"intent": [0, 1, 2], "mood": [3, 4]}
     assert manifest["labels"] == ["intent:card", "intent:refund", "intent:transfer", "mood:calm", "mood:urgent"]
@@ -138,14 +141,13 @@ def test_the_task_column_is_part_of_the_frozen_split_key(tiny_config):
 
 
 
-def test_feedback_on_a_task_becomes_a_training_row_of_that_task(multitask_config):
+def test_feedback_on_a_task_becomes_a_training_row_of_that_task(multitask_run):
     """A correction names the label within the request's task; retraining writes it back as label
     and task columns, and the same text corrected in another task is not a duplicate."""
     from tunekit.pipeline.retrain import retrain_from_feedback
     from tunekit.serve.requestlog import RequestLog
 
-    cfg = load_config(multitask_config)
-    first = pipeline.run(cfg, Console(quiet=True))
+    cfg, first = multitask_run
     text = "wire the money to my sister urgent"
     with RequestLog(cfg.workspace_dir / "serving.db", durable=True) as log:
         for i, (task, label) in enumerate((("intent", "transfer"), ("mood", "urgent"))):
