@@ -252,7 +252,9 @@ def eval_command(run: Annotated[str, typer.Argument(help="Run id (a folder in WO
     from tunekit.evaluate.gate_graders import answered_rows, pass_rates
 
     run_dir = _run_dir(run, workspace)
-    definitions, minimums = _grader_file(graders)
+    from tunekit.evaluate.graders import read_grader_file
+
+    definitions, minimums = read_grader_file(graders)
     card = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     from tunekit.task_kinds import KINDS, kind
 
@@ -294,52 +296,6 @@ def eval_command(run: Annotated[str, typer.Argument(help="Run id (a folder in WO
         if not json_:
             err_console.print(f"[red]Below min_pass_rate: {', '.join(below)}[/]")
         raise typer.Exit(1)
-
-
-def _grader_file(path: Path) -> tuple[list[dict], list[float | None]]:
-    """The definitions of a grader file (checked, errors naming the file and field) and each one's min_pass_rate (or None)."""
-    import yaml
-
-    from tunekit.evaluate.graders import GraderDefinitionError, validate
-
-    if not path.is_file():
-        raise TunekitError(f"{path}: grader file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
-    except yaml.YAMLError as exc:
-        raise TunekitError(f"{path}: not valid YAML or JSON: {getattr(exc, 'problem', exc)}") from None
-    where = "graders"
-    if isinstance(raw, dict) and "graders" in raw:
-        raw = raw["graders"]
-    if not isinstance(raw, list) or not raw:
-        raise TunekitError(f"{path}: expected a non-empty list of grader definitions, or {{graders: [...]}}")
-    definitions, minimums, names = [], [], set()
-    for i, entry in enumerate(raw):
-        at = f"{where}[{i}]"
-        minimum = None
-        if isinstance(entry, dict):
-            entry = dict(entry)
-            minimum = entry.pop("min_pass_rate", None)
-            if "grader" in entry:  # gate.graders' shape
-                extra = sorted(set(entry) - {"grader"})
-                if extra:
-                    raise TunekitError(f"{path}: {at}.{extra[0]}: unknown field; an entry is {{grader: {{...}}, min_pass_rate: N}}")
-                entry, at = entry["grader"], f"{at}.grader"
-        if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1):
-            raise TunekitError(f"{path}: {where}[{i}].min_pass_rate: must be a number from 0 to 1, got {minimum!r}")
-        try:
-            d = validate(entry, at)
-        except GraderDefinitionError as exc:
-            raise TunekitError(f"{path}: {exc}") from None
-        if d["type"] in ("label_model", "score_model"):
-            raise TunekitError(f"{path}: {at}.type: a {d['type']} grader needs a served judge model, which tunekit eval does not call; "
-                               "use the evals API (tunekit serve --service) for model graders")
-        if d["name"] in names:
-            raise TunekitError(f"{path}: {at}.name: {d['name']!r} is also the name of an earlier grader; give each its own name")
-        names.add(d["name"])
-        definitions.append(d)
-        minimums.append(minimum)
-    return definitions, minimums
 
 
 def _clip(text, n: int = 80) -> str:

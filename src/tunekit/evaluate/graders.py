@@ -52,6 +52,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from tunekit.grader_definitions import (
@@ -372,3 +373,53 @@ class Kind:
 _GRADE = {"string_check": _grade_string_check, "text_similarity": _grade_text_similarity, "label_model": _grade_label_model,
           "score_model": _grade_score_model, "python": _grade_python}
 KINDS: dict[str, Kind] = {name: Kind(spec.required, spec.optional, spec.check, _GRADE[name]) for name, spec in SPECS.items()}
+
+
+def read_grader_file(path: Path, judge: bool = False) -> tuple[list[dict], list[float | None]]:
+    """The definitions of a grader file (a list, or ``{graders: [...]}``; an entry may be ``{grader: {...},
+    min_pass_rate: N}`` as in ``gate.graders``), checked, with errors naming the file and field, and each
+    one's min_pass_rate (or None). Model graders (``label_model``, ``score_model``) only where a ``judge``
+    model will answer them (``tunekit monitor --judge``); ``tunekit eval`` has none."""
+    import yaml
+
+    from tunekit.errors import TunekitError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TunekitError(f"{path}: grader file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise TunekitError(f"{path}: not valid YAML or JSON: {getattr(exc, 'problem', exc)}") from None
+    where = "graders"
+    if isinstance(raw, dict) and "graders" in raw:
+        raw = raw["graders"]
+    if not isinstance(raw, list) or not raw:
+        raise TunekitError(f"{path}: expected a non-empty list of grader definitions, or {{graders: [...]}}")
+    definitions, minimums, names = [], [], set()
+    for i, entry in enumerate(raw):
+        at = f"{where}[{i}]"
+        minimum = None
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            minimum = entry.pop("min_pass_rate", None)
+            if "grader" in entry:  # gate.graders' shape
+                extra = sorted(set(entry) - {"grader"})
+                if extra:
+                    raise TunekitError(f"{path}: {at}.{extra[0]}: unknown field; an entry is {{grader: {{...}}, min_pass_rate: N}}")
+                entry, at = entry["grader"], f"{at}.grader"
+        if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1):
+            raise TunekitError(f"{path}: {where}[{i}].min_pass_rate: must be a number from 0 to 1, got {minimum!r}")
+        try:
+            d = validate(entry, at)
+        except GraderDefinitionError as exc:
+            raise TunekitError(f"{path}: {exc}") from None
+        if d["type"] in ("label_model", "score_model") and not judge:
+            raise TunekitError(f"{path}: {at}.type: a {d['type']} grader needs a served judge model, which tunekit eval does not call; "
+                               "use the evals API (tunekit serve --service) or tunekit monitor --judge for model graders")
+        if d["name"] in names:
+            raise TunekitError(f"{path}: {at}.name: {d['name']!r} is also the name of an earlier grader; give each its own name")
+        names.add(d["name"])
+        definitions.append(d)
+        minimums.append(minimum)
+    return definitions, minimums

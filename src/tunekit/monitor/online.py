@@ -80,39 +80,12 @@ def _graders(settings: MonitorSettings, task: str, parts: dict) -> list[dict]:
     """``settings.graders`` on the shadowed pairs of a generation challenger (``arms.grader_rates``)."""
     if not task_kinds.kind(task).causal:
         raise ConfigError(f"graders: grader definitions grade generated text; the monitored model is a {task} model")
-    definitions = read_graders(settings.graders)
+    from tunekit.evaluate.graders import read_grader_file
+
+    definitions, _ = read_grader_file(settings.graders, judge=True)  # min_pass_rate is the gate's; not used here
     if any(d["type"] in ("label_model", "score_model") for d in definitions) and not settings.judge:
         raise ConfigError(f"graders: {settings.graders} has model graders (label_model, score_model); name the model that judges with --judge")
     return arms.grader_rates(definitions, parts["pairs"], _judge(settings), allow_python=True)  # the user's own file, on this machine
-
-
-def read_graders(file: str) -> list[dict]:
-    """The grader definitions of a YAML or JSON file: a list, or ``{graders: [...]}``; an entry may be
-    ``{grader: {...}, min_pass_rate: N}`` as in ``gate.graders`` (the minimum is not used here)."""
-    from pathlib import Path
-
-    import yaml
-
-    from tunekit.evaluate.graders import GraderDefinitionError, validate
-
-    path = Path(file).expanduser()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"graders: cannot read {path}: {exc}") from None
-    raw = raw["graders"] if isinstance(raw, dict) and "graders" in raw else raw
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"graders: {path}: expected a non-empty list of grader definitions, or {{graders: [...]}}")
-    out = []
-    for i, entry in enumerate(raw):
-        if isinstance(entry, dict):
-            entry = {k: v for k, v in entry.items() if k != "min_pass_rate"}
-            entry = entry.get("grader", entry)
-        try:
-            out.append(validate(entry, f"graders[{i}]"))
-        except GraderDefinitionError as exc:
-            raise ConfigError(f"graders: {path}: {exc}") from None
-    return out
 
 
 def _judge(settings: MonitorSettings):

@@ -13,8 +13,9 @@ several). A batch closes when it holds ``max_batch_size`` rows or ``max_wait_ms`
 was queued, whichever comes first; while batches run the next fills, so under load batches are full
 and no item waits longer than the batches ahead of it.
 
-Items carry a ``key`` (default ``None``); only items with the same key share a batch, so
-generation requests group by compatible decoding settings. Each caller gets its own result, or
+Items carry a ``key`` (default ``None``); only items with the same key share a batch (the server
+batches classifier rows only, all under one key: generation shares decoding steps in
+``tunekit.models.decoding`` instead). Each caller gets its own result, or
 the exception ``fn`` raised for its items: when a batch of several callers fails, each caller's items
 run again on their own, so one bad request fails only itself. The worker keeps running either way. A caller that is
 cancelled (its client hung up) is dropped from the queue, or, if its batch already runs, its
