@@ -50,7 +50,7 @@ def trained(live) -> dict:
             upload = client.post("/files", files={"file": (name, content)}, data={"purpose": "fine-tune"})
             assert upload.status_code == 200, upload.text
             job = client.post("/fine_tuning/jobs", json={"model": "tiny", "training_file": upload.json()["id"], "suffix": "ui", "seed": 7,
-                                                         "hyperparameters": {"n_epochs": 2, "batch_size": 16, "learning_rate_multiplier": 10}}).json()
+                                                         "hyperparameters": {"n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 10}}).json()
             done = wait_for(lambda: (j := client.get(f"/fine_tuning/jobs/{job['id']}").json())["status"] in ("succeeded", "failed", "cancelled") and j,
                             "the job", timeout=600)
         assert done["status"] == "succeeded", done.get("error")
@@ -124,8 +124,8 @@ def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     page.wait_for_selector("#files-table")  # the page reloads with the new file listed
     assert xss_name in page.text_content("#files-table") and not pwned(tab)
     page.select_option("#job-model", "tiny")
-    page.fill("#hp-n_epochs", "2")
-    page.fill("#hp-batch_size", "16")
+    page.fill("#hp-n_epochs", "4")
+    page.fill("#hp-batch_size", "8")
     page.fill("#hp-learning_rate_multiplier", "10")
     page.fill("#job-suffix", "ui")
     page.fill("#job-seed", "7")
@@ -135,18 +135,28 @@ def test_start_a_job_and_watch_it_succeed_with_a_live_loss_curve(tab, live):
     job_id = page.url.rsplit("/", 1)[-1]
     assert page.text_content("#job-status") in ("queued", "validating_files", "running")
     worker(live)
-    points, statuses = [], set()
+    # The tiny job can finish between two of the page's polls, so the test pauses it at its first step (through the
+    # API, which is quicker than the page) to see the curve part-drawn, then resumes it with the page's button.
+    with api(live) as client:
+        wait_for(lambda: any(e["type"] == "metrics" for e in client.get(f"/fine_tuning/jobs/{job_id}/events").json()["data"]),
+                 "the first step", timeout=600)
+        paused = client.post(f"/fine_tuning/jobs/{job_id}/pause")
+        assert paused.status_code == 200, paused.text
+    expect(page.locator("#job-status")).to_have_text("paused", timeout=120_000)
+    part = int(page.get_attribute("#loss-chart", "data-points") or 0)
+    assert part >= 1 and page.is_visible("#resume-job") and not page.is_visible("#pause-job")
+    page.click("#resume-job")
+    statuses = set()
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # watch without reloading: the status and the curve change in place
         statuses.add(page.text_content("#job-status"))
-        points.append(int(page.get_attribute("#loss-chart", "data-points") or 0))
         if "succeeded" in statuses or "failed" in statuses:
             break
         time.sleep(0.5)
     assert "succeeded" in statuses, f"job ended {statuses}: {page.text_content('#job-error-text')}"
     page.wait_for_selector("#job-run:not([hidden])")
     final = int(page.get_attribute("#loss-chart", "data-points"))
-    assert final >= 2 and len({p for p in points if p}) >= 2, f"the curve did not grow while watched: {sorted(set(points))}"
+    assert final > part, f"the curve did not grow after the resume: {part} -> {final} points"
     assert page.locator("#loss-chart.js-plotly-plot .scatterlayer .trace").count() >= 1
     expect(page.locator("#events-table tbody tr").first).to_contain_text("The job has successfully completed")  # the last poll's events
     events = page.locator("#events-table tbody tr").all_text_contents()
@@ -234,7 +244,8 @@ def test_chat_in_the_playground_with_two_models_side_by_side(tab, live, trained)
     tab.sign_in("inference", then="/ui/playground")
     page = tab.page
     page.select_option("#model-a", model)
-    assert page.locator("#model-a option").all_text_contents() == [model]  # fine-tuned models only, not the catalogue's bases
+    options = page.locator("#model-a option").all_text_contents()
+    assert model in options and all(o.startswith("ft:") for o in options), options  # fine-tuned models only, not the catalogue's bases
     page.select_option("#model-b", model)  # the same model twice: greedy decoding must answer the same
     page.fill("#prompt", f"reverse: fig kiwi lime {XSS_SCRIPT}")
     page.click("#chat-form button[type=submit]")

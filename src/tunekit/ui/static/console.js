@@ -307,7 +307,10 @@
         button.disabled = true;
         try {
           await api("POST", `fine_tuning/jobs/${encodeURIComponent(id)}/${what}`);
-          if (again) setTimeout(poll, 500);  // a paused job is not polled; resumed, it is again
+          if (again) {  // a paused job is not polled; resumed, it is again, with its tail poll at the end
+            tailPolls = 1;
+            setTimeout(poll, 500);
+          }
         } catch (err) {
           window.alert(err.message);
         }
