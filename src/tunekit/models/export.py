@@ -85,5 +85,8 @@ def load_with_prompts(model_dir: Path, info: Manifest, prompts: list[str] | None
 def _reload(out_dir: Path, info: Manifest):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    cls = AutoModelForCausalLM if task_kinds.kind(info.task).causal else AutoModelForSequenceClassification
-    return cls.from_pretrained(out_dir).eval()
+    from tunekit.models import pooling
+
+    if task_kinds.kind(info.task).causal:
+        return AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    return pooling.apply(AutoModelForSequenceClassification.from_pretrained(out_dir), info.pooling).eval()  # read as it was trained

@@ -25,7 +25,7 @@ from tunekit.models import load_base, predict_proba, predict_values
 from tunekit.train import distributed, loop
 from tunekit.train.optimizer import is_head
 
-__all__ = ["LabelledObjective", "target_scaling"]
+__all__ = ["LabelledObjective", "smoothed_cross_entropy", "target_scaling"]
 
 
 class LabelledObjective:
@@ -38,7 +38,10 @@ class LabelledObjective:
         regression = task_kinds.kind(cfg.task).numeric
         self.scaling = target_scaling(data) if regression else None
         model, self.tokenizer = load_base(cfg.model.base, data.labels, cfg.model.revision, quantize_4bit=methods.SPECS[cfg.method.kind].quantized_base,
-                                          regression=regression)
+                                          regression=regression, pooling=cfg.model.pooling)
+        self.pooling = model.tunekit_pooling
+        if cfg.train.head_init == "linear_probe":
+            linear_probe(model, self.tokenizer, data, cfg, console)
         self.model = loop.adapt(model, cfg, device, cfg.task)
         if cfg.model.init_from:
             _init_from(self.model, cfg, data.labels, console)
@@ -68,7 +71,7 @@ class LabelledObjective:
         else:
             if self.allowed is not None:  # multi-task: each row's softmax runs over its own task's labels only
                 logits = multitask.mask_logits(logits, y, self.allowed)
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss = smoothed_cross_entropy(logits, y, self.cfg.train.label_smoothing)
         return loss, int(batch["attention_mask"].sum())
 
     def validate(self, par) -> loop.Validation:
@@ -96,10 +99,82 @@ class LabelledObjective:
         model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         multi = getattr(data, "multitask", False)
-        loop.manifest(cfg, data, history, best_epoch, labels=data.labels, text_pair=cfg.data.text_pair_column is not None,
+        loop.manifest(cfg, data, history, best_epoch, labels=data.labels, text_pair=cfg.data.text_pair_column is not None, pooling=self.pooling,
                       **({"tasks": data.tasks} if multi else {}),  # multi-task: label ids per task
                       **({"target": self.scaling} if self.scaling is not None else {}),  # regression: outputs are (y - mean) / std
                       ).write(out_dir)
+
+
+def linear_probe(model, tokenizer, data, cfg: TunekitConfig, console) -> float:
+    """Start the head from a logistic regression on the frozen model's features of the training rows
+    (what the head reads: a hook on it catches its input). Returns the probe's validation accuracy.
+
+    The probe is fitted with the head's own input and copied into the head's weight and bias, so the
+    model's first logits are the probe's; the regularisation is scikit-learn's default (C=1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = _last_linear(model)
+    if head is None or head.out_features != len(data.labels):
+        raise ModelError(f"train.head_init linear_probe: found no linear output layer with {len(data.labels)} outputs in {type(model).__name__}; "
+                         "use head_init: random")
+    x_train, x_val = (_head_inputs(model, head, tokenizer, getattr(data, split), cfg, console) for split in ("train", "validation"))
+    probe = LogisticRegression(max_iter=2000).fit(x_train, np.asarray(list(data.train["label"])))
+    weight = np.zeros((len(data.labels), x_train.shape[1]), dtype=np.float32)
+    bias = np.full(len(data.labels), -1e4, dtype=np.float32)  # a label absent from the training rows stays improbable
+    weight[probe.classes_] = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_, probe.coef_]) / 2
+    bias[probe.classes_] = probe.intercept_ if len(probe.classes_) > 2 else np.array([-probe.intercept_[0], probe.intercept_[0]]) / 2
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    accuracy = float(probe.score(x_val, np.asarray(list(data.validation["label"])))) if len(x_val) else float("nan")
+    console.print(f"linear probe: head initialised from a logistic regression on frozen features (validation accuracy {accuracy:.4f})")
+    return accuracy
+
+
+@torch.inference_mode()
+def _head_inputs(model, head: torch.nn.Linear, tokenizer, rows, cfg: TunekitConfig, console) -> np.ndarray:
+    """What ``head`` reads for each of ``rows``, in row order (length-sorted batches, caught by a hook)."""
+    from tunekit.models import encode_batch
+    from tunekit.progress import bar
+
+    texts, pairs = list(rows["text"]), text_pairs(rows)
+    order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or [None] * len(texts))], kind="stable")
+    out = np.zeros((len(texts), head.in_features), dtype=np.float32)
+    caught: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        with bar(console, "rows") as progress:
+            task = progress.add_task("linear probe features", total=len(texts), info="")
+            for start in range(0, len(texts), cfg.train.eval_batch_size):
+                idx = order[start : start + cfg.train.eval_batch_size]
+                batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, cfg.model.max_length)
+                model(**{k: v.to(model.device) for k, v in batch.items()})
+                out[idx] = caught.pop().float().cpu().numpy()
+                progress.update(task, advance=len(idx))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return out
+
+
+def _last_linear(model) -> torch.nn.Linear | None:
+    linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and is_head(name)]
+    return linears[-1] if linears else None
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Summed cross-entropy against ``1 - smoothing`` on the true label plus ``smoothing`` spread over
+    the labels a row may take. Not torch's own ``label_smoothing``: it spreads over every logit, and a
+    multi-task row's other-task logits are -inf, which would make the loss infinite."""
+    if smoothing == 0:
+        return torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+    logp = torch.log_softmax(logits, dim=-1)
+    allowed = torch.isfinite(logits)
+    spread = -logp.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)
+    true = -logp.gather(1, y.unsqueeze(1)).squeeze(1)
+    return ((1 - smoothing) * true + smoothing * spread).sum()
 
 
 def target_scaling(data) -> dict[str, float]:
