@@ -101,7 +101,7 @@ def load_base(base: str, labels: list[str], revision: str | None = None, quantiz
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.tunekit_pooling = pooling_module.resolve(pooling, source)
+    model.tunekit_pooling = pooling_module.resolve(pooling, source, model)
     pooling_module.apply(model, model.tunekit_pooling)
     return model, tokenizer
 

@@ -44,9 +44,23 @@ def checkpoint_pooling(source: str) -> str:
     return "mean" if modes.get("pooling_mode_mean_tokens") and not modes.get("pooling_mode_cls_token") else "head"
 
 
-def resolve(setting: str, source: str) -> str:
-    """``model.pooling`` made concrete: ``auto`` follows the checkpoint (``checkpoint_pooling``)."""
-    return checkpoint_pooling(source) if setting == "auto" else setting
+def resolve(setting: str, source: str, model=None) -> str:
+    """``model.pooling`` made concrete: ``auto`` follows the checkpoint (``checkpoint_pooling``), and
+    keeps the architecture's head where ``model`` has no encoder stack this module can pool."""
+    if setting != "auto":
+        return setting
+    found = checkpoint_pooling(source)
+    return "head" if found == "mean" and model is not None and _encoder(model)[1] is None else found
+
+
+def _encoder(model):
+    """(the encoder model, its stack of layers) under a sequence classifier (PEFT-wrapped or not);
+    the stack is None when there is none to hook (BERT-like: ``encoder``; DistilBERT: ``transformer``)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    encoder_model = inner.base_model  # e.g. BertModel under BertForSequenceClassification
+    if encoder_model is inner:
+        return encoder_model, None
+    return encoder_model, getattr(encoder_model, "encoder", None) or getattr(encoder_model, "transformer", None)
 
 
 def apply(model, pooling: str):
@@ -56,11 +70,9 @@ def apply(model, pooling: str):
         return model
     if pooling != "mean":
         raise ConfigError(f"model.pooling {pooling!r}: use one of {', '.join(POOLINGS)} (or auto)")
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    encoder_model = inner.base_model  # e.g. BertModel under BertForSequenceClassification
-    layers = getattr(encoder_model, "encoder", None)
-    if encoder_model is inner or layers is None:
-        raise ConfigError(f"model.pooling mean: {type(inner).__name__} has no encoder stack to pool over; set model.pooling: head")
+    encoder_model, layers = _encoder(model)
+    if layers is None:
+        raise ConfigError(f"model.pooling mean: {type(model).__name__} has no encoder stack to pool over; set model.pooling: head")
     if getattr(layers, "_tunekit_mean_pooling", False):
         return model
     masks: dict[str, torch.Tensor | None] = {}
