@@ -80,3 +80,26 @@ def test_auto_pooling_follows_the_checkpoint(tiny_bert):
     assert pooling.resolve("auto", resolve_base("bundled:minilm")) == "mean"
     assert pooling.resolve("auto", str(tiny_bert)) == "head"
     assert pooling.resolve("head", resolve_base("bundled:minilm")) == "head"
+
+
+def test_mean_pooling_keeps_each_threads_batch_apart(tiny_bert):
+    """The server may run two batches through one model at once (``concurrent_batches``): each
+    thread's rows are pooled with its own attention mask."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    model, tokenizer = load_base(str(tiny_bert), ["a", "b"], pooling="mean")
+    model.eval()
+    batches = [tokenizer(["alpha beta gamma delta epsilon", "alpha"], padding=True, return_tensors="pt"),
+               tokenizer(["beta"] * 3, padding=True, return_tensors="pt")]
+
+    def logits(batch):
+        with torch.inference_mode():
+            return model(**batch).logits
+
+    alone = [logits(b) for b in batches]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(20):
+            for got, expected in zip(pool.map(logits, batches), alone):
+                torch.testing.assert_close(got, expected)

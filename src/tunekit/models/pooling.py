@@ -20,6 +20,7 @@ as it was trained.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import torch
@@ -75,14 +76,14 @@ def apply(model, pooling: str):
         raise ConfigError(f"model.pooling mean: {type(model).__name__} has no encoder stack to pool over; set model.pooling: head")
     if getattr(layers, "_tunekit_mean_pooling", False):
         return model
-    masks: dict[str, torch.Tensor | None] = {}
+    current = threading.local()  # per thread: the server may run several batches through one model at once
 
     def keep_mask(module, args, kwargs):
-        masks["mask"] = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        current.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
 
     def mean_first(module, args, output):
         states = output[0] if isinstance(output, tuple) else output.last_hidden_state
-        mask = masks.get("mask")
+        mask = getattr(current, "mask", None)
         weights = (torch.ones(states.shape[:2], dtype=states.dtype, device=states.device) if mask is None else mask.to(states.dtype)).unsqueeze(-1)
         mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         pooled = torch.cat([mean.unsqueeze(1), states[:, 1:]], dim=1)
