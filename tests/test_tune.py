@@ -42,3 +42,19 @@ def test_grid_needs_listed_values(tiny_config):
     cfg = load_config(tiny_config(tune={"sampler": "grid", "space": {"train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}}))
     with pytest.raises(ConfigError, match="grid walks listed values only"):
         tune(cfg, Console(quiet=True))
+
+
+def test_the_shipped_banking77_space_is_searchable(tiny_config):
+    """The keys of ``examples/banking77/config-best.yaml``'s space (pooling, head start, smoothing,
+    unfrozen blocks) each make a config that trains."""
+    from pathlib import Path
+
+    shipped = load_config(Path(__file__).parents[1] / "examples/banking77/config-best.yaml").tune.space
+    space = {k: v.model_dump(exclude_none=True) for k, v in shipped.items() if k != "train.learning_rate"}
+    space["method.layers"] = {"type": "int", "low": 1, "high": 2}  # the tiny BERT has 2 blocks
+    cfg = load_config(tiny_config(method={"kind": "freeze", "layers": 1}, train={"epochs": 1},
+                                  tune={"sampler": "random", "trials": 3, "pruning": False, "space": space}))
+    summary = tune(cfg, Console(quiet=True))
+    best = load_config(summary["config"])
+    assert summary["trials"] == 3 and set(summary["params"]) == set(space)
+    assert (best.model.pooling, best.train.head_init) == (summary["params"]["model.pooling"], summary["params"]["train.head_init"])
