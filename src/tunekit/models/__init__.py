@@ -208,15 +208,21 @@ def _outputs(model, tokenizer, texts: list[str], pairs: list[str] | None, max_le
 
     was_training = model.training
     model.eval()
-    order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or [None] * len(texts))], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
+    for idx, batch in sorted_batches(tokenizer, texts, pairs, max_length, batch_size):
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         out[idx] = transform(logits.float()).cpu().numpy()
     model.train(was_training)
     return out
+
+
+def sorted_batches(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int):
+    """``(row indices, encoded batch)`` over ``texts``, rows sorted by length so each batch pads only to
+    its own longest row; a caller puts each batch's results back at its indices."""
+    order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or [None] * len(texts))], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
 
 
 def encode_batch(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int):

@@ -134,11 +134,10 @@ def linear_probe(model, tokenizer, data, cfg: TunekitConfig, console) -> float:
 @torch.inference_mode()
 def _head_inputs(model, head: torch.nn.Linear, tokenizer, rows, cfg: TunekitConfig, console) -> np.ndarray:
     """What ``head`` reads for each of ``rows``, in row order (length-sorted batches, caught by a hook)."""
-    from tunekit.models import encode_batch
+    from tunekit.models import sorted_batches
     from tunekit.progress import bar
 
     texts, pairs = list(rows["text"]), text_pairs(rows)
-    order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or [None] * len(texts))], kind="stable")
     out = np.zeros((len(texts), head.in_features), dtype=np.float32)
     caught: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
@@ -147,9 +146,7 @@ def _head_inputs(model, head: torch.nn.Linear, tokenizer, rows, cfg: TunekitConf
     try:
         with bar(console, "rows") as progress:
             task = progress.add_task("linear probe features", total=len(texts), info="")
-            for start in range(0, len(texts), cfg.train.eval_batch_size):
-                idx = order[start : start + cfg.train.eval_batch_size]
-                batch = encode_batch(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, cfg.model.max_length)
+            for idx, batch in sorted_batches(tokenizer, texts, pairs, cfg.model.max_length, cfg.train.eval_batch_size):
                 model(**{k: v.to(model.device) for k, v in batch.items()})
                 out[idx] = caught.pop().float().cpu().numpy()
                 progress.update(task, advance=len(idx))
