@@ -17,6 +17,10 @@ Per runtime (`--runtimes torch,onnx`):
 - for 1, 8 and 32 concurrent clients: requests/s, p50 and p99 latency (ms) and failures of each
   server, tunekit's mean micro-batch size (from `/metrics`), and the ratios tunekit / naive and
   tunekit / raw (one text per request, so requests/s are rows/s).
+- CPU per answered request of the server process (every thread: HTTP, JSON, the request log and the
+  model) and of the load generator, read from /proc around each point; with the raw CPU per row,
+  `cpu_bound_vs_raw` = raw CPU per row / (server + client CPU per request): the most `vs_raw` could
+  reach on these cores even if they were never idle (the client shares them).
 - `log`: after a graceful stop, every request tunekit acknowledged (warm-up included) is looked up in
   its `serving.db`; `lost` must be 0, like `failed`.
 With `--long S`, a soak of S seconds at 32 clients on tunekit (first runtime), checked the same way
@@ -127,7 +131,7 @@ def raw_throughput(args) -> None:
     for batch in batches[:3]:  # warm-up
         forward_rows(loaded, batch, args.batch_size)
     streams = settings.forward_concurrency  # as many passes at once as the server runs
-    counts, started = [0] * streams, time.perf_counter()
+    counts, started, cpu_started = [0] * streams, time.perf_counter(), time.process_time()
 
     def stream(k: int) -> None:
         i = 3 + k
@@ -141,7 +145,9 @@ def raw_throughput(args) -> None:
     for t in threads:
         t.join()
     rows = sum(counts)
-    print(json.dumps({"rows_per_second": round(rows / (time.perf_counter() - started), 1), "rows": rows, "streams": streams}))
+    cpu = time.process_time() - cpu_started
+    print(json.dumps({"rows_per_second": round(rows / (time.perf_counter() - started), 1), "rows": rows, "streams": streams,
+                      "cpu_ms_per_row": round(cpu / rows * 1000, 3)}))
 
 
 def measure_raw(args, runtime: str) -> dict:
@@ -293,6 +299,12 @@ async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict
     }
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``), every thread included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _quantile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -333,7 +345,11 @@ async def compare_side(side: str, runtime: str, args, texts: list[str], workspac
                 warm = await load(server.url, texts, clients, args.warmup)
                 ids += warm["ids"]
                 before = await batch_stats(session, server.url) if side == "tunekit" else None
+                server_cpu, client_cpu = process_cpu_seconds(server.proc.pid), time.process_time()
                 point = await load(server.url, texts, clients, args.seconds)
+                answered = max(point["requests"] - point["errors"], 1)
+                point["server_cpu_ms_per_request"] = round((process_cpu_seconds(server.proc.pid) - server_cpu) / answered * 1000, 3)
+                point["client_cpu_ms_per_request"] = round((time.process_time() - client_cpu) / answered * 1000, 3)
                 point["failed"] = point.pop("errors") + warm["errors"]
                 if before is not None:
                     after = await batch_stats(session, server.url)
@@ -385,7 +401,8 @@ async def main_async(args) -> dict:
             if args.no_compare:
                 break
             raw = measure_raw(args, runtime)
-            figures, ratios[runtime] = {"raw_rows_per_second": raw["rows_per_second"], "concurrent_batches": raw["streams"]}, {}
+            figures, ratios[runtime] = {"raw_rows_per_second": raw["rows_per_second"], "raw_cpu_ms_per_row": raw["cpu_ms_per_row"],
+                                        "concurrent_batches": raw["streams"]}, {}
             sides = {}
             for side in ("tunekit", "naive"):
                 Path(tmp, runtime, side).mkdir(parents=True)
@@ -398,6 +415,9 @@ async def main_async(args) -> dict:
                     "vs_naive": _ratio(t["requests_per_second"], n["requests_per_second"]),
                     "vs_raw": _ratio(t["requests_per_second"], raw["rows_per_second"]),
                     "p99_vs_naive": _ratio(t["p99_ms"], n["p99_ms"]),
+                    # the most vs_raw could be on these cores if they were never idle: the model's CPU per row over
+                    # everything one request costs in CPU (the server's, model included, and the load generator's)
+                    "cpu_bound_vs_raw": _ratio(raw["cpu_ms_per_row"], t["server_cpu_ms_per_request"] + t["client_cpu_ms_per_request"]),
                 }
             ratios[runtime]["failed"] = sum(p["failed"] for side in sides.values() for k, p in side.items() if k in CLIENTS)
             ratios[runtime]["lost"] = figures["log"]["lost"]

@@ -174,10 +174,12 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
                                      total_steps=steps_per_epoch * train_cfg.epochs, epoch=st.epoch, train_loss=st.loss_sum / st.step)
                 if saves and (st.step // accumulate) % train_cfg.checkpoint_every == 0:
                     save_checkpoint()
-            st.train_seconds += time.perf_counter() - epoch_start
+            epoch_train_seconds = time.perf_counter() - epoch_start
+            st.train_seconds += epoch_train_seconds
             with autocast:
                 val = objective.validate(par)
-            stop = distributed.broadcast(_end_epoch(st, cfg, objective, val, keep, time.perf_counter() - epoch_start, progress.console))
+            stop = distributed.broadcast(_end_epoch(st, cfg, objective, val, keep, time.perf_counter() - epoch_start, epoch_train_seconds,
+                                                    progress.console))
             if on_epoch is not None:
                 on_epoch(st.epoch - 1, val.score)
             if saves:
@@ -202,10 +204,12 @@ def fit(cfg: TunekitConfig, objective: Objective, out_dir: Path, console, resume
 
 
 def _end_epoch(st: checkpoint.LoopState, cfg: TunekitConfig, objective: Objective, val: Validation, keep, seconds: float,
-               console) -> bool:
-    """Record the epoch, keep the best weights (``keep()``), move on; True when early stopping ends training."""
+               train_seconds: float, console) -> bool:
+    """Record the epoch (``seconds`` with its validation, ``train_seconds`` without: what a time-to-score
+    comparison reads), keep the best weights (``keep()``), move on; True when early stopping ends training."""
     n = len(st.batches)
-    st.history.append({"epoch": st.epoch, "train_loss": st.loss_sum / n, **val.fields, "seconds": round(seconds, 2)})
+    st.history.append({"epoch": st.epoch, "train_loss": st.loss_sum / n, **val.fields, "seconds": round(seconds, 2),
+                       "train_seconds": round(train_seconds, 2)})
     better = val.score < st.best_score if objective.lower_is_better else val.score > st.best_score
     console.print(f"  epoch {st.epoch}: train loss {st.loss_sum / n:.4f}, validation {val.line}" + ("  (best so far)" if better else ""))
     if better:  # the score is the same on every rank, so under FSDP every rank gathers
