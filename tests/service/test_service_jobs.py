@@ -184,6 +184,8 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_model(service):
     # every call is in the request log: who (key id), what (method and path), when, with its status
     import sqlite3
 
+    # the log commits from its own thread: wait for what the calls above queued (the last one raced the read)
+    assert service["http"].app.state.runtime.log.flush(timeout=10)
     with sqlite3.connect(workspace.serving_db) as conn:
         calls = conn.execute("SELECT route, status, key_id, request_json FROM requests").fetchall()
     creates = [c for c in calls if c[0] == "/v1/fine_tuning/jobs" and json.loads(c[3]).get("method") == "POST"]
